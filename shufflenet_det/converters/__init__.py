@@ -1,0 +1,6 @@
+"""Checkpoint converters (torchvision, Megvii ShuffleNet-Series, mmpretrain) into this project's layouts."""
+from .core import (ConversionError, available_converters, convert_checkpoint, get_converter,
+                   load_state_dict_file, register_converter, save_atomic)
+
+__all__ = ['ConversionError', 'available_converters', 'convert_checkpoint', 'get_converter',
+           'load_state_dict_file', 'register_converter', 'save_atomic']
