@@ -1,0 +1,133 @@
+"""ShuffleNet V2 backbone (Ma et al., "ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design",
+ECCV 2018, arXiv 1807.11164), laid out exactly like torchvision's ``shufflenetv2``.
+
+A torchvision ``shufflenetv2_x*.pth`` state dict without its ``fc.*`` keys loads with ``strict=True`` and gives the
+same features:
+
+* ``conv1.{0 conv, 1 bn, 2 act}``, ``maxpool``;
+* ``stage{2,3,4}.{i}``: ``branch1.{0 dw, 1 bn, 2 pw, 3 bn, 4 act}`` (stride-2 units only) and
+  ``branch2.{0 pw, 1 bn, 2 act, 3 dw, 4 bn, 5 pw, 6 bn, 7 act}``;
+* ``conv5.{0 conv, 1 bn, 2 act}``.
+
+Unit (paper Fig. 3 (c)/(d)): stride 1 splits the input channels into halves by slicing, keeps the first half and
+runs ``branch2`` on the second; stride 2 feeds the whole input to both branches; the halves are concatenated and
+shuffled with 2 groups. Only slicing, ``cat`` and reshape/transpose are used, so the graph exports to ONNX/ncnn
+without data-dependent control flow.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..layers import channel_shuffle, channel_split, conv_norm_act
+from .base import ShuffleBackboneBase
+from .validation import check_choice
+
+#: Architecture of ShuffleNet V2, as data: paper Table 5 channels ``[stem, stage2, stage3, stage4, conv5]`` per width
+#: (identical to torchvision's ``stages_out_channels``) and the units per stage.
+SHUFFLENET_V2_ARCH: dict = dict(
+    stage_repeats=(4, 8, 4),
+    stage_names=('stage2', 'stage3', 'stage4'),
+    channels={
+        0.5: (24, 48, 96, 192, 1024),
+        1.0: (24, 116, 232, 464, 1024),
+        1.5: (24, 176, 352, 704, 1024),
+        2.0: (24, 244, 488, 976, 2048),
+    },
+)
+
+
+class ShuffleV2Unit(nn.Module):
+    """One ShuffleNet V2 unit in torchvision's ``InvertedResidual`` layout (see module docstring)."""
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 stride: int,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f'stride={stride!r} is not supported; allowed values: [1, 2]')
+        if out_channels % 2:
+            raise ValueError(f'out_channels={out_channels} must be even (two branches of equal width)')
+        branch = out_channels // 2
+        if stride == 1 and in_channels != out_channels:
+            raise ValueError(f'a stride-1 unit needs in_channels == out_channels, got {in_channels} and '
+                             f'{out_channels}')
+        self.stride = stride
+        self.branch_channels = branch
+        cfg = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
+        if stride == 2:
+            self.branch1 = nn.Sequential(
+                *conv_norm_act(in_channels, in_channels, 3, stride=stride, groups=in_channels, act_cfg=None,
+                               with_act_slot=False, **cfg),
+                *conv_norm_act(in_channels, branch, 1, act_cfg=act_cfg, **cfg))
+        self.branch2 = nn.Sequential(
+            *conv_norm_act(in_channels if stride == 2 else branch, branch, 1, act_cfg=act_cfg, **cfg),
+            *conv_norm_act(branch, branch, 3, stride=stride, groups=branch, act_cfg=None, with_act_slot=False,
+                           **cfg),
+            *conv_norm_act(branch, branch, 1, act_cfg=act_cfg, **cfg))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            kept, processed = channel_split(x, self.branch_channels)
+            out = torch.cat((kept, self.branch2(processed)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+@MODELS.register_module()
+class ShuffleNetV2(ShuffleBackboneBase):
+    """ShuffleNet V2 backbone for MMDetection (arXiv 1807.11164), torchvision-compatible state dict.
+
+    Outputs (project convention): 0 = ``[conv1, maxpool]`` (stride 4), 1 = ``stage2`` (8), 2 = ``stage3`` (16),
+    3 = ``stage4`` (32), 4 = ``conv5`` (32).
+
+    Args:
+        widen_factor: width multiplier, one of 0.5, 1.0, 1.5, 2.0 (paper Table 5).
+        out_indices: output indices to return (see above).
+        frozen_stages: -1 freezes nothing; k freezes output groups 0..k.
+        conv_cfg, norm_cfg, act_cfg: mmcv layer configs (``act_cfg=None`` puts ``nn.Identity`` in the activation
+            slots, so the state-dict keys do not change).
+        norm_eval: keep every BatchNorm (SyncBN included) in eval mode while training.
+        with_cp: activation checkpointing of each unit.
+        init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint='shufflenetv2_x1-5666bf0f80.pth')``
+            (torchvision weights: the ``fc.*`` keys are reported as unexpected and ignored by mmengine).
+    """
+
+    arch = SHUFFLENET_V2_ARCH
+
+    def __init__(self,
+                 widen_factor: float = 1.0,
+                 out_indices: Sequence[int] = (1, 2, 3),
+                 frozen_stages: int = -1,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict | list] = None) -> None:
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, norm_eval=norm_eval, with_cp=with_cp,
+                         init_cfg=init_cfg)
+        self.widen_factor = check_choice('widen_factor', widen_factor, list(self.arch['channels']))
+        channels = self.arch['channels'][float(widen_factor)]
+        self.stage_channels = channels
+        cfg = dict(conv_cfg=conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+        self.conv1 = nn.Sequential(*conv_norm_act(3, channels[0], 3, stride=2, **cfg))
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_channels = channels[0]
+        for name, repeats, out_channels in zip(self.arch['stage_names'], self.arch['stage_repeats'], channels[1:4]):
+            units = [ShuffleV2Unit(in_channels if i == 0 else out_channels, out_channels, stride=2 if i == 0 else 1,
+                                   **cfg) for i in range(repeats)]
+            self.add_module(name, nn.Sequential(*units))
+            in_channels = out_channels
+        self.conv5 = nn.Sequential(*conv_norm_act(in_channels, channels[4], 1, **cfg))
+        self._set_outputs(groups=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',), ('conv5',)],
+                          channels=channels, strides=(4, 8, 16, 32, 32))
