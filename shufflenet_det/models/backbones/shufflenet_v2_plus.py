@@ -1,0 +1,63 @@
+"""ShuffleNetV2+ (megvii-model/ShuffleNet-Series ``ShuffleNetV2+``): the SPOS block space (arXiv 1904.00420) on
+ShuffleNet V2 (arXiv 1807.11164) with h-swish and squeeze-excitation, as in MobileNetV3.
+
+Published layout (``arch='Small' | 'Medium' | 'Large'``, all with the same 20 searched block choices):
+
+* stem: 3x3 stride-2 conv (16 ch) + BN + h-swish; no max-pool;
+* stage 1: ReLU; stages 2-4: h-swish after every pointwise conv (main and projection branch);
+* stages 3-4: a squeeze-excitation (``C -> C/4`` conv, BN, ReLU, ``C/4 -> C`` conv, hard-sigmoid gate) at the end
+  of every unit's main branch;
+* conv_last: 1x1 conv to 1280 + BN + h-swish.
+
+The official ImageNet head after ``conv_last`` (global pool, SE on the pooled 1280 vector, ``Linear(1280, 1280)`` +
+h-swish, dropout, ``Linear(1280, 1000)``) is a classifier and is not part of the backbone.
+
+The official ``Shuffle_Xception`` of ShuffleNetV2+ strides all three depthwise convs of a stride-2 unit (an
+architecture with a stride-2 xception unit would not run there; the published one has none). Here, as in the
+OneShot implementation, only the first depthwise conv has the stride.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+from mmdet.registry import MODELS
+
+from .archs.searched import parse_v2plus_arch
+from .searched_base import SearchedShuffleBackbone
+
+
+@MODELS.register_module()
+class ShuffleNetV2Plus(SearchedShuffleBackbone):
+    """ShuffleNetV2+ backbone.
+
+    Args:
+        arch: ``'Small'``, ``'Medium'``, ``'Large'`` or a dict encoding (keys of DetNAS plus optional ``stem_act``,
+            ``stage_acts``, ``last_act`` in ``'ReLU'``/``'HSwish'`` and ``se_stages``).
+        out_indices: outputs to return: 0-3 the four stages (strides 4, 8, 16, 32), 4 the last 1x1 conv.
+        frozen_stages: -1 freezes nothing; k freezes output groups 0..k (group 0 = stem + stage 1).
+        conv_cfg, norm_cfg: layer configs of every conv / norm (the SE's too).
+        act_cfg: ``None`` (default) keeps the published activations (ReLU / h-swish per position, see module
+            docstring); a config replaces every one of them, e.g. ``dict(type='ReLU')`` for hardware without
+            h-swish. The SE squeeze keeps ReLU and its hard-sigmoid gate.
+        norm_eval, with_cp, init_cfg: see :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`.
+    """
+
+    def __init__(self,
+                 arch: str | Mapping = 'Small',
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = None,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict | list] = None) -> None:
+        spec = parse_v2plus_arch(arch)
+
+        def act(name: str) -> dict:
+            return dict(act_cfg) if act_cfg is not None else dict(type=name)
+
+        super().__init__(spec, out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, stem_act_cfg=act(spec.stem_act),
+                         stage_act_cfgs=[act(a) for a in spec.stage_acts], last_act_cfg=act(spec.last_act),
+                         norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
