@@ -1,0 +1,8 @@
+"""Model analysis: multiply-adds and parameters (mmengine's counter) and the published variants they are checked
+against."""
+from .complexity import (MAC_OPS, OP_SETS, ImageClassifier, build_backbone, classifier_complexity,
+                         model_complexity)
+from .published import PUBLISHED_VARIANTS, PublishedVariant, published_variants, register_published_variant
+
+__all__ = ['MAC_OPS', 'OP_SETS', 'ImageClassifier', 'build_backbone', 'classifier_complexity', 'model_complexity',
+           'PUBLISHED_VARIANTS', 'PublishedVariant', 'published_variants', 'register_published_variant']

@@ -1,0 +1,186 @@
+"""Multiply-adds and parameters, counted with mmengine's analysis machinery (fvcore's JIT-trace counter).
+
+Counted operator set (``op_set='macs'``, the default): convolutions and matrix products only (``aten::_convolution``,
+``addmm``, ``linear``, ``matmul``, ``mm``, ``bmm``, ``einsum``), one fused multiply-add = 1, conv bias not counted.
+This is how the ShuffleNet papers and the reference counts of ``shufflenet_det.analysis.published`` count "FLOPs":
+mmengine's default ``FlopAnalyzer`` additionally counts BatchNorm (which deployment folds into the conv), norms,
+upsampling and adaptive pooling; with those ShuffleNet V2 1.0x reads 148.8M (+2.7 %) instead of 144.9M (published:
+146M in the paper, 0.145 G by torchvision).
+``op_set='mmengine'`` keeps mmengine's default handles for comparison with other mmengine-counted models.
+Element-wise ops (activations, adds, concat, channel shuffle, max/avg pooling) are never counted.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from torch import nn
+
+#: mmengine/fvcore operator handles kept by ``op_set='macs'``: convolutions and matrix products.
+MAC_OPS: tuple[str, ...] = ('aten::_convolution', 'aten::addmm', 'aten::linear', 'aten::matmul', 'aten::mm',
+                            'aten::bmm', 'aten::einsum')
+OP_SETS: tuple[str, ...] = ('macs', 'mmengine')
+
+
+def _check_op_set(op_set: str) -> str:
+    if op_set not in OP_SETS:
+        raise ValueError(f'op_set={op_set!r} is not supported; allowed values: {list(OP_SETS)}')
+    return op_set
+
+
+def _flop_analyzer(model: nn.Module, inputs: tuple, op_set: str) -> FlopAnalyzer:
+    analyzer = FlopAnalyzer(model, inputs)
+    if op_set == 'macs':
+        # Keep mmengine's own handles for the multiply-accumulate ops; every other default handle (BN, norms,
+        # upsample, pooling, ...) becomes an ignored op. (set_op_handle(name, None) alone only marks a name as
+        # ignored and leaves an existing handle in place, hence clear_op_handles first.)
+        defaults = dict(analyzer._op_handles)
+        analyzer.clear_op_handles()
+        analyzer.set_op_handle(**{name: handle for name, handle in defaults.items() if name in MAC_OPS})
+        analyzer.set_op_handle(**{name: None for name in defaults if name not in MAC_OPS})
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    analyzer.tracer_warnings('none')
+    return analyzer
+
+
+def _as_input_shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
+    """``224`` -> ``(1, 3, 224, 224)``; ``(H, W)`` -> ``(1, 3, H, W)``; ``(C, H, W)`` -> ``(1, C, H, W)``."""
+    if isinstance(input_shape, int):
+        shape: tuple[int, ...] = (input_shape, input_shape)
+    else:
+        shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 1:
+        shape = (shape[0], shape[0])
+    if len(shape) == 2:
+        shape = (1, 3) + shape
+    elif len(shape) == 3:
+        shape = (1,) + shape
+    if len(shape) != 4 or any(s <= 0 for s in shape):
+        raise ValueError(f'input_shape={input_shape!r} must be S, (H, W), (C, H, W) or (N, C, H, W) of positive ints')
+    return shape
+
+
+class _TensorOutputs(nn.Module):
+    """Run ``module(x, **kwargs)`` and flatten nested lists/tuples/dicts of tensors into a tuple (what JIT tracing
+    accepts)."""
+
+    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        super().__init__()
+        self.module = module
+        self.kwargs = kwargs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(_flatten_tensors(self.module(x, **self.kwargs)))
+
+
+def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _flatten_tensors(item)]
+    return []
+
+
+def _detector_wrapper(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """``model(inputs, data_samples, mode='tensor')``: ``extract_feat`` + head forward, no post-processing."""
+    from mmdet.structures import DetDataSample
+
+    n, _, h, w = shape
+    samples = []
+    for _ in range(n):
+        sample = DetDataSample()
+        sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                                 scale_factor=(1.0, 1.0)))
+        samples.append(sample)
+    return _TensorOutputs(model, data_samples=samples, mode='tensor')
+
+
+def _is_mmdet_detector(model: nn.Module) -> bool:
+    try:
+        from mmdet.models.detectors import BaseDetector
+    except ImportError:  # pragma: no cover - mmdet is a dependency
+        return False
+    return isinstance(model, BaseDetector)
+
+
+def model_complexity(model: nn.Module, input_shape: int | Sequence[int] = 224, op_set: str = 'macs') -> dict:
+    """Multiply-adds and parameters of ``model`` on a random input of ``input_shape``.
+
+    An mmdet detector is counted in ``mode='tensor'`` (its ``_forward``: backbone + neck + head forward, no
+    post-processing), as mmdet's ``get_flops.py`` does, with data samples carrying the input shape; any other module is called on the input tensor. Nested
+    outputs are flattened. The model is put in eval mode for the count and restored afterwards.
+
+    Returns:
+        dict with ``flops`` (multiply-adds, int), ``params`` (int), ``input_shape`` and ``op_set``, and
+        ``flops_by_operator`` (dict operator -> count).
+    """
+    _check_op_set(op_set)
+    shape = _as_input_shape(input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        wrapper = _detector_wrapper(model, shape) if _is_mmdet_detector(model) else _TensorOutputs(model)
+        param = next(model.parameters(), None)
+        x = torch.randn(shape, device=param.device if param is not None else 'cpu')
+        with torch.no_grad():
+            analyzer = _flop_analyzer(wrapper, (x,), op_set)
+            flops = int(analyzer.total())
+            by_op = {k: int(v) for k, v in analyzer.by_operator().items()}
+    finally:
+        model.train(was_training)
+    return dict(flops=flops, params=int(parameter_count(model)['']), input_shape=shape, op_set=op_set,
+                flops_by_operator=by_op)
+
+
+class ImageClassifier(nn.Module):
+    """Backbone + global average pool + linear classifier: the published ImageNet head of every ShuffleNet."""
+
+    def __init__(self, backbone: nn.Module, in_channels: int, num_classes: int = 1000, bias: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(in_channels, num_classes, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.backbone(x)[-1]
+        return self.fc(feat.mean((2, 3)))
+
+
+def build_backbone(backbone_cfg: dict, last_output_only: bool = True) -> nn.Module:
+    """Build a backbone from its config through mmdet's MODELS (with its last output only, by default)."""
+    import shufflenet_det  # noqa: F401  (registers the backbones)
+    from mmdet.registry import MODELS
+
+    if not isinstance(backbone_cfg, dict) or 'type' not in backbone_cfg:
+        raise ValueError(f'backbone_cfg={backbone_cfg!r} must be a dict with a "type" key')
+    if MODELS.get(backbone_cfg['type']) is None:
+        known = sorted(k for k in MODELS.module_dict if 'Shuffle' in k or 'DetNAS' in k or 'OneShot' in k)
+        raise ValueError(f"backbone type {backbone_cfg['type']!r} is not registered in mmdet MODELS; "
+                         f'ShuffleNet-family types: {known}')
+    cfg = copy.deepcopy(backbone_cfg)
+    if last_output_only:
+        probe = MODELS.build(dict(cfg, out_indices=(0,)))
+        cfg['out_indices'] = (probe.num_outputs - 1,)
+    return MODELS.build(cfg)
+
+
+def classifier_complexity(backbone_cfg: dict,
+                          input_size: int | Sequence[int] = 224,
+                          num_classes: int = 1000,
+                          classifier_bias: bool = True,
+                          op_set: str = 'macs') -> dict:
+    """Complexity of the ImageNet classifier built on ``backbone_cfg`` (how the papers report FLOPs and params).
+
+    The backbone is built with only its last output (``out_indices=(last,)``), followed by global average pooling
+    and ``Linear(last_channels, num_classes)``. Returns :func:`model_complexity`'s dict plus ``out_channels`` and
+    ``out_strides`` of the full backbone (every output index).
+    """
+    backbone = build_backbone(backbone_cfg, last_output_only=True)
+    model = ImageClassifier(backbone, backbone.out_channels[-1], num_classes, bias=classifier_bias)
+    result = model_complexity(model, input_size, op_set=op_set)
+    result.update(out_channels=backbone._all_channels, out_strides=backbone._all_strides)
+    return result
