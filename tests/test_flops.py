@@ -47,6 +47,31 @@ def test_v2_1x_matches_paper_count_and_torchvision_params() -> None:
     assert set(res['flops_by_operator']) <= {'conv', 'linear', 'addmm'}
 
 
+def _hook_macs(model: nn.Module, size: int) -> int:
+    """Independent count: conv and linear multiply-adds from forward hooks (weights per output element)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel() * module.weight[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize('backbone', [dict(type='ShuffleNetV1', groups=8, widen_factor=0.5),
+                                      dict(type='ShuffleNetV2', widen_factor=1.0)])
+def test_mmengine_count_equals_independent_hook_count(backbone: dict) -> None:
+    from shufflenet_det.analysis import ImageClassifier, build_backbone
+    net = build_backbone(backbone)
+    model = ImageClassifier(net, net.out_channels[-1], 1000, bias=False)
+    assert model_complexity(model, 224)['flops'] == _hook_macs(model, 224)
+
+
 def test_counter_is_exact_on_a_known_model() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=True), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.AdaptiveAvgPool2d(1),

@@ -112,8 +112,9 @@ def model_complexity(model: nn.Module, input_shape: int | Sequence[int] = 224, o
     """Multiply-adds and parameters of ``model`` on a random input of ``input_shape``.
 
     An mmdet detector is counted in ``mode='tensor'`` (its ``_forward``: backbone + neck + head forward, no
-    post-processing), as mmdet's ``get_flops.py`` does, with data samples carrying the input shape; any other module is called on the input tensor. Nested
-    outputs are flattened. The model is put in eval mode for the count and restored afterwards.
+    post-processing), as mmdet's ``get_flops.py`` does, with data samples carrying the input shape; any other module
+    is called on the input tensor. Nested outputs are flattened. The model is put in eval mode for the count and
+    restored afterwards.
 
     Returns:
         dict with ``flops`` (multiply-adds, int), ``params`` (int), ``input_shape`` and ``op_set``, and
