@@ -1,0 +1,286 @@
+"""ONNX export of ShuffleNet backbones and single-stage detectors, each checked against PyTorch.
+
+The TorchScript-based exporter is used (``torch.onnx.export(..., dynamo=False)``): on torch 2.13 the default dynamo
+exporter would be taken otherwise, and the TorchScript path is the one ONNX Runtime, onnxslim, pnnx and mmdeploy are
+tested with. Every export writes to a temporary file, validates it with ``onnx.checker``, optionally simplifies it,
+runs it in ONNX Runtime against the PyTorch model and only then renames it into place, together with a
+``<model>.json`` parity report. A failed export or a failed parity check leaves nothing behind.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_outputs, write_json_atomic
+from .parity import compare_detections, compare_tensors, format_report, summarize
+
+MIN_OPSET = 11  # NonMaxSuppression with the inputs used here, TopK with k as input, Resize of mmdet's FPN
+MAX_OPSET = 20  # highest opset of the TorchScript exporter of torch 2.13
+SIMPLIFIERS = ('onnxslim', 'onnxsim')
+
+
+class ExportError(RuntimeError):
+    """Raised when an export fails or its parity check does not pass (no file is written)."""
+
+
+def check_opset(opset: int) -> int:
+    """ValueError unless ``MIN_OPSET <= opset <= MAX_OPSET``."""
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f'opset must be an integer in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}')
+    return opset
+
+
+def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """ValueError unless ``shape`` is (batch, 3, height, width) with positive sizes."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[1] != 3 or min(shape) <= 0:
+        raise ValueError(f'input shape must be (batch, 3, height, width) with positive sizes, got {shape}')
+    return shape  # type: ignore[return-value]
+
+
+def simplify_onnx(path: str | os.PathLike, method: str) -> str:
+    """Simplify the ONNX file in place with ``onnxslim`` or ``onnxsim``; return the tool's name and version."""
+    import onnx
+    if method == 'onnxslim':
+        import onnxslim
+        model = onnxslim.slim(str(path))
+        onnx.save(model, str(path))
+        return f'onnxslim {onnxslim.__version__}'
+    if method == 'onnxsim':
+        try:
+            import onnxsim
+        except ImportError as exc:
+            raise ValueError('simplify=onnxsim requested but onnxsim is not installed (use onnxslim)') from exc
+        model, ok = onnxsim.simplify(onnx.load(str(path)))
+        if not ok:
+            raise ExportError('onnxsim could not validate the simplified model')
+        onnx.save(model, str(path))
+        return f'onnxsim {onnxsim.__version__}'
+    raise ValueError(f'simplify must be one of {SIMPLIFIERS} or None, got {method!r}')
+
+
+def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0,
+                optimization: str = 'all') -> Any:
+    """An ONNX Runtime session (CPU provider unless ``providers`` says otherwise)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        'disable': ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts,
+                                providers=list(providers or ['CPUExecutionProvider']))
+
+
+def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, input_names: Sequence[str],
+                      output_names: Sequence[str], opset: int,
+                      dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
+    """``torch.onnx.export`` through the TorchScript exporter, with export-time warnings silenced."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(model, args, str(path), dynamo=False, input_names=list(input_names),
+                          output_names=list(output_names), opset_version=opset, dynamic_axes=dynamic_axes,
+                          do_constant_folding=True, export_params=True)
+
+
+def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *, input_name: str,
+                   output_names: Sequence[str], opset: int, dynamic_axes: dict[str, dict[int, str]] | None,
+                   simplify: str | None, check: Callable[[Path], dict[str, Any]], meta: dict[str, Any],
+                   verbose: bool = True) -> dict[str, Any]:
+    """Export, validate, simplify, check parity with ``check(tmp_path)``; write model + JSON only if it passes."""
+    import onnx
+    check_opset(opset)
+    if simplify is not None and simplify not in SIMPLIFIERS:
+        raise ValueError(f'simplify must be one of {SIMPLIFIERS} or None, got {simplify!r}')
+    path = Path(path)
+    if path.suffix != '.onnx':
+        raise ValueError(f'output {str(path)!r} must end with .onnx')
+    report_path = path.with_suffix('.json')
+    t0 = time.perf_counter()
+    with atomic_outputs([path]) as (tmp,):
+        try:
+            torch_onnx_export(model, (example,), tmp, [input_name], output_names, opset, dynamic_axes)
+            onnx.checker.check_model(str(tmp))
+            simplified_by = simplify_onnx(tmp, simplify) if simplify else None
+        except (ValueError, ExportError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
+            raise ExportError(f'ONNX export to {str(path)!r} failed: {type(exc).__name__}: {exc}') from exc
+        parity = check(tmp)
+        report = dict(model=path.name, format='onnx', opset=opset, dynamic=bool(dynamic_axes),
+                      input_name=input_name, output_names=list(output_names), simplified_by=simplified_by,
+                      torch=torch.__version__, onnx=onnx.__version__, export_seconds=None, **meta,
+                      parity=parity)
+        report['export_seconds'] = round(time.perf_counter() - t0, 2)
+        if verbose:
+            print(f'[export] {path.name}: {format_report(parity)}')
+        if not parity['passed']:
+            raise ExportError(f'parity check failed for {str(path)!r}; nothing written: {format_report(parity)}')
+    write_json_atomic(report, report_path)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- backbone
+class _TupleOutputs(nn.Module):
+    """Make a backbone return a tuple even when it has one output (stable output names)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        out = self.module(x)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _check_inputs(shape: tuple[int, ...], dynamic: bool, seed: int) -> list[torch.Tensor]:
+    """Check inputs: the export shape, plus (dynamic) a different batch and size."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [shape]
+    if dynamic:
+        shapes.append((shape[0] + 1, 3, shape[2] + 32, shape[3] + 64))
+    return [torch.randn(s, generator=gen) for s in shapes]
+
+
+def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
+                         opset: int = 17, dynamic: bool = False, fold_bn: bool = True,
+                         simplify: str | None = None, atol: float = 1e-4, seed: int = 0,
+                         verbose: bool = True) -> dict[str, Any]:
+    """Export a backbone (BN folded unless ``fold_bn=False``) and check every feature map within ``atol``.
+
+    The reference is the original (unfolded) PyTorch backbone in eval mode; with ``dynamic`` the batch and spatial
+    axes are dynamic and the check also runs at a second input size.
+    """
+    shape = check_input_shape(input_shape)
+    reference = copy.deepcopy(backbone).eval()
+    model = copy.deepcopy(backbone).eval()
+    if fold_bn:
+        if not hasattr(model, 'switch_to_deploy'):
+            raise ValueError(f'{type(model).__name__} has no switch_to_deploy(); pass fold_bn=False')
+        model.switch_to_deploy()
+    wrapped = _TupleOutputs(model).eval()
+    inputs = _check_inputs(shape, dynamic, seed)
+    with torch.no_grad():
+        num_out = len(wrapped(inputs[0]))
+    names = [f'feat{i}' for i in range(num_out)]
+    axes = None
+    if dynamic:
+        axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
+        axes.update({n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in names})
+
+    def check(tmp: Path) -> dict[str, Any]:
+        sess = ort_session(tmp)
+        checks = []
+        with torch.no_grad():
+            for x in inputs:
+                ref = _TupleOutputs(reference)(x)
+                got = sess.run(None, {'input': x.numpy()})
+                res = compare_tensors(ref, got, atol, names)
+                res['input_shape'] = list(x.shape)
+                checks.append(res)
+        return summarize(checks)
+
+    meta = dict(what='backbone', backbone=type(backbone).__name__, input_shape=list(shape), bn_folded=fold_bn,
+                out_channels=list(getattr(backbone, 'out_channels', [])) or None,
+                out_strides=list(getattr(backbone, 'out_strides', [])) or None)
+    return export_checked(wrapped, inputs[0], path, input_name='input', output_names=names, opset=opset,
+                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------------------- detector
+def torch_detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, np.ndarray]]:
+    """Run mmdet's own ``predict`` (rescale=False) on a normalised batch; boxes in input-pixel coordinates."""
+    from mmdet.structures import DetDataSample
+    h, w = int(x.shape[2]), int(x.shape[3])
+    samples = []
+    for _ in range(x.shape[0]):
+        s = DetDataSample()
+        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                            scale_factor=(1.0, 1.0)))
+        samples.append(s)
+    with torch.no_grad():
+        results = detector.predict(x, samples, rescale=False)
+    return [dict(boxes=r.pred_instances.bboxes.numpy(), scores=r.pred_instances.scores.numpy(),
+                 labels=r.pred_instances.labels.numpy()) for r in results]
+
+
+def unpad_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                     labels: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Split the padded (num_dets, boxes, scores, labels) outputs into one dict per image."""
+    return [dict(boxes=boxes[i, :n], scores=scores[i, :n], labels=labels[i, :n])
+            for i, n in enumerate(np.asarray(num_dets).reshape(-1).astype(int))]
+
+
+def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: Sequence[torch.Tensor],
+                         opset: int = 17, dynamic: bool = False, fold_bn: bool = True, with_nms: bool = True,
+                         simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
+                         raw_atol: float = 1e-3, verbose: bool = True) -> dict[str, Any]:
+    """Export a RetinaNet-like detector; check against mmdet's ``predict`` on every image of ``images``.
+
+    ``images`` are normalised (1, 3, H, W) tensors; the first one is the export example (and, for a static export,
+    every image must have its size). With NMS the check compares boxes (``box_atol`` pixels), scores
+    (``score_atol``) and labels (exactly, after one-to-one matching) with mmdet's post-processing; without NMS it
+    compares the raw head tensors within ``raw_atol``.
+    """
+    from .detector import DetectorExportWrapper
+    if not images:
+        raise ValueError('export_detector_onnx needs at least one check image')
+    shape = check_input_shape(images[0].shape)
+    if not dynamic and any(tuple(im.shape) != shape for im in images):
+        raise ValueError(f'static export at {shape}: every check image must have that shape, got '
+                         f'{sorted({tuple(im.shape) for im in images})}')
+    reference = copy.deepcopy(detector).eval()
+    model = copy.deepcopy(detector).eval()
+    if fold_bn:
+        for m in model.modules():
+            if m is not model and hasattr(m, 'switch_to_deploy'):
+                m.switch_to_deploy()
+    wrapper = DetectorExportWrapper(model, with_nms=with_nms).eval()
+    names = wrapper.output_names
+    axes = None
+    if dynamic:
+        axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
+        axes.update({n: {0: 'batch'} for n in names})
+
+    def check(tmp: Path) -> dict[str, Any]:
+        sess = ort_session(tmp)
+        checks = []
+        for x in images:
+            got = sess.run(None, {'input': x.numpy()})
+            if with_nms:
+                for ref, act in zip(torch_detections(reference, x), unpad_detections(*got)):
+                    res = compare_detections(ref, act, box_atol, score_atol)
+                    res['input_shape'] = list(x.shape)
+                    checks.append(res)
+            else:
+                with torch.no_grad():
+                    ref = DetectorExportWrapper(reference, with_nms=False)(x)
+                res = compare_tensors(ref, got, raw_atol, names)
+                res['input_shape'] = list(x.shape)
+                checks.append(res)
+        return summarize(checks)
+
+    meta = dict(what='detector', detector=type(detector).__name__, backbone=type(detector.backbone).__name__,
+                input_shape=list(shape), bn_folded=fold_bn, with_nms=with_nms,
+                postprocess=wrapper_meta(detector))
+    return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
+                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose)
+
+
+def wrapper_meta(detector: nn.Module) -> dict[str, Any]:
+    """The post-processing description stored with every detector export (see ``detector.postprocess_meta``)."""
+    from .detector import postprocess_meta
+    return postprocess_meta(detector)
