@@ -1,0 +1,229 @@
+"""DetNAS, ShuffleNetV2+ and OneShot backbones: published encodings, layout, channel routing, the mmdet contract,
+export-friendliness and encoding validation."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import contract_checks as cc
+from shufflenet_det.models.backbones import DetNAS, OneShot, ShuffleNetV2Plus
+from shufflenet_det.models.backbones.archs import (DETNAS_ARCHS, ONESHOT_ARCH, SHUFFLENET_V2_PLUS_ARCHS,
+                                                   parse_oneshot_arch)
+from shufflenet_det.models.backbones.spos_blocks import (SearchedShuffleBlock, SqueezeExcite, deinterleave_channels,
+                                                         deinterleave_index)
+from shufflenet_det.models.layers import channel_shuffle
+
+ALL5 = (0, 1, 2, 3, 4)
+# [stem, s1, s2, s3, s4, last] channels from the reference tables (architectures.md)
+DETNAS_CHANNELS = {'COCO-FPN-300M': (16, 64, 160, 320, 640, 1024), 'COCO-RetinaNet-300M': (16, 64, 160, 320, 640, 1024),
+                   'VOC-FPN-300M': (16, 64, 160, 320, 640, 1024), 'VOC-RetinaNet-300M': (16, 64, 160, 320, 640, 1024),
+                   'COCO-FPN-1.3G': (48, 96, 240, 480, 960, 1024), 'COCO-FPN-3.8G': (72, 172, 432, 864, 1728, 1728)}
+V2PLUS_CHANNELS = {'Small': (36, 104, 208, 416), 'Medium': (48, 128, 256, 512), 'Large': (68, 168, 336, 672)}
+PUBLISHED = ([dict(type='DetNAS', arch=a) for a in DETNAS_CHANNELS]
+             + [dict(type='ShuffleNetV2Plus', arch=a) for a in V2PLUS_CHANNELS] + [dict(type='OneShot')])
+CONTRACT = [dict(type='DetNAS', arch='COCO-FPN-300M'), dict(type='ShuffleNetV2Plus', arch='Small'),
+            dict(type='OneShot')]
+
+
+def _id(cfg: dict) -> str:
+    return f'{cfg["type"]}-{cfg.get("arch", "published")}'
+
+
+# ---------------------------------------------------------------- published encodings
+@pytest.mark.parametrize('cfg', PUBLISHED, ids=_id)
+def test_published_encoding_builds_and_declares_outputs(cfg: dict) -> None:
+    size = 32 if cfg.get('arch') == 'COCO-FPN-3.8G' else 64  # the 3.8G variant is heavy: a tiny input only
+    cc.check_outputs_match_declared(dict(cfg, out_indices=ALL5), size=size)
+    model = cc.build(dict(cfg, out_indices=ALL5))
+    assert model.out_strides == (4, 8, 16, 32, 32)
+    if cfg['type'] == 'DetNAS':
+        stem, *stages, last = DETNAS_CHANNELS[cfg['arch']]
+        assert model.conv1[0].out_channels == stem
+        assert model.out_channels == tuple(stages) + (last,)
+    elif cfg['type'] == 'ShuffleNetV2Plus':
+        assert model.out_channels == V2PLUS_CHANNELS[cfg['arch']] + (1280,)
+    else:
+        assert model.out_channels == (64, 160, 320, 640, 1024)
+    assert [len(getattr(model, f'stage{i}')) for i in range(1, 5)] == list(model.arch.repeats)
+
+
+def test_layout_follows_encoding() -> None:
+    """Choices, kernels, mid channels and stride placement come from the encoding, unit by unit."""
+    model = DetNAS(arch='COCO-FPN-300M')
+    units = [u for i in range(1, 5) for u in getattr(model, f'stage{i}')]
+    choices = DETNAS_ARCHS['COCO-FPN-300M']['choices']
+    assert len(units) == 20
+    for unit, choice, out in zip(units, choices, [64] * 4 + [160] * 4 + [320] * 8 + [640] * 4):
+        assert unit.choice == ('shufflenet_3x3', 'shufflenet_5x5', 'shufflenet_7x7', 'xception_3x3')[choice]
+        assert unit.mid_channels == out // 2
+        if choice == 3:
+            dws = [m for m in unit.branch_main if isinstance(m, nn.Conv2d) and m.groups > 1]
+            assert len(dws) == 3 and [m.stride for m in dws] == [(unit.stride,) * 2, (1, 1), (1, 1)]
+        else:
+            assert unit.branch_main[3].kernel_size == ((3, 5, 7)[choice],) * 2
+            assert unit.branch_main[3].stride == (unit.stride,) * 2
+    assert [u.stride for u in units] == [2, 1, 1, 1, 2, 1, 1, 1, 2] + [1] * 7 + [2, 1, 1, 1]
+    # the stem has no max-pool: stage 1 opens with the second stride-2 layer
+    assert model.conv1[0].stride == (2, 2) and not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+
+    oneshot = OneShot()
+    scales = [ONESHOT_ARCH['scale_list'][i] for i in ONESHOT_ARCH['scale_ids']]
+    outs = [64] * 4 + [160] * 4 + [320] * 8 + [640] * 4
+    mids = [u.mid_channels for i in range(1, 5) for u in getattr(oneshot, f'stage{i}')]
+    assert mids == [int(o // 2 * s) for o, s in zip(outs, scales)]
+    assert mids[:3] == [44, 38, 25]  # 32 * 1.4, 32 * 1.2, 32 * 0.8
+
+
+def test_v2plus_activations_and_se() -> None:
+    model = ShuffleNetV2Plus(arch='Medium')
+    assert isinstance(model.conv1[2], nn.Hardswish) and isinstance(model.conv_last[2], nn.Hardswish)
+    for i in range(1, 5):
+        for unit in getattr(model, f'stage{i}'):
+            acts = [m for m in unit.branch_main if isinstance(m, (nn.ReLU, nn.Hardswish))]
+            assert all(isinstance(a, nn.ReLU if i == 1 else nn.Hardswish) for a in acts) and acts
+            has_se = isinstance(unit.branch_main[-1], SqueezeExcite)
+            assert has_se == (i >= 3)
+            if unit.stride == 2:
+                assert isinstance(unit.branch_proj[-1], nn.ReLU if i == 1 else nn.Hardswish)
+    se = model.stage3[0].branch_main[-1]
+    main_out = 256 - 128
+    assert se.attention[1].in_channels == main_out and se.attention[1].out_channels == main_out // 4
+    # act_cfg replaces every published activation (hardware without h-swish)
+    relu_only = ShuffleNetV2Plus(arch='Small', act_cfg=dict(type='ReLU'))
+    assert not any(isinstance(m, nn.Hardswish) for m in relu_only.modules())
+
+
+def test_squeeze_excite_matches_formula() -> None:
+    torch.manual_seed(0)
+    se = cc.randomize_bn(SqueezeExcite(8)).eval()
+    x = torch.randn(2, 8, 5, 5)
+    a = se.attention
+    z = a[4](torch.relu(a[2](a[1](x.mean((2, 3), keepdim=True)))))
+    torch.testing.assert_close(se(x), x * torch.clamp(z + 3, 0, 6) / 6)
+
+
+# ---------------------------------------------------------------- channel routing
+def test_deinterleave_is_inverse_of_torchvision_shuffle() -> None:
+    x = torch.arange(12.).view(1, 12, 1, 1)
+    y = deinterleave_channels(x)
+    assert y.flatten().tolist() == [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]
+    assert torch.equal(y, x[:, deinterleave_index(12)])
+    assert torch.equal(channel_shuffle(y, 2), x)
+
+
+@pytest.mark.parametrize('choice', ['shufflenet_5x5', 'xception_3x3'])
+def test_stride1_unit_equals_official_even_odd_routing(choice: str) -> None:
+    """Fed ``D(x)``, the unit returns ``D`` of the official ``cat(x[0::2], main(x[1::2]))``."""
+    torch.manual_seed(0)
+    unit = cc.randomize_bn(SearchedShuffleBlock(24, 24, 1, choice, 12)).eval()
+    x = torch.randn(2, 24, 6, 6)
+    with torch.no_grad():
+        official = torch.cat((x[:, 0::2], unit.branch_main(x[:, 1::2])), 1)
+        ours = unit(deinterleave_channels(x))
+    torch.testing.assert_close(ours, deinterleave_channels(official), rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- contract
+@pytest.mark.parametrize('cfg', CONTRACT, ids=_id)
+def test_contract(cfg: dict) -> None:
+    cc.check_frozen_stages(dict(cfg, out_indices=ALL5), 1)
+    cc.check_frozen_stages(dict(cfg, out_indices=ALL5), 4)
+    cc.check_norm_eval(cfg)
+    cc.check_with_cp(cfg)
+    cc.check_deploy_fold(dict(cfg, out_indices=ALL5), size=64, atol=1e-5)
+
+
+def test_frozen_stage_zero_freezes_stem_and_stage1_only() -> None:
+    model = DetNAS(frozen_stages=0)
+    model.train()
+    assert all(not p.requires_grad for p in model.conv1.parameters())
+    assert all(not p.requires_grad for p in model.stage1.parameters())
+    assert all(p.requires_grad for p in model.stage2.parameters())
+    assert not model.conv1[1].training and model.stage2[0].branch_main[1].training
+
+
+def test_deploy_folds_se_bn() -> None:
+    model = cc.randomize_bn(ShuffleNetV2Plus(arch='Small', out_indices=ALL5)).eval()
+    se = model.stage4[1].branch_main[-1]
+    assert isinstance(se.attention[2], nn.BatchNorm2d)
+    model.switch_to_deploy()
+    assert isinstance(se.attention[2], nn.Identity) and se.attention[1].bias is not None
+
+
+def test_forward_traces_without_data_dependent_control_flow() -> None:
+    """A trace taken at one size runs at another and matches eager (static graph: slices, cat, reshape only)."""
+    model = ShuffleNetV2Plus(arch='Small', out_indices=ALL5).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.randn(1, 3, 64, 64), check_trace=False)
+        x = torch.randn(1, 3, 96, 64)
+        for a, b in zip(traced(x), model(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_out_indices_subset_and_stops_early() -> None:
+    model = OneShot(out_indices=(1, 3)).eval()
+    assert model.out_channels == (160, 640) and model.out_strides == (8, 32)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [160, 640]
+
+
+# ---------------------------------------------------------------- encodings as dicts / bad encodings
+def test_custom_dict_encoding() -> None:
+    arch = dict(stem_channels=8, stage_channels=[16, 32, 48, 64], last_channels=96, repeats=[1, 2, 1, 2],
+                choices=['xception_3x3', 0, 1, 2, 3, 'shufflenet_7x7'])
+    model = DetNAS(arch=arch, out_indices=ALL5)
+    assert model.out_channels == (16, 32, 48, 64, 96)
+    assert [u.choice for s in (model.stage1, model.stage2, model.stage3, model.stage4) for u in s] == [
+        'xception_3x3', 'shufflenet_3x3', 'shufflenet_5x5', 'shufflenet_7x7', 'xception_3x3', 'shufflenet_7x7']
+    cc.check_outputs_match_declared(dict(type='DetNAS', arch=arch, out_indices=ALL5), size=32)
+    plus = ShuffleNetV2Plus(arch=dict(arch, stage_acts=['ReLU', 'ReLU', 'HSwish', 'HSwish'],
+                                      se_stages=[False, False, False, True]))
+    assert isinstance(plus.stage4[0].branch_main[-1], SqueezeExcite)
+    assert not isinstance(plus.stage3[0].branch_main[-1], SqueezeExcite)
+    shot = OneShot(arch=dict(arch, scale_ids=[0, 1, 2, 3, 4, 5], scale_list=[0.5, 1.0, 1.5, 2.0, 0.25, 0.75]))
+    assert [u.mid_channels for s in (shot.stage1, shot.stage2, shot.stage3, shot.stage4) for u in s] == \
+        [4, 16, 24, 48, 8, 24]  # int(out // 2 * scale)
+    assert OneShot(arch='Published').arch == OneShot().arch == parse_oneshot_arch(None)
+
+
+_GOOD = dict(stem_channels=16, stage_channels=[64, 160, 320, 640], last_channels=1024, repeats=[4, 4, 8, 4],
+             choices=list(DETNAS_ARCHS['COCO-FPN-300M']['choices']))
+
+
+@pytest.mark.parametrize('builder, arch, message', [
+    (DetNAS, 'COCO-FPN-500M', "valid names: \\['COCO-FPN-300M'"),
+    (ShuffleNetV2Plus, 'Tiny', "valid names: \\['Small', 'Medium', 'Large'\\]"),
+    (OneShot, 'SPOS', "valid names: \\['Published'\\]"),
+    (DetNAS, dict(_GOOD, choices=_GOOD['choices'][:19]), r'19 entries but repeats=\[4, 4, 8, 4\] make 20 units'),
+    (DetNAS, dict(_GOOD, choices=_GOOD['choices'][:19] + [4]), r"choices\"\]\[19\]=4 is not a block choice; allowed "
+                                                              r"choices: \['0 \(shufflenet_3x3\)'"),
+    (DetNAS, dict(_GOOD, choices=_GOOD['choices'][:19] + ['mobilenet']), 'is not a block choice'),
+    (DetNAS, dict(_GOOD, stage_channels=[64, 161, 320, 640]), 'stage_channels.*161 is odd'),
+    (DetNAS, dict(_GOOD, stage_channels=[64, 60, 320, 640]), 'must be larger than the input'),
+    (DetNAS, dict(_GOOD, repeats=[4, 4, 8]), r'repeats.*3 entries, expected 4'),
+    (DetNAS, dict(_GOOD, stage_channels=[64, 160, 320, 0]), 'positive int'),
+    (DetNAS, dict(_GOOD, depth=3), r"unknown keys \['depth'\]"),
+    (DetNAS, {k: v for k, v in _GOOD.items() if k != 'repeats'}, r"missing keys \['repeats'\]"),
+    (OneShot, _GOOD, r"missing keys \['scale_ids'\]"),
+    (OneShot, dict(_GOOD, scale_ids=[1] * 19), 'one entry per unit \\(20'),
+    (OneShot, dict(_GOOD, scale_ids=[1] * 19 + [8]),
+     r'scale_ids"\]\[19\]=8 .* allowed values: \[0, 1, 2, 3, 4, 5, 6, 7\]'),
+    (OneShot, dict(_GOOD, scale_ids=[0] * 20, scale_list=[0.01]), 'mid channels'),
+    (OneShot, dict(_GOOD, scale_ids=[0] * 20, scale_list=[]), 'scale_list'),
+    (OneShot, 5, 'must be None'),
+    (ShuffleNetV2Plus, dict(_GOOD, stage_acts=['ReLU'] * 4), 'SE with ReLU'),
+    (ShuffleNetV2Plus, dict(_GOOD, stage_acts=['GELU'] * 4), "allowed values|from \\['ReLU', 'HSwish'\\]"),
+    (ShuffleNetV2Plus, dict(_GOOD, se_stages=[True]), '4 bools'),
+])
+def test_bad_encoding_raises(builder, arch, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        builder(arch=arch)
+
+
+def test_bad_contract_arguments_raise() -> None:
+    with pytest.raises(ValueError, match='out_indices'):
+        DetNAS(out_indices=(5,))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        OneShot(frozen_stages=5)
