@@ -84,6 +84,9 @@ def save_atomic(obj: Any, out_path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f'.{out_path.name}.', suffix='.tmp', dir=out_path.parent)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the result the permissions of a normal file
         torch.save(obj, tmp)
         os.replace(tmp, out_path)
     except BaseException:

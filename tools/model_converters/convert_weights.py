@@ -1,0 +1,130 @@
+"""Convert a classification checkpoint (torchvision, Megvii ShuffleNet-Series, mmpretrain) into backbone weights.
+
+The output is ``{'state_dict': <backbone state dict>, 'meta': {...}}``, verified by loading it with ``strict=True``
+into the backbone built from ``--type`` and its arguments, and written atomically (nothing is left behind on error).
+Use it in a detector config as::
+
+    backbone=dict(type='ShuffleNetV2', widen_factor=1.0,
+                  init_cfg=dict(type='Pretrained', checkpoint='OUT.pth'))
+
+Examples (from the repository root)::
+
+    python tools/model_converters/convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 \\
+        shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x_tv.pth
+    python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV1 --groups 3 \\
+        --widen-factor 1.0 Group3/models/snetv1_group3_1.0x.pth.tar work_dirs/pretrained/shufflenetv1_g3_1.0x.pth
+    python tools/model_converters/convert_weights.py --src megvii --type DetNAS --arch COCO-FPN-300M IN OUT
+
+``--src`` / ``--type`` accept every converter registered with
+:func:`shufflenet_det.converters.register_converter`; extra backbone arguments go through ``--arch`` or
+``--cfg-options key=value``. Checkpoints are read with ``torch.load(weights_only=True)`` only.
+Exit status: 0 on success, 1 when the conversion is refused (message on stderr), 2 for command-line errors.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as `python tools/model_converters/convert_weights.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from shufflenet_det.converters import (ConversionError, available_converters,  # noqa: E402
+                                       convert_checkpoint, get_converter)
+
+
+class KeyValueAction(DictAction):
+    """mmengine's ``DictAction`` (values parsed as Python literals), with a usage error instead of a traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        bad = [v for v in values if '=' not in v]
+        if bad:
+            parser.error(f'{option_string} expects KEY=VALUE items, got {bad}; put IN and OUT before '
+                         f'{option_string}')
+        super().__call__(parser, namespace, values, option_string)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    pairs = available_converters()
+    sources = sorted({s for s, _ in pairs})
+    types = sorted({t for _, t in pairs})
+    parser = argparse.ArgumentParser(
+        description='Convert a classification checkpoint into weights of a shufflenet_det backbone (verified with '
+                    'a strict load, written atomically). Available --src -> --type pairs: '
+                    + ', '.join(f'{s} -> {t}' for s, t in pairs) + '.',
+        epilog='example: convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 '
+               'shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x.pth')
+    parser.add_argument('src_path', metavar='IN', help='input checkpoint (read with weights_only=True)')
+    parser.add_argument('dst_path', metavar='OUT', help='output checkpoint, written atomically')
+    parser.add_argument('--src', required=True, choices=sources, help='layout of the input checkpoint')
+    parser.add_argument('--type', required=True, choices=types, dest='backbone_type',
+                        help='registered backbone type the weights are for')
+    parser.add_argument('--widen-factor', type=float, default=None,
+                        help='backbone widen_factor (must match the checkpoint); backbone default when omitted')
+    parser.add_argument('--groups', type=int, default=None, help='ShuffleNetV1 groups (must match the checkpoint)')
+    parser.add_argument('--arch', default=None, help='backbone arch name, for backbones that take one')
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction, default={}, metavar='KEY=VALUE',
+                        help='further backbone arguments (Python literals), e.g. --cfg-options model_size=Large; '
+                             'give it after IN and OUT')
+    return parser.parse_args(argv)
+
+
+def backbone_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Backbone arguments from the command line: only those given, so the backbone defaults apply otherwise."""
+    kwargs: dict[str, Any] = {}
+    for flag, name in (('widen_factor', 'widen_factor'), ('groups', 'groups'), ('arch', 'arch')):
+        value = getattr(args, flag)
+        if value is not None:
+            kwargs[name] = value
+    for key, value in dict(args.cfg_options).items():
+        if key in kwargs:
+            raise ConversionError(f'--cfg-options {key}=... repeats an argument given by its own flag')
+        kwargs[key] = value
+    return kwargs
+
+
+def check_backbone_arguments(backbone_type: str, kwargs: dict[str, Any]) -> None:
+    """Every argument must be a parameter of the backbone's ``__init__`` (unless it takes ``**kwargs``)."""
+    import shufflenet_det  # noqa: F401  (registers the backbones)
+    from mmdet.registry import MODELS
+    cls = MODELS.get(backbone_type)
+    if cls is None:
+        raise ConversionError(f'--type {backbone_type}: not a registered backbone')
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n in params if n != 'self']
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        flags = ', '.join(f'--{k.replace("_", "-")}' if k in ('widen_factor', 'groups', 'arch') else k
+                          for k in unknown)
+        raise ConversionError(f'{flags}: not an argument of {backbone_type}; it accepts {accepted}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:  # argument errors first: they do not depend on the input file
+        get_converter(args.src, args.backbone_type)
+        if Path(args.dst_path).is_dir():
+            raise ConversionError(f'OUT {args.dst_path!r} is a directory; give a file path')
+        kwargs = backbone_kwargs(args)
+        check_backbone_arguments(args.backbone_type, kwargs)
+    except ConversionError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    try:
+        out = convert_checkpoint(args.src, args.backbone_type, args.src_path, args.dst_path, kwargs)
+    except (ConversionError, ValueError, TypeError, KeyError) as exc:  # the latter: backbone built with bad arguments
+        print(f'error: {args.src_path}: {exc}', file=sys.stderr)
+        return 1
+    print(f'wrote {out} ({args.src} -> {args.backbone_type}({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}))')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
