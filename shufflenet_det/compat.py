@@ -1,5 +1,98 @@
-"""Compatibility fixes for the pinned stack on torch 2.13 (filled in by the foundation work)."""
+"""Compatibility fixes for the pinned stack on torch 2.13 (mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0).
+
+Every fix is gathered here, applied once by ``import shufflenet_det`` (so ``custom_imports`` applies it in any mmdet
+project), and names the upstream issue it works around.
+
+* Safe checkpoint loading (open-mmlab/mmengine#1655; the upstream PR open-mmlab/mmengine#1650 proposes
+  ``weights_only=False`` instead). torch >= 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7
+  calls ``torch.load`` without the argument, and the checkpoints its Runner writes hold a ``HistoryBuffer`` (message
+  hub, whose statistics methods pickle through
+  ``getattr``) and numpy arrays, scalars and dtypes, so ``load_from``, ``load_checkpoint`` and ``--resume`` fail. The fix keeps
+  ``weights_only=True`` and registers exactly those globals with ``torch.serialization.add_safe_globals`` (``getattr``
+  through a stand-in restricted to ``HistoryBuffer``'s methods): any other pickled object is still refused. ``weights_only=False`` and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` are never used.
+* The Runner without torchvision. On a CPU-only machine the project installs no torchvision (the PyPI build is a CUDA
+  build whose import raises beside a CPU torch). mmengine only imports it lazily (``torchvision://`` checkpoints),
+  and mmengine's ``Visualizer``/mmdet evaluation do not need it; :func:`check_torchvision` turns a *broken*
+  torchvision (present but failing to import) into an actionable error message instead of
+  an unrelated traceback deep inside the Runner.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import warnings
+from typing import Any
+
+_APPLIED = False
+
+
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """A ``getattr`` restricted to the statistics methods of mmengine's ``HistoryBuffer``.
+
+    ``HistoryBuffer._statistics_methods`` holds the functions ``HistoryBuffer.min``, ``.max``, ``.mean``..., which pickle as
+    ``builtins.getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a checkpoint reach any
+    attribute of any allow-listed object; this stand-in serves exactly the lookups mmengine writes and refuses the rest.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    registered = HistoryBuffer._statistics_methods  # min/max/current/mean and any register_statistics() method
+    if obj is HistoryBuffer and isinstance(name, str) and name in registered \
+            and getattr(HistoryBuffer, name, None) is registered[name]:
+        return registered[name]
+    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) in a weights_only checkpoint: only the '
+                                 'HistoryBuffer statistics methods are allowed')
+
+
+def mmengine_checkpoint_globals() -> list[Any]:
+    """The non-tensor globals found in checkpoints written by an mmengine 0.10.7 Runner.
+
+    Entries are objects, or ``(object, "module.name")`` pairs where a pickle may name the object by an alias (numpy 1
+    pickles say ``numpy.core.multiarray``; numpy 2 moved it to ``numpy._core``).
+    """
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+
+    allowed: list[Any] = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+                          (history_buffer_getattr, 'builtins.getattr'),
+                          (history_buffer_getattr, '__builtin__.getattr')]
+    for alias in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed.append((multiarray._reconstruct, f'{alias}._reconstruct'))
+        allowed.append((multiarray.scalar, f'{alias}.scalar'))
+    # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.Float64DType, ...).
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        allowed.extend(getattr(dtypes, name) for name in dir(dtypes) if name.endswith('DType'))
+    return allowed
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` read mmengine Runner checkpoints (see module docstring)."""
+    import torch
+    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+
+
+def check_torchvision() -> None:
+    """Warn, naming the fix, when a torchvision is installed but cannot be imported (it would crash the Runner)."""
+    if importlib.util.find_spec('torchvision') is None:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means the same thing here
+        warnings.warn(
+            f'torchvision is installed but cannot be imported ({type(exc).__name__}: {exc}); mmengine\'s Runner '
+            'will crash on it. On a CPU-only torch uninstall it (`pip uninstall torchvision`): shufflenet_det does '
+            'not need it.', RuntimeWarning, stacklevel=2)
 
 
 def apply() -> None:
-    """Apply every fix once; idempotent."""
+    """Apply every fix once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    allow_mmengine_checkpoints()
+    check_torchvision()
+    _APPLIED = True
