@@ -227,3 +227,27 @@ def test_bad_contract_arguments_raise() -> None:
         DetNAS(out_indices=(5,))
     with pytest.raises(ValueError, match='frozen_stages'):
         OneShot(frozen_stages=5)
+
+
+# ---------------------------------------------------------------- ImageNet head / complexity
+def test_v2plus_head_equals_official_head_and_counts() -> None:
+    """ShuffleNetV2PlusHead computes the official LastSE + fc + classifier head; with it, the classifier counts the
+    same multiply-adds and parameters as the official network (the published-variant check relies on this)."""
+    from official_refs.megvii_searched import build_official, randomize_
+
+    from shufflenet_det.analysis import classifier_complexity, model_complexity
+    from shufflenet_det.analysis.complexity import CLASSIFIER_HEADS
+    from shufflenet_det.models.backbones.shufflenet_v2_plus import ShuffleNetV2PlusHead
+
+    official = randomize_(build_official('ShuffleNetV2Plus', SHUFFLENET_V2_PLUS_ARCHS['Small']))
+    head = ShuffleNetV2PlusHead(1280, 1000).eval()
+    head.load_state_dict({k.replace('LastSE.SE_opr', 'last_se.attention').replace('classifier.0', 'classifier'): v
+                          for k, v in official.state_dict().items() if k.startswith(('LastSE', 'fc', 'classifier'))})
+    feat = torch.randn(2, 1280, 2, 2)
+    with torch.no_grad():
+        expected = official.classifier(official.fc(official.LastSE(feat.mean((2, 3), keepdim=True)).flatten(1)))
+        torch.testing.assert_close(head(feat), expected, rtol=1e-5, atol=1e-5)
+    assert 'ShuffleNetV2Plus' in CLASSIFIER_HEADS
+    ours = classifier_complexity(dict(type='ShuffleNetV2Plus', arch='Small'), classifier_bias=False)
+    theirs = model_complexity(official, 224)
+    assert ours['flops'] == theirs['flops'] and ours['params'] == theirs['params']

@@ -3,6 +3,7 @@ against."""
 from .complexity import (MAC_OPS, OP_SETS, ImageClassifier, build_backbone, classifier_complexity,
                          model_complexity)
 from .published import PUBLISHED_VARIANTS, PublishedVariant, published_variants, register_published_variant
+from . import published_searched  # noqa: F401,E402  (DetNAS / ShuffleNetV2+ / OneShot variants and V2+ head)
 
 __all__ = ['MAC_OPS', 'OP_SETS', 'ImageClassifier', 'build_backbone', 'classifier_complexity', 'model_complexity',
            'PUBLISHED_VARIANTS', 'PublishedVariant', 'published_variants', 'register_published_variant']

@@ -12,7 +12,7 @@ Element-wise ops (activations, adds, concat, channel shuffle, max/avg pooling) a
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
@@ -138,16 +138,38 @@ def model_complexity(model: nn.Module, input_shape: int | Sequence[int] = 224, o
                 flops_by_operator=by_op)
 
 
-class ImageClassifier(nn.Module):
-    """Backbone + global average pool + linear classifier: the published ImageNet head of every ShuffleNet."""
+#: Family-specific ImageNet heads: backbone type -> ``factory(in_channels, num_classes, bias)`` returning a module
+#: that maps the last feature map to logits. Families without an entry use global average pooling + ``Linear``.
+CLASSIFIER_HEADS: dict[str, Callable[[int, int, bool], nn.Module]] = {}
 
-    def __init__(self, backbone: nn.Module, in_channels: int, num_classes: int = 1000, bias: bool = True) -> None:
+
+def register_classifier_head(backbone_type: str,
+                             factory: Callable[[int, int, bool], nn.Module]) -> Callable[[int, int, bool], nn.Module]:
+    """Use ``factory``'s head instead of GAP + Linear for ``backbone_type`` in :func:`classifier_complexity`."""
+    if backbone_type in CLASSIFIER_HEADS:
+        raise ValueError(f'a classifier head for {backbone_type!r} is already registered')
+    CLASSIFIER_HEADS[backbone_type] = factory
+    return factory
+
+
+class ImageClassifier(nn.Module):
+    """Backbone + global average pool + linear classifier: the published ImageNet head of every ShuffleNet.
+
+    ``head`` (optional) replaces pooling + linear by a family-specific head taking the last feature map.
+    """
+
+    def __init__(self, backbone: nn.Module, in_channels: int, num_classes: int = 1000, bias: bool = True,
+                 head: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(in_channels, num_classes, bias=bias)
+        if head is None:
+            self.fc = nn.Linear(in_channels, num_classes, bias=bias)
+        self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.backbone(x)[-1]
+        if self.head is not None:
+            return self.head(feat)
         return self.fc(feat.mean((2, 3)))
 
 
@@ -177,11 +199,14 @@ def classifier_complexity(backbone_cfg: dict,
     """Complexity of the ImageNet classifier built on ``backbone_cfg`` (how the papers report FLOPs and params).
 
     The backbone is built with only its last output (``out_indices=(last,)``), followed by global average pooling
-    and ``Linear(last_channels, num_classes)``. Returns :func:`model_complexity`'s dict plus ``out_channels`` and
+    and ``Linear(last_channels, num_classes)``, or by the family's head registered in :data:`CLASSIFIER_HEADS`
+    (e.g. ShuffleNetV2+'s SE + ``Linear(1280, 1280)`` + h-swish + classifier). Returns :func:`model_complexity`'s dict plus ``out_channels`` and
     ``out_strides`` of the full backbone (every output index).
     """
     backbone = build_backbone(backbone_cfg, last_output_only=True)
-    model = ImageClassifier(backbone, backbone.out_channels[-1], num_classes, bias=classifier_bias)
+    head_factory = CLASSIFIER_HEADS.get(backbone_cfg['type'])
+    head = head_factory(backbone.out_channels[-1], num_classes, classifier_bias) if head_factory else None
+    model = ImageClassifier(backbone, backbone.out_channels[-1], num_classes, bias=classifier_bias, head=head)
     result = model_complexity(model, input_size, op_set=op_set)
     result.update(out_channels=backbone._all_channels, out_strides=backbone._all_strides)
     return result

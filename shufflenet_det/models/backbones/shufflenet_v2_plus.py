@@ -10,7 +10,8 @@ Published layout (``arch='Small' | 'Medium' | 'Large'``, all with the same 20 se
 * conv_last: 1x1 conv to 1280 + BN + h-swish.
 
 The official ImageNet head after ``conv_last`` (global pool, SE on the pooled 1280 vector, ``Linear(1280, 1280)`` +
-h-swish, dropout, ``Linear(1280, 1000)``) is a classifier and is not part of the backbone.
+h-swish, dropout, ``Linear(1280, 1000)``) is not part of the backbone; :class:`ShuffleNetV2PlusHead` rebuilds it
+(used for ImageNet classification and by the complexity analysis, whose published counts include it).
 
 The official ``Shuffle_Xception`` of ShuffleNetV2+ strides all three depthwise convs of a stride-2 unit (an
 architecture with a stride-2 xception unit would not run there; the published one has none). Here, as in the
@@ -20,10 +21,13 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
+import torch
 from mmdet.registry import MODELS
+from torch import nn
 
 from .archs.searched import parse_v2plus_arch
 from .searched_base import SearchedShuffleBackbone
+from .spos_blocks import SqueezeExcite
 
 
 @MODELS.register_module()
@@ -61,3 +65,24 @@ class ShuffleNetV2Plus(SearchedShuffleBackbone):
                          norm_cfg=norm_cfg, act_cfg=act_cfg, stem_act_cfg=act(spec.stem_act),
                          stage_act_cfgs=[act(a) for a in spec.stage_acts], last_act_cfg=act(spec.last_act),
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
+
+
+class ShuffleNetV2PlusHead(nn.Module):
+    """The official ShuffleNetV2+ ImageNet head on the ``conv_last`` feature map.
+
+    Global average pool, :class:`~shufflenet_det.models.backbones.spos_blocks.SqueezeExcite` on the pooled vector
+    (official ``LastSE``), ``Linear(C, C, bias=False)`` + h-swish (``fc``), dropout, ``Linear(C, num_classes)``
+    (``classifier``, no bias officially).
+    """
+
+    def __init__(self, in_channels: int = 1280, num_classes: int = 1000, bias: bool = False,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.last_se = SqueezeExcite(in_channels)
+        self.fc = nn.Sequential(nn.Linear(in_channels, in_channels, bias=False), nn.Hardswish())
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_channels, num_classes, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last_se(x.mean((2, 3), keepdim=True)).flatten(1)
+        return self.classifier(self.dropout(self.fc(x)))
