@@ -147,6 +147,17 @@ def test_megvii_v1_round_trip(groups, size, image):
         _assert_same(a, b)
 
 
+def test_megvii_v1_every_official_variant_converts():
+    """All eight official tables (g3/g8 x 0.5-2.0x) rename onto the backbone's modules with identical tensors."""
+    for groups in (3, 8):
+        for size in ('0.5x', '1.0x', '1.5x', '2.0x'):
+            src = MegviiShuffleNetV1(groups, size).state_dict()
+            converted = get_converter('megvii', 'ShuffleNetV1')(
+                {f'module.{k}': v for k, v in src.items()}, dict(groups=groups, widen_factor=float(size[:-1])))
+            assert len(converted) == len(src) - 1  # everything but the classifier
+            assert torch.equal(converted['stage4.3.branch_main_2.0.weight'], src['features.15.branch_main_2.0.weight'])
+
+
 def test_megvii_v1_wrong_groups_is_a_shape_error():
     src = MegviiShuffleNetV1(3, '1.0x').state_dict()
     with pytest.raises(ConversionError, match='another variant'):
@@ -170,6 +181,13 @@ def test_mmpretrain_v1_round_trip(groups, widen_factor, image):
                                            dict(groups=groups, widen_factor=widen_factor), image)
     for a, b in zip(actual, expected):
         _assert_same(a, b)
+
+
+def test_mmpretrain_v1_width_with_other_stem_is_refused():
+    """mmpretrain 1.5x has a 36-channel stem (int(24 * 1.5)); the official/backbone 1.5x has 24."""
+    src = MMPretrainShuffleNetV1(3, 1.5).state_dict()
+    with pytest.raises(ConversionError, match='backbone.conv1.conv.weight.*another variant'):
+        get_converter('mmpretrain', 'ShuffleNetV1')(src, dict(groups=3, widen_factor=1.5))
 
 
 def test_mmpretrain_v1_unrepresentable_shuffle_is_refused():
