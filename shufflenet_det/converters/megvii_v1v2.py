@@ -113,7 +113,7 @@ def _pair_by_survival(tv_positions: Sequence[int], off_positions: Sequence[int],
     return [pairing[q] for q in tv_positions]
 
 
-def megvii_v2_unit_plan(units: Sequence[Sequence[tuple[int, int]]]) -> list[list[dict[str, torch.Tensor]]]:
+def megvii_v2_unit_plan(units: Sequence[Sequence[tuple[int, int, int]]]) -> list[list[dict[str, torch.Tensor]]]:
     """Per stage and unit, the index tensors of the permutation algebra (module docstring).
 
     ``units[s][i] = (stride, in_channels, half)``. Each plan entry holds ``pi_in`` (backbone -> official channel of
@@ -150,7 +150,8 @@ def megvii_v2_unit_plan(units: Sequence[Sequence[tuple[int, int]]]) -> list[list
     return plans
 
 
-def _v2_units(target: dict[str, torch.Tensor]) -> tuple[list[list[str]], list[list[tuple[int, int]]]]:
+def _v2_units(target: dict[str, torch.Tensor]) -> tuple[list[list[str]], list[list[tuple[int, int, int]]]]:
+    """Unit names per stage and their ``(stride, in_channels, half)``, read from the target backbone."""
     names = stage_units(target, SHUFFLENET_V2_ARCH['stage_names'])
     shapes = [[(2 if f'{u}.branch1.0.weight' in target else 1,
                 (target[f'{u}.branch1.0.weight'].shape[0] if f'{u}.branch1.0.weight' in target
