@@ -34,8 +34,9 @@ tensors::
     stride 2:  y = D(cat(proj(x), main(x)))
 
 The shuffle ``D`` is the de-interleave ``D(z)[i] = z[2i]``, ``D(z)[C/2 + i] = z[2i + 1]``, i.e.
-``channel_shuffle(z, groups=C/2)`` (ncnn ``ShuffleChannel`` with ``group=C/2``), the inverse of torchvision's
-``channel_shuffle(z, 2)``. With ``D`` the two formulations are exactly equivalent: if this unit's input is
+``channel_shuffle(z, groups=C/2)``, the inverse of torchvision's ``channel_shuffle(z, 2)``; pnnx lowers it to an
+ncnn ``ShuffleChannel`` with ``group=C/2`` (static-shape export; with dynamic shapes pnnx keeps Reshape/Permute, as it
+does for torchvision's shuffle). With ``D`` the two formulations are exactly equivalent: if this unit's input is
 ``D(x)`` for the official input ``x``, its halves are the official even/odd channels (``D(x)[:C/2] = x[0::2]``) in
 the official order, the concat equals the official output ``x'`` and the unit returns ``D(x')``. By induction every
 unit output (so every stage output) equals ``D`` of the official one, with the official weights unchanged; only the
