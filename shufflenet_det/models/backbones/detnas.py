@@ -52,4 +52,3 @@ class DetNAS(SearchedShuffleBackbone):
                          norm_cfg=norm_cfg, act_cfg=act_cfg, stem_act_cfg=act_cfg,
                          stage_act_cfgs=[act_cfg] * len(spec.repeats), last_act_cfg=act_cfg, norm_eval=norm_eval,
                          with_cp=with_cp, init_cfg=init_cfg)
-        self.arch_name = arch if isinstance(arch, str) else None
