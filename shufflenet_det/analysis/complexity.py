@@ -200,8 +200,8 @@ def classifier_complexity(backbone_cfg: dict,
 
     The backbone is built with only its last output (``out_indices=(last,)``), followed by global average pooling
     and ``Linear(last_channels, num_classes)``, or by the family's head registered in :data:`CLASSIFIER_HEADS`
-    (e.g. ShuffleNetV2+'s SE + ``Linear(1280, 1280)`` + h-swish + classifier). Returns :func:`model_complexity`'s dict plus ``out_channels`` and
-    ``out_strides`` of the full backbone (every output index).
+    (e.g. ShuffleNetV2+'s SE + ``Linear(1280, 1280)`` + h-swish + classifier). Returns :func:`model_complexity`'s
+    dict plus ``out_channels`` and ``out_strides`` of the full backbone (every output index).
     """
     backbone = build_backbone(backbone_cfg, last_output_only=True)
     head_factory = CLASSIFIER_HEADS.get(backbone_cfg['type'])
