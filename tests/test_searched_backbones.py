@@ -268,3 +268,14 @@ def test_ncnn_export_uses_slice_and_shufflechannel(tmp_path) -> None:
     assert 'Permute' not in layers and 'BatchNorm' not in layers
     param = (tmp_path / 'v2plus_small.param').read_text()
     assert 'ShuffleChannel' in param and ' 0=18 ' in param  # stage 1: 36 channels -> group 18
+
+
+def test_published_variants_registered_for_flops_check() -> None:
+    """Every published encoding is in PUBLISHED_VARIANTS, so tests/test_flops.py checks its multiply-adds/params."""
+    from shufflenet_det.analysis import published_variants
+
+    variants = {v.name: v for v in published_variants(['DetNAS', 'ShuffleNetV2Plus', 'OneShot'])}
+    assert set(variants) == ({f'DetNAS {a}' for a in DETNAS_CHANNELS} | {f'ShuffleNetV2+ {a}' for a in V2PLUS_CHANNELS}
+                             | {'OneShot'})
+    assert variants['DetNAS COCO-FPN-300M'].flops == 321.2e6 and variants['OneShot'].params == 3.43e6
+    assert not variants['ShuffleNetV2+ Small'].classifier_bias and variants['DetNAS VOC-FPN-300M'].classifier_bias
