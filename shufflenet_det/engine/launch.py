@@ -1,0 +1,125 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do before handing a config to mmengine's Runner.
+
+They behave like mmdet's own tools (same flags, same ``work_dirs/<config name>`` default) and add three checks that
+fail in seconds with an actionable message instead of minutes later with a traceback:
+
+* the data the config reads exists and is readable (:func:`shufflenet_det.datasets.check_config_data`);
+* the ImageNet checkpoints named by ``init_cfg=dict(type='Pretrained', ...)`` exist (:func:`check_pretrained_files`);
+* a distributed launch on a machine without CUDA uses the ``gloo`` backend (:func:`select_dist_backend`), since
+  mmdet's default runtime asks for ``nccl``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+CONVERT_HINT = ('convert the ImageNet weights with tools/model_converters/convert_weights.py (the config names the '
+                'exact command next to init_cfg), or train from scratch with '
+                '--cfg-options model.backbone.init_cfg=None')
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """An ``init_cfg`` of type ``Pretrained`` names a local file that does not exist."""
+
+
+def default_work_dir(config_path: str) -> str:
+    """``./work_dirs/<config file name without .py>``, as mmdet's tools."""
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def load_config(config_path: str,
+                cfg_options: Optional[dict] = None,
+                launcher: str = 'none',
+                work_dir: Optional[str] = None) -> Config:
+    """Load ``config_path``, merge ``--cfg-options``, set the launcher and the work dir (CLI > config > name)."""
+    if not osp.isfile(config_path):
+        raise FileNotFoundError(f'config file {config_path!r} does not exist')
+    cfg = Config.fromfile(config_path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = default_work_dir(config_path)
+    return cfg
+
+
+def select_dist_backend(cfg: Config, cuda_available: Optional[bool] = None) -> Optional[str]:
+    """Use ``gloo`` for a distributed launch without CUDA (NCCL needs GPUs); return the backend that will be used.
+
+    A backend set explicitly to something other than ``nccl`` is kept. Non-distributed runs are left alone.
+    """
+    if cfg.get('launcher', 'none') == 'none':
+        return None
+    if cuda_available is None:
+        import torch
+        cuda_available = torch.cuda.is_available()
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    backend = dist_cfg.get('backend', 'nccl')
+    if not cuda_available and backend == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+        print_log('CUDA is not available: using the gloo backend instead of nccl for distributed training',
+                  logger='current', level=logging.WARNING)
+        return 'gloo'
+    return backend
+
+
+def _iter_init_cfgs(obj: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if isinstance(obj, Mapping):
+        init_cfg = obj.get('init_cfg')
+        for item in (init_cfg if isinstance(init_cfg, Sequence) and not isinstance(init_cfg, str) else [init_cfg]):
+            if isinstance(item, Mapping):
+                yield f'{path}.init_cfg', item
+        for key, value in obj.items():
+            if key != 'init_cfg':
+                yield from _iter_init_cfgs(value, f'{path}.{key}')
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _iter_init_cfgs(value, f'{path}[{i}]')
+
+
+def check_pretrained_files(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`PretrainedWeightsMissing` for a ``Pretrained`` init_cfg whose local checkpoint is missing.
+
+    URLs and ``scheme://`` names (``torchvision://``, ``open-mmlab://`` ...) are resolved by mmengine and skipped.
+    """
+    for where, init_cfg in _iter_init_cfgs(cfg.get('model', {}), 'model'):
+        if init_cfg.get('type') != 'Pretrained':
+            continue
+        ckpt = init_cfg.get('checkpoint')
+        if isinstance(ckpt, str) and '://' not in ckpt and not osp.isfile(ckpt):
+            raise PretrainedWeightsMissing(
+                f'pretrained checkpoint {ckpt!r} ({where}) does not exist (relative paths are resolved from '
+                f'{os.getcwd()}); {CONVERT_HINT}')
+
+
+def build_runner(cfg: Config):
+    """mmengine's default Runner, or the registered one named by ``runner_type`` (as mmdet's tools)."""
+    from mmengine.runner import Runner
+
+    from mmdet.registry import RUNNERS
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+def set_local_rank_env(local_rank: int) -> None:
+    """``torch.distributed.launch`` passes ``--local-rank``; torchrun sets ``LOCAL_RANK``. Keep the env authoritative."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def prepare_for(cfg: Config, phases: Sequence[str], check_pretrained: bool) -> None:
+    """The checks and settings both tools apply before building the Runner (see module docstring)."""
+    from shufflenet_det.datasets import check_config_data
+    check_config_data(cfg, phases)
+    if check_pretrained:
+        check_pretrained_files(cfg)
+    select_dist_backend(cfg)
