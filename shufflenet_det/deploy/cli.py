@@ -1,0 +1,71 @@
+"""Argument handling shared by ``tools/deploy/export_onnx.py`` and ``tools/deploy/export_ncnn.py``."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from torch import nn
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` / ``--backbone`` / ``--backbone-args`` / ``--checkpoint`` / ``--what`` / ``--shape``."""
+    src = parser.add_argument_group('model')
+    src.add_argument('--config', help='mmdet config of a detector (its backbone with --what backbone)')
+    src.add_argument('--backbone', metavar='TYPE',
+                     help='registered backbone type instead of a config, e.g. ShuffleNetV2')
+    src.add_argument('--backbone-args', default='{}', metavar='JSON',
+                     help='backbone keyword arguments as JSON, e.g. \'{"widen_factor": 1.0, "out_indices": [1,2,3]}\'')
+    src.add_argument('--checkpoint', help='weights (read with weights_only=True, loaded strictly): a detector '
+                     'checkpoint, or a backbone one for --what backbone; random init when omitted')
+    src.add_argument('--what', choices=['detector', 'backbone'],
+                     help='what to export (default: detector with --config, backbone with --backbone)')
+    src.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                     help='input height and width (default: the config\'s image_size, else 320 for a detector '
+                          'and 224 for a backbone)')
+    src.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers (default: fold them)')
+    src.add_argument('--dynamic', action='store_true', help='dynamic input size (and batch for ONNX)')
+    src.add_argument('--images', nargs='+', help='check images (default: the config\'s validation images when on '
+                     'disk, else generated pictures)')
+    src.add_argument('--num-images', type=int, default=2, help='how many check images without --images')
+    from mmengine.config import DictAction
+    src.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                     help='override config settings, e.g. model.test_cfg.score_thr=0.3')
+
+
+def parse_backbone_args(text: str) -> dict[str, Any]:
+    """JSON object -> dict, or a CLI error naming --backbone-args."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f'error: --backbone-args is not valid JSON ({exc}): {text!r}')
+    if not isinstance(value, dict):
+        raise SystemExit(f'error: --backbone-args must be a JSON object, got {text!r}')
+    return value
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], Any]:
+    """``(what, model, (H, W), cfg)`` from the parsed model arguments."""
+    from .loading import build_backbone, build_detector, load_config
+    if bool(args.config) == bool(args.backbone):
+        raise SystemExit('error: give exactly one of --config and --backbone')
+    what = args.what or ('detector' if args.config else 'backbone')
+    if what == 'detector' and not args.config:
+        raise SystemExit('error: --what detector needs --config')
+    if args.num_images < 1:
+        raise SystemExit('error: --num-images must be >= 1')
+    bb_args = parse_backbone_args(args.backbone_args)
+    cfg = load_config(args.config, args.cfg_options) if args.config else None
+    if what == 'detector':
+        model = build_detector(args.config, args.checkpoint, args.cfg_options)
+    else:
+        model = build_backbone(args.backbone, bb_args, config=args.config, checkpoint=args.checkpoint)
+    if args.shape:
+        shape = tuple(args.shape)
+    elif cfg is not None and cfg.get('image_size') is not None:
+        shape = tuple(int(v) for v in cfg.image_size)[::-1]  # mmdet scales are (w, h)
+    else:
+        shape = (320, 320) if what == 'detector' else (224, 224)
+    if min(shape) <= 0:
+        raise SystemExit(f'error: --shape must be positive, got {shape}')
+    return what, model, shape, cfg  # type: ignore[return-value]

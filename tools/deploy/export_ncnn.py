@@ -1,0 +1,73 @@
+"""Export a ShuffleNet backbone or a RetinaNet-like detector to ncnn (.param/.bin) through pnnx, checked.
+
+For ARM phones and boards. pnnx turns the ShuffleNet channel split into ncnn ``Slice`` and the view/transpose channel
+shuffle into ``ShuffleChannel``. Detectors are exported WITHOUT NMS: the ncnn graph outputs the raw head tensors
+(``out0..out{L-1}`` classification logits (A*C, H_i, W_i) per level, then ``out{L}..out{2L-1}`` box deltas) and
+``tools/deploy/ncnn_runner.py`` does the anchor decoding + NMS in numpy, reading the post-processing parameters from
+the ``<out>.json`` side-car written here. The check compares ncnn with PyTorch at half-precision tolerance (raw
+tensors) and, for detectors, the runner's post-processing of ncnn's outputs with mmdet's detections. A failed export
+or check leaves no file behind.
+
+Examples::
+
+    python tools/deploy/export_ncnn.py --backbone ShuffleNetV2 --backbone-args '{"out_indices": [3]}' \\
+        --out work_dirs/deploy/shufflenetv2_backbone --shape 224 224
+    python tools/deploy/export_ncnn.py --config configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py \\
+        --checkpoint work_dirs/mini/epoch_12.pth --out work_dirs/deploy/retinanet_mini
+    python tools/deploy/ncnn_runner.py work_dirs/deploy/retinanet_mini.param --image demo.png
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from shufflenet_det.deploy.cli import add_model_args, resolve  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument('--out', required=True,
+                        help='output name: writes <out>.param, <out>.bin and <out>.json (a trailing .param is ok)')
+    parser.add_argument('--fp16-weights', action='store_true',
+                        help='store the weights as fp16 in the .bin (half the size; default fp32, ncnn still '
+                             'computes in fp16 where the CPU supports it)')
+    tol = parser.add_argument_group('parity tolerances (half precision)')
+    tol.add_argument('--atol', type=float, default=5e-3, help='raw tensors: max |diff| <= atol + rtol * max |ref|')
+    tol.add_argument('--rtol', type=float, default=5e-3)
+    tol.add_argument('--box-atol', type=float, default=1.0, help='detector boxes max |diff| in pixels')
+    tol.add_argument('--score-atol', type=float, default=5e-3, help='detector scores max |diff|')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from shufflenet_det.deploy.loading import check_images
+    from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, ncnn_paths
+    from shufflenet_det.deploy.onnx_export import ExportError
+    what, model, (h, w), cfg = resolve(args)
+    try:
+        if what == 'backbone':
+            report = export_backbone_ncnn(model, args.out, (1, 3, h, w), fold_bn=not args.no_fold_bn,
+                                          dynamic=args.dynamic, fp16_weights=args.fp16_weights, atol=args.atol,
+                                          rtol=args.rtol)
+        else:
+            images, sources = check_images(model, (h, w), args.images, args.num_images, cfg=cfg)
+            print(f'[export] check images: {sources}')
+            report = export_detector_ncnn(model, args.out, images, fold_bn=not args.no_fold_bn,
+                                          dynamic=args.dynamic, fp16_weights=args.fp16_weights, atol=args.atol,
+                                          rtol=args.rtol, box_atol=args.box_atol, score_atol=args.score_atol)
+    except (ValueError, ExportError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    param, bin_path, js = ncnn_paths(args.out)
+    print(f'[export] wrote {param}, {bin_path}, {js} (layers: {report["layer_types"]})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Export a ShuffleNet backbone or a whole RetinaNet-like detector to ONNX, checked against PyTorch.
+
+The detector graph contains the box decoding and NMS (ONNX NonMaxSuppression) and outputs
+``num_dets (B,), boxes (B, 100, 4), scores (B, 100), labels (B, 100)`` for a normalised input ``input (B, 3, H, W)``
+(see shufflenet_det/deploy/detector.py). BatchNorm is folded. Every export is compared with PyTorch - backbone
+features within --atol, detector boxes/scores/labels with mmdet's own post-processing - and the result is printed and
+stored next to the model as ``<out>.json``; a failed export or check leaves no file behind.
+
+Examples::
+
+    python tools/deploy/export_onnx.py --backbone ShuffleNetV2 --backbone-args '{"out_indices": [1, 2, 3]}' \\
+        --out work_dirs/deploy/shufflenetv2_backbone.onnx --shape 224 224 --simplify onnxslim
+    python tools/deploy/export_onnx.py --config configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py \\
+        --checkpoint work_dirs/mini/epoch_12.pth --out work_dirs/deploy/retinanet_mini.onnx --dynamic
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from shufflenet_det.deploy.cli import add_model_args, resolve  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument('--out', required=True, help='output .onnx file (report: same name, .json)')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset, 11..20 (default 17)')
+    parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
+    parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
+    parser.add_argument('--no-nms', action='store_true',
+                        help='detector: stop at the raw head tensors (NMS outside the graph)')
+    tol = parser.add_argument_group('parity tolerances')
+    tol.add_argument('--atol', type=float, default=1e-4, help='backbone features / raw head outputs max |diff|')
+    tol.add_argument('--box-atol', type=float, default=1e-2, help='detector boxes max |diff| in pixels')
+    tol.add_argument('--score-atol', type=float, default=1e-4, help='detector scores max |diff|')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from shufflenet_det.deploy.loading import check_images
+    from shufflenet_det.deploy.onnx_export import ExportError, export_backbone_onnx, export_detector_onnx
+    if args.batch < 1:
+        raise SystemExit('error: --batch must be >= 1')
+    what, model, (h, w), cfg = resolve(args)
+    try:
+        if what == 'backbone':
+            report = export_backbone_onnx(model, args.out, (args.batch, 3, h, w), opset=args.opset,
+                                          dynamic=args.dynamic, fold_bn=not args.no_fold_bn,
+                                          simplify=args.simplify, atol=args.atol)
+        else:
+            images, sources = check_images(model, (h, w), args.images, args.num_images, cfg=cfg)
+            print(f'[export] check images: {sources}')
+            report = export_detector_onnx(model, args.out, images, opset=args.opset, dynamic=args.dynamic,
+                                          fold_bn=not args.no_fold_bn, with_nms=not args.no_nms,
+                                          simplify=args.simplify, box_atol=args.box_atol,
+                                          score_atol=args.score_atol, raw_atol=args.atol)
+    except (ValueError, ExportError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(f'[export] wrote {args.out} and {os.path.splitext(args.out)[0]}.json '
+          f'(parity {"PASSED" if report["parity"]["passed"] else "FAILED"})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Deploy a detector with mmdeploy 1.3.1 (torch 2.13 fixes applied) and run it with the exported backend.
+
+Steps: mmdeploy's ``torch2onnx`` with its rewriters (post-processing + ONNX NonMaxSuppression in the graph, settings
+from the deploy config's ``codebase_config.post_processing``) into a scratch folder; the same rewritten model run in
+PyTorch on the same input as the parity reference; ONNX Runtime inference through mmdeploy's backend model
+(``build_task_processor(...).build_backend_model``) on every image; files renamed into ``--work-dir`` only when the
+parity check passes, with ``end2end.json`` (parity + detections) next to ``end2end.onnx``.
+
+Deploy configs: configs/deploy/detection_onnxruntime_*.py run here. TensorRT configs export the ONNX and build the
+engine when TensorRT is installed (a GPU machine); mmdeploy's own ncnn backend needs an mmdeploy source build - use
+tools/deploy/export_ncnn.py (pnnx) for ncnn instead.
+
+Example (the mini RetinaNet, after ``python tools/train.py configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py``)::
+
+    python tools/deploy/mmdeploy_deploy.py configs/deploy/detection_onnxruntime_static-256x256.py \\
+        configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py work_dirs/retinanet_shufflenetv2-1x_fpn_mini-coco/epoch_12.pth \\
+        data/mini_coco/val2017/000000000001.png --work-dir work_dirs/mmdeploy_mini_ort
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('deploy_cfg', help='mmdeploy deploy config (configs/deploy/...)')
+    parser.add_argument('model_cfg', help='mmdet model config')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='model checkpoint (weights_only=True); omit to deploy the randomly initialised model')
+    parser.add_argument('images', nargs='+', help='image(s): the first is the export example, all are run')
+    parser.add_argument('--work-dir', required=True, help='output folder (end2end.onnx, end2end.json)')
+    parser.add_argument('--device', default='cpu', help='device for the export and the backend (default cpu)')
+    parser.add_argument('--box-atol', type=float, default=1e-2, help='parity: max box |diff| in pixels')
+    parser.add_argument('--score-atol', type=float, default=1e-4, help='parity: max score |diff|')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='model config overrides, e.g. model.test_cfg.score_thr=0.3')
+    args = parser.parse_args(argv)
+    if args.checkpoint is not None and not args.checkpoint.endswith(('.pth', '.pt', '.ckpt')):
+        args.images.insert(0, args.checkpoint)
+        args.checkpoint = None
+    return args
+
+
+def _dets(dets: Any, labels: Any) -> dict[str, Any]:
+    import numpy as np
+    dets = np.asarray(dets.detach().cpu() if hasattr(dets, 'detach') else dets)[0]
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, 'detach') else labels)[0]
+    return dict(boxes=dets[:, :4], scores=dets[:, 4], labels=labels)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    for path in [args.deploy_cfg, args.model_cfg] + args.images + ([args.checkpoint] if args.checkpoint else []):
+        if not Path(path).is_file():
+            print(f'error: {path!r} does not exist', file=sys.stderr)
+            return 2
+    import torch
+
+    import shufflenet_det  # noqa: F401  - registers the backbones, safe checkpoint loading
+    from shufflenet_det.deploy import compat_mmdeploy
+    from shufflenet_det.deploy.atomic import atomic_outputs, write_json_atomic
+    from shufflenet_det.deploy.parity import compare_detections, format_report, summarize
+    if not compat_mmdeploy.mmdeploy_available():
+        print('error: mmdeploy is not installed (pip install --no-deps -c requirements/constraints.txt '
+              '-r requirements/deploy.txt)', file=sys.stderr)
+        return 2
+    compat_mmdeploy.apply()
+    from mmdeploy.apis import torch2onnx
+    from mmdeploy.apis.utils import build_task_processor, to_backend
+    from mmdeploy.core import RewriterContext, patch_model
+    from mmdeploy.utils import (get_backend, get_input_shape, get_ir_config, get_onnx_config, load_config)
+    from mmengine.config import DictAction
+
+    deploy_cfg, model_cfg = load_config(args.deploy_cfg, args.model_cfg)
+    if args.cfg_options:
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
+        model_cfg.merge_from_dict(ns.o)
+    model_cfg.model.backbone['init_cfg'] = None  # weights come from the checkpoint (or stay random)
+    backend = get_backend(deploy_cfg).value
+    ir_file = get_ir_config(deploy_cfg)['save_file']
+    input_shape = get_input_shape(deploy_cfg)
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix='.mmdeploy-', dir=work_dir))
+    t0 = time.perf_counter()
+    try:
+        task = build_task_processor(model_cfg, deploy_cfg, args.device)
+        checkpoint = args.checkpoint
+        if checkpoint is None:  # freeze one random initialisation for the export and the reference alike
+            from mmdet.registry import MODELS
+            from mmdet.utils import register_all_modules
+            register_all_modules()
+            model = MODELS.build(model_cfg.model)  # not task.build_pytorch_model: that one folds BN already
+            model.init_weights()
+            checkpoint = str(scratch / 'random_init.pth')
+            torch.save({'state_dict': model.state_dict()}, checkpoint)
+        torch2onnx(args.images[0], str(scratch), ir_file, deploy_cfg, model_cfg, checkpoint, args.device)
+        onnx_path = scratch / ir_file
+        backend_files = [str(onnx_path)]
+        if backend != 'onnxruntime':
+            backend_files = to_backend(backend, [str(onnx_path)], work_dir=str(scratch), deploy_cfg=deploy_cfg,
+                                       device=args.device)
+        torch_model = task.build_pytorch_model(checkpoint)
+        patched = patch_model(torch_model, cfg=deploy_cfg, backend=backend)
+        backend_model = task.build_backend_model(backend_files)
+        checks, detections = [], []
+        opset = get_onnx_config(deploy_cfg).get('opset_version', 11)
+        for image in args.images:
+            data, model_inputs = task.create_input(image, input_shape,
+                                                   data_preprocessor=getattr(torch_model, 'data_preprocessor', None))
+            inputs = model_inputs[0] if isinstance(model_inputs, (list, tuple)) else model_inputs
+            with RewriterContext(cfg=deploy_cfg, backend=backend, opset=opset), torch.no_grad():
+                ref = _dets(*patched(inputs, data_samples=data['data_samples'], mode='predict'))
+            with torch.no_grad():
+                out = backend_model.wrapper({backend_model.input_name: inputs})  # the raw backend outputs
+            got = _dets(out['dets'], out['labels'])
+            res = compare_detections(ref, got, args.box_atol, args.score_atol)
+            res['image'] = image
+            checks.append(res)
+            with torch.no_grad():
+                result = backend_model.test_step(data)[0].pred_instances
+            keep = result.scores > model_cfg.model.test_cfg.get('score_thr', 0.05)
+            detections.append(dict(image=image, boxes=result.bboxes[keep].tolist(),
+                                   scores=result.scores[keep].tolist(), labels=result.labels[keep].tolist()))
+        parity = summarize(checks)
+        print(f'[mmdeploy] {ir_file} ({backend}): {format_report(parity)}')
+        if not parity['passed']:
+            print(f'error: backend outputs differ from the rewritten PyTorch model; nothing written',
+                  file=sys.stderr)
+            return 1
+        final = [work_dir / Path(f).name for f in backend_files]
+        with atomic_outputs(final) as tmps:
+            for src, tmp in zip(backend_files, tmps):
+                shutil.copyfile(src, tmp)
+        report = dict(deploy_cfg=args.deploy_cfg, model_cfg=args.model_cfg, checkpoint=args.checkpoint,
+                      backend=backend, files=[str(f) for f in final], input_shape=input_shape,
+                      mmdeploy=__import__('mmdeploy').__version__, torch=torch.__version__,
+                      seconds=round(time.perf_counter() - t0, 2), parity=parity, detections=detections)
+        write_json_atomic(report, work_dir / (Path(ir_file).stem + '.json'))
+        for det in detections:
+            print(f"[mmdeploy] {det['image']}: {len(det['scores'])} detections above score_thr"
+                  + (f", best {max(det['scores']):.3f}" if det['scores'] else ''))
+        print(f'[mmdeploy] wrote {", ".join(str(f) for f in final)} and {work_dir / (Path(ir_file).stem + ".json")}')
+        return 0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Run (and time) an ncnn model exported by tools/deploy/export_ncnn.py - numpy + the ncnn wheel only, no torch.
+
+Works unchanged on an ARM board (``pip install ncnn numpy``): copy this file together with
+``shufflenet_det/deploy/numpy_postprocess.py`` (next to it, or keep the repository layout) and the model's
+``.param``, ``.bin`` and ``.json``. Detector models (raw head outputs) are post-processed here - anchors, box
+decoding, class-aware NMS, as mmdet's RetinaHead - with the parameters stored in the ``.json`` side-car; backbone
+models print their feature shapes.
+
+Images: ``.ppm``/``.pgm`` (binary) and ``.npy`` (H x W x 3 uint8, BGR) are read with numpy; other formats through
+OpenCV or Pillow when one of them is installed. ``--generate`` writes and uses a synthetic test picture instead.
+
+Examples::
+
+    python tools/deploy/ncnn_runner.py work_dirs/deploy/retinanet_mini.param --image demo.ppm --out-json dets.json
+    python tools/deploy/ncnn_runner.py work_dirs/deploy/shufflenetv2_backbone.param --bench 100 --threads 4
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_postprocess_module() -> Any:
+    """``numpy_postprocess`` loaded by file path (next to this script, or in the repository) - never the package,
+    whose ``__init__`` imports torch."""
+    candidates = [os.path.join(HERE, 'numpy_postprocess.py'),
+                  os.path.join(HERE, '..', '..', 'shufflenet_det', 'deploy', 'numpy_postprocess.py')]
+    for path in candidates:
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location('_shufflenet_det_numpy_postprocess', path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise FileNotFoundError('numpy_postprocess.py not found next to ncnn_runner.py nor in the repository; copy '
+                            'shufflenet_det/deploy/numpy_postprocess.py next to this script')
+
+
+# ---------------------------------------------------------------------------------------------------- images
+def _read_pnm(path: str) -> np.ndarray:
+    with open(path, 'rb') as f:
+        data = f.read()
+    fields, pos = [], 0
+    while len(fields) < 4:  # magic, width, height, maxval (comments skipped)
+        while data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b'#':
+            pos = data.index(b'\n', pos) + 1
+            continue
+        end = pos
+        while not data[end:end + 1].isspace():
+            end += 1
+        fields.append(data[pos:end])
+        pos = end
+    pos += 1
+    magic, w, h, maxval = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+    if magic not in (b'P5', b'P6') or maxval > 255:
+        raise ValueError(f'{path}: only binary 8-bit PGM (P5) / PPM (P6) are supported')
+    ch = 3 if magic == b'P6' else 1
+    img = np.frombuffer(data, dtype=np.uint8, count=w * h * ch, offset=pos).reshape(h, w, ch)
+    img = np.repeat(img, 3, axis=2) if ch == 1 else img
+    return np.ascontiguousarray(img[..., ::-1])  # PPM is RGB; return BGR like OpenCV
+
+
+def write_ppm(path: str, img_bgr: np.ndarray) -> None:
+    """Write a BGR uint8 image as binary PPM."""
+    h, w = img_bgr.shape[:2]
+    with open(path, 'wb') as f:
+        f.write(f'P6\n{w} {h}\n255\n'.encode())
+        f.write(np.ascontiguousarray(img_bgr[..., ::-1]).tobytes())
+
+
+def read_image(path: str) -> np.ndarray:
+    """BGR uint8 H x W x 3 image."""
+    if not os.path.isfile(path):
+        raise ValueError(f'--image {path!r} does not exist')
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ('.ppm', '.pgm', '.pnm'):
+        return _read_pnm(path)
+    if ext == '.npy':
+        img = np.load(path, allow_pickle=False)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f'{path}: expected an H x W x 3 uint8 BGR array, got {img.shape} {img.dtype}')
+        return np.ascontiguousarray(img)
+    try:
+        import cv2
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f'OpenCV cannot read {path!r}')
+        return img
+    except ImportError:
+        pass
+    try:
+        from PIL import Image
+        return np.ascontiguousarray(np.asarray(Image.open(path).convert('RGB'))[..., ::-1])
+    except ImportError:
+        raise ValueError(f'{path}: install opencv-python or Pillow to read {ext} files, or use .ppm / .npy')
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Coloured rectangles and discs on a noisy background (BGR uint8)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(90, 160, size=(height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    for _ in range(int(rng.integers(3, 7))):
+        color = rng.integers(0, 256, size=3, dtype=np.uint8)
+        s = int(rng.integers(min(height, width) // 10, min(height, width) // 3))
+        cy, cx = int(rng.integers(s, height - s)), int(rng.integers(s, width - s))
+        if rng.random() < 0.5:
+            img[cy - s:cy + s, cx - s:cx + s] = color
+        else:
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 <= s * s] = color
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class NcnnModel:
+    """An exported model: ``.param`` + ``.bin`` + ``.json`` side-car (blob names, input size, post-processing)."""
+
+    def __init__(self, param: str, threads: int = 1, fp16: bool = True) -> None:
+        import ncnn
+        self.ncnn = ncnn
+        base = param[:-len('.param')] if param.endswith('.param') else param
+        self.param, self.bin, self.meta_path = base + '.param', base + '.bin', base + '.json'
+        for path in (self.param, self.bin, self.meta_path):
+            if not os.path.isfile(path):
+                raise ValueError(f'{path!r} does not exist (export with tools/deploy/export_ncnn.py)')
+        with open(self.meta_path) as f:
+            self.meta = json.load(f)
+        self.net = ncnn.Net()
+        self.net.opt.num_threads = int(threads)
+        if not fp16:
+            self.net.opt.use_fp16_storage = self.net.opt.use_fp16_packed = False
+            self.net.opt.use_fp16_arithmetic = False
+        if self.net.load_param(self.param) != 0 or self.net.load_model(self.bin) != 0:
+            raise ValueError(f'ncnn cannot load {self.param} / {self.bin}')
+        self.input_blob = self.meta['input_blob']
+        self.output_blobs = self.meta['output_blobs']
+        self.is_detector = self.meta.get('what') == 'detector'
+
+    def preprocess(self, img_bgr: np.ndarray, size: Optional[Sequence[int]] = None) -> tuple[Any, float, Any]:
+        """Keep-ratio resize to fit the input size, normalise, pad bottom/right with 0 (mmdet's test order).
+
+        Returns ``(mat, scale, keep)``: ``keep`` holds the buffers ncnn reads without copying.
+        """
+        ncnn = self.ncnn
+        pre = (self.meta.get('postprocess') or {}).get('preprocess') or self.meta.get('preprocess') or dict(
+            mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=1)
+        th, tw = (int(size[0]), int(size[1])) if size else tuple(self.meta['input_shape'][2:])
+        h, w = img_bgr.shape[:2]
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+        img = np.ascontiguousarray(img_bgr)
+        pixel = ncnn.Mat.PixelType.PIXEL_BGR2RGB if pre.get('bgr_to_rgb', True) else ncnn.Mat.PixelType.PIXEL_BGR
+        mat = ncnn.Mat.from_pixels_resize(img, pixel, w, h, min(nw, tw), min(nh, th))
+        mat.substract_mean_normalize([float(m) for m in pre['mean']], [1.0 / float(s) for s in pre['std']])
+        if self.meta.get('dynamic'):
+            div = max(1, int(pre.get('pad_size_divisor', 1)))
+            th, tw = -(-mat.h // div) * div, -(-mat.w // div) * div
+        padded = ncnn.copy_make_border(mat, 0, th - mat.h, 0, tw - mat.w, ncnn.BorderType.BORDER_CONSTANT, 0.0)
+        return padded, scale, (img, mat)
+
+    def run(self, mat: Any) -> list[np.ndarray]:
+        """One forward pass; the outputs in the export's order."""
+        ex = self.net.create_extractor()
+        ex.input(self.input_blob, mat)
+        outs = []
+        for name in self.output_blobs:
+            ret, out = ex.extract(name)
+            if ret != 0:
+                raise RuntimeError(f'ncnn extract({name!r}) failed with code {ret}')
+            outs.append(np.array(out, copy=True))
+        return outs
+
+    def detect(self, img_bgr: np.ndarray, post: Any, size: Optional[Sequence[int]] = None) -> dict[str, np.ndarray]:
+        """Detections in original-image pixels."""
+        mat, scale, keep = self.preprocess(img_bgr, size)
+        outs = self.run(mat)
+        n = len(outs) // 2
+        dets = post.postprocess(outs[:n], outs[n:], self.meta['postprocess'], (mat.h, mat.w))
+        dets['boxes'] = dets['boxes'] / scale
+        del keep
+        return dets
+
+
+def bench(fn: Any, runs: int, warmup: int) -> dict[str, float]:
+    """Latency statistics of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return dict(median_ms=statistics.median(times), p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
+                min_ms=times[0], runs=runs, warmup=warmup)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('model', help='the .param file (its .bin and .json must sit next to it)')
+    parser.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow)')
+    parser.add_argument('--generate', metavar='PPM',
+                        help='write a synthetic test picture to this .ppm and use it as input')
+    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size for a dynamic model (default: the export size)')
+    parser.add_argument('--threads', type=int, default=1, help='ncnn threads (default 1)')
+    parser.add_argument('--no-fp16', action='store_true', help='disable fp16 storage/arithmetic')
+    parser.add_argument('--score-thr', type=float, help='print/keep only detections above this score')
+    parser.add_argument('--out-json', help='write the detections (or feature shapes) and timings here')
+    parser.add_argument('--bench', type=int, default=0, metavar='RUNS', help='time RUNS forward passes')
+    parser.add_argument('--warmup', type=int, default=10, help='untimed passes before --bench (default 10)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.threads < 1 or args.bench < 0 or args.warmup < 0:
+        print('error: --threads must be >= 1, --bench and --warmup >= 0', file=sys.stderr)
+        return 2
+    try:
+        model = NcnnModel(args.model, threads=args.threads, fp16=not args.no_fp16)
+        shape = args.size or model.meta['input_shape'][2:]
+        if args.image:
+            img = read_image(args.image)
+        else:
+            img = synthetic_image(int(shape[0]), int(shape[1]))
+            if args.generate:
+                write_ppm(args.generate, img)
+    except ValueError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    result: dict[str, Any] = dict(model=os.path.basename(model.param), image=args.image or args.generate or 'generated',
+                                  threads=args.threads, fp16=not args.no_fp16)
+    if model.is_detector:
+        post = load_postprocess_module()
+        dets = model.detect(img, post, args.size)
+        keep = dets['scores'] >= (args.score_thr if args.score_thr is not None else -1.0)
+        names = model.meta.get('classes')
+        result['detections'] = [
+            dict(label=int(l), name=(names[int(l)] if names else None), score=round(float(s), 5),
+                 box=[round(float(v), 2) for v in b])
+            for b, s, l in zip(dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep])]
+        print(f'{len(result["detections"])} detections')
+        for d in result['detections'][:20]:
+            print(f"  label {d['label']}{' ' + d['name'] if d['name'] else ''} score {d['score']:.3f} box {d['box']}")
+        mat, _, keep_alive = model.preprocess(img, args.size)
+    else:
+        mat, _, keep_alive = model.preprocess(img, args.size)
+        outs = model.run(mat)
+        result['outputs'] = {name: list(o.shape) for name, o in zip(model.output_blobs, outs)}
+        print('outputs: ' + ', '.join(f'{k} {v}' for k, v in result['outputs'].items()))
+    if args.bench:
+        result['latency'] = bench(lambda: model.run(mat), args.bench, args.warmup)
+        lat = result['latency']
+        print(f"latency over {args.bench} runs ({args.threads} threads): median {lat['median_ms']:.2f} ms, "
+              f"p90 {lat['p90_ms']:.2f} ms, min {lat['min_ms']:.2f} ms")
+    del keep_alive
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
