@@ -132,8 +132,47 @@ def test_megvii_v2_plans_keep_parity_at_every_width():
 def test_megvii_v2_unequal_split_is_refused():
     """Official 1.0x stage 2 opens with a 24 + 92 split that a torchvision-formulation unit cannot compute."""
     src = MegviiShuffleNetV2('1.0x').state_dict()
-    with pytest.raises(ConversionError, match=r'24 projected \+ 92 main channels.*cannot be converted exactly'):
-        get_converter('megvii', 'ShuffleNetV2')(src, dict(widen_factor=1.0))
+    for kwargs in (dict(widen_factor=1.0), dict(widen_factor=1.0, layout='torchvision')):
+        with pytest.raises(ConversionError, match=r'24 projected \+ 92 main channels.*cannot be converted exactly'
+                                                  r".*--cfg-options layout=megvii"):
+            get_converter('megvii', 'ShuffleNetV2')(src, kwargs)
+
+
+@pytest.mark.parametrize('size', ['0.5x', '1.0x'])
+def test_megvii_v2_official_layout_round_trip(size, image):
+    """layout='megvii' computes the official function: every stage output and conv5 equal, no permutation."""
+    ref = randomize_(MegviiShuffleNetV2(size), seed=7)
+    src = {f'module.{k}': v for k, v in ref.state_dict().items()}
+    expected, actual, converted = _convert_and_run('megvii', 'ShuffleNetV2', ref,
+                                                   dict(widen_factor=float(size[:-1]), layout='megvii'), image,
+                                                   state_dict=src)
+    assert len(actual) == len(expected) == 4
+    for a, b in zip(actual, expected):
+        _assert_same(a, b)
+    # renaming only: every tensor is the official one, unchanged
+    names = _megvii_v2_names(converted)
+    assert all(torch.equal(converted[k], src[f'module.{names[k]}']) for k in converted)
+
+
+def test_megvii_v2_official_layout_renames_every_width():
+    """Every official width (0.5x-2.0x) converts onto layout='megvii' by renaming alone (classifier dropped)."""
+    for size in ('0.5x', '1.0x', '1.5x', '2.0x'):
+        src = MegviiShuffleNetV2(size).state_dict()
+        converted = get_converter('megvii', 'ShuffleNetV2')(src, dict(widen_factor=float(size[:-1]), layout='megvii'))
+        assert len(converted) == len(src) - 1
+        names = _megvii_v2_names(converted)
+        assert all(torch.equal(converted[k], src[names[k]]) for k in converted), size
+    with pytest.raises(ConversionError, match='another variant'):  # a 1.0x file is not a 1.5x backbone
+        get_converter('megvii', 'ShuffleNetV2')(MegviiShuffleNetV2('1.0x').state_dict(),
+                                                dict(widen_factor=1.5, layout='megvii'))
+
+
+@pytest.mark.parametrize('source', ['torchvision', 'mmpretrain'])
+def test_torchvision_formulation_sources_refuse_megvii_layout(source):
+    """At 0.5x the shapes coincide, so only an explicit check stops these weights from landing in another network."""
+    ref = TorchvisionShuffleNetV2(0.5) if source == 'torchvision' else MMPretrainShuffleNetV2(0.5)
+    with pytest.raises(ConversionError, match="layout='megvii' is not supported.*layout='torchvision'"):
+        get_converter(source, 'ShuffleNetV2')(ref.state_dict(), dict(widen_factor=0.5, layout='megvii'))
 
 
 # ----------------------------------------------------------------------------------------------------- Megvii V1
@@ -317,6 +356,25 @@ def test_cli_uses_registered_converters_and_cfg_options(torchvision_file, tmp_pa
     assert _cli_main(['--src', 'tv-copy', '--type', 'ShuffleNetV2', str(torchvision_file), str(out),
                       '--cfg-options', 'widen_factor=0.5']) == 0
     assert seen == {'widen_factor': 0.5} and out.is_file()
+
+
+def test_cli_megvii_v2_layout(tmp_path, capsys):
+    """Official 1.0x: refused for the default (torchvision) layout with the CLI fix in the message; converted exactly
+    with --cfg-options layout=megvii, which the output's meta records."""
+    ref = randomize_(MegviiShuffleNetV2('1.0x'), seed=8)
+    src = tmp_path / 'megvii_1.0x.pth.tar'
+    torch.save({'state_dict': {f'module.{k}': v for k, v in ref.state_dict().items()}}, src)
+    out = tmp_path / 'out.pth'
+    args = ['--src', 'megvii', '--type', 'ShuffleNetV2', '--widen-factor', '1.0', str(src), str(out)]
+    assert _cli_main(args) == 1
+    err = capsys.readouterr().err
+    assert '24 projected + 92 main' in err and '--cfg-options layout=megvii' in err, err
+    _no_leftovers(tmp_path, out)
+    assert _cli_main(args + ['--cfg-options', 'layout=megvii']) == 0
+    saved = torch.load(out, map_location='cpu', weights_only=True)
+    assert saved['meta']['backbone'] == dict(type='ShuffleNetV2', widen_factor=1.0, layout='megvii')
+    model = core.build_backbone('ShuffleNetV2', dict(widen_factor=1.0, layout='megvii'))
+    model.load_state_dict(saved['state_dict'], strict=True)
 
 
 def test_cli_rejects_unknown_source(torchvision_file, tmp_path, capsys):

@@ -30,7 +30,7 @@ def test_published_variant_matches_reference(variant: PublishedVariant) -> None:
 def test_my_families_are_registered() -> None:
     names = {v.name for v in published_variants(['ShuffleNetV1', 'ShuffleNetV2'])}
     assert {f'ShuffleNetV1 g{g} {w:.1f}x' for g in (3, 8) for w in (0.5, 1.0, 1.5, 2.0)} <= names
-    assert {f'ShuffleNetV2 {w:.1f}x' for w in (0.5, 1.0, 1.5, 2.0)} <= names
+    assert {f'ShuffleNetV2 {w:.1f}x{suffix}' for w in (0.5, 1.0, 1.5, 2.0) for suffix in ('', ' megvii')} <= names
     with pytest.raises(ValueError, match='families'):
         published_variants(['NoSuchNet'])
     with pytest.raises(ValueError, match='already registered'):
@@ -161,7 +161,9 @@ def test_cli_table_backbone_and_json(tmp_path, capsys) -> None:
     stdout = capsys.readouterr().out
     assert '| ShuffleNetV2 1.0x | 24/116/232/464/1024 | 4/8/16/32/32 | 144.9 | 145.0 | 2.28 | 2.28 |' in stdout
     rows = json.loads(out.read_text())
-    assert [r['name'] for r in rows] == [f'ShuffleNetV2 {w:.1f}x' for w in (0.5, 1.0, 1.5, 2.0)]
+    widths = (0.5, 1.0, 1.5, 2.0)
+    assert [r['name'] for r in rows] == ([f'ShuffleNetV2 {w:.1f}x' for w in widths]
+                                         + [f'ShuffleNetV2 {w:.1f}x megvii' for w in widths])
     assert all(abs(r['flops_rel_err']) < 0.01 and abs(r['params_rel_err']) < 0.01 for r in rows)
     assert not list(tmp_path.glob('.*.tmp'))
 

@@ -215,3 +215,72 @@ def test_init_cfg_pretrained_with_prefix(tmp_path) -> None:
 def test_bad_arguments(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
         ShuffleNetV2(**kwargs)
+
+
+# ---------------------------------------------------------------- layout='megvii' (official formulation)
+MEGVII = dict(type='ShuffleNetV2', widen_factor=1.0, layout='megvii')
+
+
+@pytest.mark.parametrize('width', sorted(PAPER))
+def test_megvii_layout_every_width(width: float) -> None:
+    """Every width builds; outputs match the declared channels/strides (the same as torchvision's layout); stage 2's
+    first unit splits ``stem + (c2 - stem)`` like the official network, later units split halves."""
+    cfg = dict(MEGVII, widen_factor=width, out_indices=(0, 1, 2, 3, 4))
+    cc.check_outputs_match_declared(cfg, size=32)
+    model = cc.build(cfg)
+    assert model.layout == 'megvii'
+    assert model.out_channels == PAPER[width] and model.out_strides == (4, 8, 16, 32, 32)
+    stem, c2, c3 = PAPER[width][:3]
+    first = model.stage2[0]
+    assert first.branch1[2].out_channels == stem and first.branch2[5].out_channels == c2 - stem
+    assert first.branch2[0].out_channels == c2 // 2  # middle width of the official main branch
+    assert model.stage3[0].branch1[2].out_channels == model.stage3[0].branch2[5].out_channels == c2
+    assert model.stage3[1].branch2[0].in_channels == model.stage3[1].branch2[5].out_channels == c3 // 2
+
+
+def test_megvii_layout_same_keys_other_shapes() -> None:
+    """Module names are shared with torchvision's layout; only stage-2 shapes differ (and only above 0.5x)."""
+    tv = {k: v.shape for k, v in ShuffleNetV2(widen_factor=1.0).state_dict().items()}
+    mg = {k: v.shape for k, v in ShuffleNetV2(widen_factor=1.0, layout='megvii').state_dict().items()}
+    assert set(tv) == set(mg)
+    assert {k.split('.')[0] + '.' + k.split('.')[1] for k in tv if tv[k] != mg[k]} == {'stage2.0'}
+    tv05 = {k: v.shape for k, v in ShuffleNetV2(widen_factor=0.5).state_dict().items()}
+    assert tv05 == {k: v.shape for k, v in ShuffleNetV2(widen_factor=0.5, layout='megvii').state_dict().items()}
+
+
+def test_megvii_units_route_channels_like_the_official_block() -> None:
+    """Stride 1: ``cat(even, main(odd))``, no shuffle after; stride 2: ``cat(proj(x), main(x))``, no shuffle."""
+    model = cc.randomize_bn(ShuffleNetV2(widen_factor=0.5, layout='megvii')).eval()
+    unit = model.stage2[1]
+    x = torch.randn(2, 48, 8, 8)
+    with torch.no_grad():
+        out = unit(x)
+        torch.testing.assert_close(out, torch.cat((x[:, 0::2], unit.branch2(x[:, 1::2])), 1), rtol=0, atol=0)
+        down = model.stage3[0]
+        torch.testing.assert_close(down(x), torch.cat((down.branch1(x), down.branch2(x)), 1), rtol=0, atol=0)
+    # torchvision's layout at the same width computes another function with the same weights
+    tv = ShuffleNetV2(widen_factor=0.5, out_indices=(4,)).eval()
+    mg = ShuffleNetV2(widen_factor=0.5, layout='megvii', out_indices=(4,)).eval()
+    tv.load_state_dict(model.state_dict())
+    mg.load_state_dict(model.state_dict())
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (tv(img)[0] - mg(img)[0]).abs().max() > 1e-3
+
+
+def test_megvii_layout_with_cp() -> None:
+    cc.check_with_cp(dict(MEGVII, out_indices=(0, 1, 2, 3, 4)))
+
+
+def test_megvii_layout_deploy_fold() -> None:
+    cc.check_deploy_fold(dict(MEGVII, out_indices=(0, 1, 2, 3, 4)))
+
+
+def test_megvii_layout_frozen_stages() -> None:
+    cc.check_frozen_stages(dict(MEGVII, widen_factor=0.5, out_indices=(0, 1, 2, 3, 4)), 2)
+
+
+@pytest.mark.parametrize('layout', ['Megvii', 'official', None])
+def test_bad_layout(layout) -> None:
+    with pytest.raises(ValueError, match=r"layout=.*allowed values: \['torchvision', 'megvii'\]"):
+        ShuffleNetV2(layout=layout)

@@ -11,12 +11,19 @@ Reference sources:
 * ShuffleNet V1: the official Megvii models (megvii-model/ShuffleNet-Series), conv + linear multiply-adds counted on
   the official implementation (``/work/shared/reference/architectures.md``, "Multiply-adds ... counted"); classifier
   without bias, as in the official code. This project's ``ShuffleNetV1`` mirrors the official structure.
-* ShuffleNet V2: this project's ``ShuffleNetV2`` is laid out like torchvision's, whose first stride-2 unit of stage 2
-  splits its output 58/58 (1.0x) between the branches; the Megvii implementation gives the projection branch only
-  the 24 input channels and the main branch the rest. The two therefore differ by 0.6 % (1.0x) to 1.3 % (2.0x) in
-  multiply-adds. The references used here are torchvision's published numbers for exactly this layout (weights
-  ``ShuffleNet_V2_X*_Weights.IMAGENET1K_V1`` meta: ``_ops`` in GFLOPs and ``num_params``, classifier with bias);
-  the Megvii counts are kept in ``megvii_flops`` / ``megvii_params`` for comparison.
+* ShuffleNet V2 comes in two layouts of the same paper architecture (``ShuffleNetV2(layout=...)``), which differ in
+  stage 2's first unit: torchvision's splits its output into two halves (58 + 58 at 1.0x), the official Megvii one
+  gives the projection branch only the 24 stem channels and the main branch the rest (24 + 92). They coincide at 0.5x
+  and differ by 0.6 % (1.0x) to 1.3 % (2.0x) in multiply-adds elsewhere. Each layout is checked against the
+  implementation it reproduces:
+
+  - ``layout='torchvision'`` (``'ShuffleNetV2 1.0x'``): torchvision's published numbers (weights
+    ``ShuffleNet_V2_X*_Weights.IMAGENET1K_V1`` meta: ``_ops`` in GFLOPs and ``num_params``, classifier with bias);
+    torchvision rounds 0.5x to 0.04 GFLOPs, so there the (identical) Megvii multiply-add count is used;
+  - ``layout='megvii'`` (``'ShuffleNetV2 1.0x megvii'``): multiply-adds and params counted on the official
+    ShuffleNet-Series implementation (reference file, "Multiply-adds ... counted"; classifier without bias, as in
+    the official code); the official README's rounded figures (41M/1.4M, 146M/2.3M, 299M/3.5M, 591M/7.4M) are kept
+    in ``extra`` for display.
 """
 from __future__ import annotations
 
@@ -98,12 +105,15 @@ for (_g, _w), (_flops, _params) in _V1_MEGVII.items():
         flops=_flops, params=_params, classifier_bias=False,
         source='megvii-model/ShuffleNet-Series ShuffleNetV1, conv+linear multiply-adds counted'))
 
-# ------------------------------------------------------------------ ShuffleNet V2 (torchvision layout)
+# ------------------------------------------------------------------ ShuffleNet V2, torchvision layout
 _V2_TORCHVISION = {
     # width: (torchvision meta _ops in GFLOPs, num_params), classifier with bias
     0.5: (0.04e9, 1366792), 1.0: (0.145e9, 2278604), 1.5: (0.296e9, 3503624), 2.0: (0.583e9, 7393996),
 }
+# width: (multiply-adds, params) counted on the official implementation, classifier without bias
 _V2_MEGVII = {0.5: (40.5e6, 1.37e6), 1.0: (145.8e6, 2.28e6), 1.5: (299.0e6, 3.51e6), 2.0: (590.8e6, 7.40e6)}
+# width: (FLOPs, params) as printed in the official ShuffleNetV2 README (rounded), for display
+_V2_MEGVII_README = {0.5: (41e6, 1.4e6), 1.0: (146e6, 2.3e6), 1.5: (299e6, 3.5e6), 2.0: (591e6, 7.4e6)}
 for _w, (_flops, _params) in _V2_TORCHVISION.items():
     _source = 'torchvision ShuffleNet_V2_X*_Weights meta (_ops, num_params)'
     if _w == 0.5:
@@ -114,8 +124,16 @@ for _w, (_flops, _params) in _V2_TORCHVISION.items():
                    'params: torchvision meta num_params')
     register_published_variant(PublishedVariant(
         name=f'ShuffleNetV2 {_w:.1f}x',
-        backbone=dict(type='ShuffleNetV2', widen_factor=_w),
-        flops=_flops, params=_params, classifier_bias=True, source=_source,
-        extra=dict(megvii_flops=_V2_MEGVII[_w][0], megvii_params=_V2_MEGVII[_w][1])))
+        backbone=dict(type='ShuffleNetV2', widen_factor=_w, layout='torchvision'),
+        flops=_flops, params=_params, classifier_bias=True, source=_source))
+
+# ------------------------------------------------------------------ ShuffleNet V2, official Megvii layout
+for _w, (_flops, _params) in _V2_MEGVII.items():
+    register_published_variant(PublishedVariant(
+        name=f'ShuffleNetV2 {_w:.1f}x megvii',
+        backbone=dict(type='ShuffleNetV2', widen_factor=_w, layout='megvii'),
+        flops=_flops, params=_params, classifier_bias=False,
+        source='megvii-model/ShuffleNet-Series ShuffleNetV2, conv+linear multiply-adds counted',
+        extra=dict(readme_flops=_V2_MEGVII_README[_w][0], readme_params=_V2_MEGVII_README[_w][1])))
 
 del _g, _w, _flops, _params, _source

@@ -27,6 +27,15 @@ def target_state_dict(backbone_type: str, backbone_kwargs: dict[str, Any]) -> di
     return model.state_dict()
 
 
+def require_kwarg(backbone_kwargs: dict[str, Any], name: str, allowed: str, default: str, what: str,
+                  hint: str = '') -> None:
+    """Refuse a backbone argument value the source layout cannot be converted to (e.g. another formulation)."""
+    value = backbone_kwargs.get(name, default)
+    if value != allowed:
+        raise ConversionError(f'{what}: {name}={value!r} is not supported for this source; it needs '
+                              f'{name}={allowed!r}{hint}')
+
+
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Remove ``prefix`` from every key when *all* keys carry it (e.g. DataParallel's ``module.``)."""
     if state_dict and all(k.startswith(prefix) for k in state_dict):

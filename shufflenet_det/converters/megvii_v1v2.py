@@ -8,8 +8,15 @@ ShuffleNet V1 (:class:`~shufflenet_det.models.backbones.shufflenet_v1.ShuffleNet
 including their channel shuffle (view ``(c/g, g)``, transpose), so ``first_conv -> conv1`` and ``features.N ->
 stage{2,3,4}.i`` is the whole conversion.
 
-ShuffleNet V2 (:class:`~shufflenet_det.models.backbones.shufflenet_v2.ShuffleNetV2`) uses torchvision's formulation,
-which routes channels differently from the official one. Both units have the same branches (``branch_proj`` /
+ShuffleNet V2 (:class:`~shufflenet_det.models.backbones.shufflenet_v2.ShuffleNetV2`) depends on its ``layout``:
+
+* ``layout='megvii'`` builds the official formulation with torchvision's module names, so the conversion is renaming
+  only (``first_conv -> conv1``, ``features.N.branch_proj/branch_main -> stage{2,3,4}.i.branch1/branch2``,
+  ``conv_last -> conv5``) at every width (0.5x, 1.0x, 1.5x, 2.0x), and every stage output equals the official one;
+* ``layout='torchvision'`` (the backbone default) routes channels differently; the official 0.5x converts onto it
+  through the channel permutations below, other widths are refused (see the limitation at the end).
+
+The torchvision-layout path: both units have the same branches (``branch_proj`` /
 ``branch1`` = dw 3x3 + BN, pw 1x1 + BN + ReLU; ``branch_main`` / ``branch2`` = pw + BN + ReLU, dw + BN, pw + BN + ReLU,
 with identical Sequential indices); only the wiring differs. With ``h`` = half the unit's output channels:
 
@@ -40,11 +47,13 @@ pairing new channels in order of their survival count (capped by the units left 
 coincide everywhere. The converted backbone's stage outputs equal the official ones up to the fixed permutation
 :func:`megvii_v2_stage_permutations` returns, and ``conv5`` equals exactly.
 
-Limitation (checked, with an explanation): an official stride-2 unit's projection branch outputs as many channels as
-its input has, the main branch the rest. Stages 3 and 4 double the channels, so both halves are ``h``, as in
-torchvision. Stage 2 starts from the 24-channel stem: only 0.5x (48 channels) splits 24 + 24; the official 1.0x /
-1.5x / 2.0x split 24 + 92 / 24 + 152 / 24 + 220, which a torchvision-formulation unit (``h + h``) cannot compute, so
-those checkpoints are refused instead of being converted into a different network.
+Limitation of the torchvision layout (checked, with an explanation): an official stride-2 unit's projection branch
+outputs as many channels as its input has, the main branch the rest. Stages 3 and 4 double the channels, so both
+halves are ``h``, as in torchvision. Stage 2 starts from the 24-channel stem: only 0.5x (48 channels) splits 24 + 24;
+the official 1.0x / 1.5x / 2.0x split 24 + 92 / 24 + 152 / 24 + 220, which a torchvision-formulation unit (``h + h``)
+cannot compute, so those checkpoints are refused for ``layout='torchvision'`` (the message points to
+``layout='megvii'``, i.e. ``--cfg-options layout=megvii`` in ``tools/model_converters/convert_weights.py``) instead
+of being converted into a different network.
 """
 from __future__ import annotations
 
@@ -53,7 +62,7 @@ from typing import Any, Sequence
 import torch
 
 from ..models.backbones.shufflenet_v1 import SHUFFLENET_V1_ARCH
-from ..models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH
+from ..models.backbones.shufflenet_v2 import DEFAULT_LAYOUT, SHUFFLENET_V2_ARCH
 from .core import ConversionError, register_converter
 from .keymap import permute_in, permute_out, rename_to_target, stage_units, strip_prefix, target_state_dict
 
@@ -161,8 +170,9 @@ def _v2_units(target: dict[str, torch.Tensor]) -> tuple[list[list[str]], list[li
 
 
 def megvii_v2_stage_permutations(widen_factor: float) -> list[torch.Tensor]:
-    """For stage2/3/4: ``index`` with ``backbone_stage_output == official_stage_output[:, index]``."""
-    target = target_state_dict('ShuffleNetV2', dict(widen_factor=widen_factor))
+    """For stage2/3/4 of ``layout='torchvision'``: ``index`` with
+    ``backbone_stage_output == official_stage_output[:, index]``."""
+    target = target_state_dict('ShuffleNetV2', dict(widen_factor=widen_factor, layout='torchvision'))
     _, shapes = _v2_units(target)
     return [stage[-1]['pi_out'] for stage in megvii_v2_unit_plan(shapes)]
 
@@ -175,23 +185,28 @@ def _check_v2_split(src: dict[str, torch.Tensor], unit_index: dict[str, int], st
             raise ConversionError(
                 f'official unit features.{n} ({unit}) splits its {src[proj].shape[0] + src[main].shape[0]} output '
                 f'channels into {src[proj].shape[0]} projected + {src[main].shape[0]} main channels; a '
-                'torchvision-formulation ShuffleNetV2 unit uses two equal halves and cannot compute that function, so '
-                'this Megvii ShuffleNetV2 width cannot be converted exactly (Megvii 0.5x can: its stage 2 splits '
-                '24 + 24)')
+                "ShuffleNetV2 unit with layout='torchvision' uses two equal halves and cannot compute that function, "
+                "so this Megvii ShuffleNetV2 width cannot be converted exactly onto it (Megvii 0.5x can: its stage 2 "
+                "splits 24 + 24). Build the official formulation instead: layout='megvii' (convert_weights.py: add "
+                "--cfg-options layout=megvii; detector config: backbone=dict(type='ShuffleNetV2', layout='megvii', "
+                "...)), onto which every official width converts exactly")
 
 
 @register_converter('megvii', 'ShuffleNetV2')
 def convert_megvii_shufflenet_v2(state_dict: dict[str, torch.Tensor],
                                  backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Official ShuffleNetV2 -> ShuffleNetV2: rename, then permute channels (module docstring)."""
+    """Official ShuffleNetV2 -> ShuffleNetV2: rename only (``layout='megvii'``), or rename then permute channels
+    (``layout='torchvision'``, 0.5x only); see the module docstring."""
     what = f'megvii ShuffleNetV2 -> ShuffleNetV2({backbone_kwargs})'
     src = strip_prefix(state_dict, 'module.')
     target = target_state_dict('ShuffleNetV2', backbone_kwargs)
     names, shapes = _v2_units(target)
     unit_index = _unit_index(names)
+    renames = {'conv1': 'first_conv', 'conv5': 'conv_last'}
+    if backbone_kwargs.get('layout', DEFAULT_LAYOUT) == 'megvii':  # same formulation: names differ, nothing else
+        return rename_to_target(src, target, lambda k: _megvii_key(k, unit_index, renames), MEGVII_IGNORED, what)
     _check_v2_split(src, unit_index, [u for stage, sh in zip(names, shapes) for u, (s, _, _) in zip(stage, sh)
                                       if s == 2])
-    renames = {'conv1': 'first_conv', 'conv5': 'conv_last'}
     sd = rename_to_target(src, target, lambda k: _megvii_key(k, unit_index, renames), MEGVII_IGNORED, what)
     for stage, plan in zip(names, megvii_v2_unit_plan(shapes)):
         for unit, entry in zip(stage, plan):

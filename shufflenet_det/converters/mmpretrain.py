@@ -32,9 +32,9 @@ from typing import Any
 import torch
 
 from ..models.backbones.shufflenet_v1 import SHUFFLENET_V1_ARCH
-from ..models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH
+from ..models.backbones.shufflenet_v2 import DEFAULT_LAYOUT, SHUFFLENET_V2_ARCH
 from .core import ConversionError, register_converter
-from .keymap import BN_VECTORS, rename_to_target, stage_units, target_state_dict
+from .keymap import BN_VECTORS, rename_to_target, require_kwarg, stage_units, target_state_dict
 
 #: Source keys that are not part of a backbone.
 MMPRETRAIN_IGNORED = r'(head|neck|data_preprocessor)\..*'
@@ -75,6 +75,9 @@ def _mmpretrain_key(target_key: str, prefix: str, stage_names: tuple[str, ...], 
 def convert_mmpretrain_shufflenet_v2(state_dict: dict[str, torch.Tensor],
                                      backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
     """mmpretrain ShuffleNetV2 -> ShuffleNetV2: rename only (same formulation)."""
+    require_kwarg(backbone_kwargs, 'layout', 'torchvision', DEFAULT_LAYOUT,
+                  f'mmpretrain ShuffleNetV2 -> ShuffleNetV2({backbone_kwargs})',
+                  " (mmpretrain's unit is torchvision's formulation, not the official Megvii one)")
     target = target_state_dict('ShuffleNetV2', backbone_kwargs)
     stage_names = tuple(SHUFFLENET_V2_ARCH['stage_names'])
     unit_map = {f'{b}.{i}': f'{b}.{sub}' for b, table in V2_BRANCH_MAP.items() for i, sub in table.items()}

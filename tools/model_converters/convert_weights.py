@@ -13,7 +13,15 @@ Examples (from the repository root)::
         shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x_tv.pth
     python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV1 --groups 3 \\
         --widen-factor 1.0 Group3/models/snetv1_group3_1.0x.pth.tar work_dirs/pretrained/shufflenetv1_g3_1.0x.pth
+    python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV2 --widen-factor 1.0 \\
+        megvii_shufflenetv2_1.0x.pth.tar work_dirs/pretrained/shufflenetv2_1.0x_megvii.pth --cfg-options layout=megvii
     python tools/model_converters/convert_weights.py --src megvii --type DetNAS --arch COCO-FPN-300M IN OUT
+
+Official Megvii ShuffleNetV2 checkpoints need ``--cfg-options layout=megvii`` (and ``layout='megvii'`` in the
+detector's backbone config) at 1.0x / 1.5x / 2.0x: their first stage-2 unit splits its channels unevenly, which only
+the official formulation computes; without it the conversion is refused with that hint. At 0.5x both layouts work
+(``layout='torchvision'`` through channel permutations). The layout is never chosen implicitly, so the config that
+loads the file always states the formulation it was converted for (it is also recorded in the output's ``meta``).
 
 ``--src`` / ``--type`` accept every converter registered with
 :func:`shufflenet_det.converters.register_converter`; extra backbone arguments go through ``--arch`` or
