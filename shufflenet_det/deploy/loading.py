@@ -19,8 +19,18 @@ import torch
 from torch import nn
 
 
+def resolve_config_path(config: str | os.PathLike) -> str:
+    """A config path; ``mmdet::retinanet/x.py`` names a config shipped inside the mmdet package."""
+    config = str(config)
+    if config.startswith('mmdet::'):
+        import mmdet
+        config = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs', config[len('mmdet::'):])
+    return config
+
+
 def load_config(config: str | os.PathLike, cfg_options: dict | None = None) -> Any:
     """``mmengine.Config`` of ``config`` (ValueError if missing) with mmdet's registries initialised."""
+    config = resolve_config_path(config)
     if not Path(config).is_file():
         raise ValueError(f'config {str(config)!r} does not exist')
     import shufflenet_det  # noqa: F401  - registers the backbones, applies the compat fixes

@@ -1,0 +1,498 @@
+"""Latency / throughput benchmark of backbones and detectors across deployment paths, in one process.
+
+Every row of a run is measured on the same machine, with the same input, thread count and timing loop, so the ratios
+between rows are meaningful even on a noisy machine (the absolute numbers are not). Backends:
+
+===================  ===================================================================================
+``torch-plain``      PyTorch eager, NCHW, BatchNorm kept - the torchvision formulation (baseline)
+``torch-folded``     eager, BN folded into the convolutions (``switch_to_deploy``)
+``torch-cl``         eager, BN folded, channels_last tensors, ``inference_mode``
+``torch-jit``        BN folded, TorchScript trace + freeze + ``optimize_for_inference`` (oneDNN)
+``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
+``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
+``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, tuned session
+``ncnn``             ncnn (pnnx export, BN folded), batch looped image by image
+``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
+``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
+===================  ===================================================================================
+
+Detectors are timed from the normalised input tensor to the final detections: mmdet's ``predict`` for the PyTorch
+rows, the graph with NMS for ONNX Runtime, the raw head plus the numpy post-processing for ncnn.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn')
+GPU_BACKENDS = ('ort-cuda', 'cuda-fp32', 'cuda-fp16')
+OPTIONAL_BACKENDS = ('torch-compile',)
+ALL_BACKENDS = CPU_BACKENDS + OPTIONAL_BACKENDS + GPU_BACKENDS
+DEFAULT_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
+EAGER_BASELINE, ORT_BASELINE = 'torch-plain', 'ort-plain'
+
+
+class Unavailable(Exception):
+    """A backend or peer model that cannot run here (the reason is reported, nothing is faked)."""
+
+
+@dataclasses.dataclass
+class Row:
+    """One measured (or unavailable) configuration."""
+
+    model: str
+    backend: str
+    size: tuple[int, int]
+    batch: int
+    threads: int
+    status: str = 'ok'  # ok | unavailable | error
+    note: str = ''
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    min_ms: float | None = None
+    mean_ms: float | None = None
+    throughput: float | None = None  # images per second at the median latency
+    vs_torch_plain: float | None = None
+    vs_ort_plain: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:  # noqa: D102
+        d = dataclasses.asdict(self)
+        d['size'] = list(self.size)
+        return d
+
+
+def time_fn(fn: Callable[[], Any], runs: int, warmup: int, progress: Any = None) -> dict[str, float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times; latency statistics in milliseconds."""
+    for _ in range(warmup):
+        fn()
+        if progress is not None:
+            progress.update(1)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if progress is not None:
+            progress.update(1)
+    ordered = sorted(times)
+    return dict(median_ms=statistics.median(ordered), p90_ms=float(np.percentile(ordered, 90)),
+                min_ms=ordered[0], mean_ms=statistics.fmean(ordered))
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def folded(model: nn.Module) -> nn.Module:
+    """A deep copy with every ``switch_to_deploy`` applied (BN folded); unchanged models without one."""
+    model = copy.deepcopy(model).eval()
+    for m in list(model.modules()):
+        if hasattr(m, 'switch_to_deploy') and not getattr(m, 'deployed', False):
+            m.switch_to_deploy()
+    return model
+
+
+def _detector_predict(detector: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    from mmdet.structures import DetDataSample
+    h, w = x.shape[2:]
+    samples = []
+    for _ in range(x.shape[0]):
+        s = DetDataSample()
+        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                            scale_factor=(1.0, 1.0)))
+        samples.append(s)
+    return lambda: detector.predict(x, samples, rescale=False)
+
+
+def is_detector(model: nn.Module) -> bool:
+    """True for mmdet detectors (they have ``extract_feat``)."""
+    return hasattr(model, 'extract_feat')
+
+
+class Bench:
+    """Builds one callable per backend for a model at one input size; exports live in a scratch folder."""
+
+    def __init__(self, name: str, model: nn.Module, size: tuple[int, int], batch: int, threads: int,
+                 workdir: Path, images: Sequence[torch.Tensor] | None = None) -> None:
+        self.name, self.model, self.size, self.batch, self.threads = name, model.eval(), size, batch, threads
+        self.workdir = workdir
+        self.detector = is_detector(model)
+        gen = torch.Generator().manual_seed(0)
+        if images:
+            self.x = torch.cat([images[i % len(images)] for i in range(batch)])
+        else:
+            self.x = torch.randn((batch, 3, *size), generator=gen)
+        self._onnx: dict[str, Path] = {}
+
+    # -------------------------------------------------------------- torch
+    def _torch_fn(self, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+        if self.detector:
+            return _detector_predict(model, x)
+        return lambda: model(x)
+
+    def torch_plain(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        fn = self._torch_fn(self.model, self.x)
+        return _no_grad(fn), 'NCHW, BN kept, no_grad'
+
+    def torch_folded(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        return _no_grad(self._torch_fn(folded(self.model), self.x)), 'NCHW, BN folded, no_grad'
+
+    def torch_cl(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        model = folded(self.model).to(memory_format=torch.channels_last)
+        x = self.x.contiguous(memory_format=torch.channels_last)
+        fn = self._torch_fn(model, x)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return fn()
+        return run, 'channels_last, BN folded, inference_mode'
+
+    def torch_jit(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        if self.detector:
+            raise Unavailable('TorchScript tracing covers tensor graphs only (detector post-processing is Python)')
+        model = folded(self.model)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, self.x, check_trace=False).eval())
+            traced(self.x)
+        return _no_grad(lambda: traced(self.x)), 'BN folded, trace + freeze + optimize_for_inference'
+
+    def torch_compile(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        model = folded(self.model).to(memory_format=torch.channels_last)
+        x = self.x.contiguous(memory_format=torch.channels_last)
+        if self.detector:
+            model.extract_feat = torch.compile(model.extract_feat)
+            fn = self._torch_fn(model, x)
+        else:
+            compiled = torch.compile(model)
+            fn = lambda: compiled(x)  # noqa: E731
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                fn()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure makes this row unavailable
+            raise Unavailable(f'torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}') from exc
+        note = f'BN folded, channels_last, inductor (compiled in {time.perf_counter() - t0:.0f} s)'
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return fn()
+        return run, note
+
+    def _cuda(self, dtype: torch.dtype) -> tuple[Callable[[], Any], str]:
+        if not torch.cuda.is_available():
+            raise Unavailable('no CUDA device (torch.cuda.is_available() is False)')
+        model = folded(self.model).cuda().to(dtype=dtype, memory_format=torch.channels_last)
+        x = self.x.cuda().to(dtype=dtype).contiguous(memory_format=torch.channels_last)
+        fn = self._torch_fn(model, x)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                out = fn()
+            torch.cuda.synchronize()
+            return out
+        return run, f'{torch.cuda.get_device_name()}, BN folded, channels_last'
+
+    def cuda_fp32(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        return self._cuda(torch.float32)
+
+    def cuda_fp16(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        if self.detector:
+            raise Unavailable('mmdet post-processing (mmcv NMS) runs in fp32; time the backbone instead')
+        return self._cuda(torch.float16)
+
+    # -------------------------------------------------------------- ONNX Runtime
+    def _export(self, kind: str) -> Path:
+        from .onnx_export import export_backbone_onnx, export_detector_onnx
+        if kind in self._onnx:
+            return self._onnx[kind]
+        path = self.workdir / f'{kind}.onnx'
+        plain = kind == 'plain'
+        kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
+                      verbose=False)
+        if self.detector:
+            export_detector_onnx(self.model, path, [self.x[:1]], **kwargs)
+        else:
+            export_backbone_onnx(self.model, path, tuple(self.x.shape), **kwargs)
+        self._onnx[kind] = path
+        return path
+
+    def _ort(self, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
+        import onnxruntime as ort
+        from .onnx_export import ort_session
+        path = self._export(kind)
+        if tuned:
+            sess = ort_session(path, providers=providers, threads=self.threads, optimization='all')
+        else:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.log_severity_level = 3
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        feed = {sess.get_inputs()[0].name: self.x[:1].numpy() if self.detector else self.x.numpy()}
+        if self.detector and self.batch > 1:
+            return lambda: [sess.run(None, feed) for _ in range(self.batch)]
+        return lambda: sess.run(None, feed)
+
+    def ort_plain(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        return self._ort('plain', ['CPUExecutionProvider'], tuned=False), \
+            'plain export (BN kept, no simplification), default session'
+
+    def ort_deploy(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        return self._ort('deploy', ['CPUExecutionProvider'], tuned=True), \
+            'BN folded + onnxslim, ORT_ENABLE_ALL, intra-op threads = --threads'
+
+    def ort_cuda(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        import onnxruntime as ort
+        if 'CUDAExecutionProvider' not in ort.get_available_providers():
+            raise Unavailable(f'onnxruntime has no CUDAExecutionProvider (providers: {ort.get_available_providers()})')
+        if not torch.cuda.is_available():
+            raise Unavailable('no CUDA device (torch.cuda.is_available() is False)')
+        return self._ort('deploy', ['CUDAExecutionProvider', 'CPUExecutionProvider'], tuned=True), \
+            'BN folded + onnxslim, CUDA provider'
+
+    # -------------------------------------------------------------- ncnn
+    def ncnn(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+        if importlib.util.find_spec('ncnn') is None or importlib.util.find_spec('pnnx') is None:
+            raise Unavailable('ncnn / pnnx not installed (pip install -r requirements/deploy.txt)')
+        import ncnn
+
+        from .ncnn_export import export_backbone_ncnn, export_detector_ncnn
+        out = self.workdir / 'model_ncnn'
+        x1 = self.x[:1]
+        if self.detector:
+            report = export_detector_ncnn(self.model, out, [x1], verbose=False)
+        else:
+            report = export_backbone_ncnn(self.model, out, tuple(x1.shape), verbose=False)
+        net = ncnn.Net()
+        net.opt.num_threads = self.threads
+        net.load_param(str(out) + '.param')
+        net.load_model(str(out) + '.bin')
+        inputs = [np.ascontiguousarray(self.x[i].numpy()) for i in range(self.batch)]  # kept alive: Mat(arr)
+        mats = [ncnn.Mat(arr) for arr in inputs]
+        in_blob, out_blobs = report['input_blob'], report['output_blobs']
+        post = None
+        if self.detector:
+            from .numpy_postprocess import postprocess
+            meta, hw = report['postprocess'], tuple(self.size)
+            post = lambda outs: postprocess(outs[:len(outs) // 2], outs[len(outs) // 2:], meta, hw)  # noqa: E731
+
+        def run() -> Any:
+            results = []
+            for mat in mats:
+                ex = net.create_extractor()
+                ex.input(in_blob, mat)
+                outs = [np.array(ex.extract(b)[1]) for b in out_blobs]
+                results.append(post(outs) if post else outs)
+            return results, inputs
+        fp16 = 'fp16 arithmetic' if net.opt.use_fp16_arithmetic else 'fp32'
+        return run, f'pnnx export, BN folded, ncnn default options ({fp16} where the CPU has it)'
+
+
+def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+BACKEND_METHODS = {'torch-plain': 'torch_plain', 'torch-folded': 'torch_folded', 'torch-cl': 'torch_cl',
+                   'torch-jit': 'torch_jit', 'torch-compile': 'torch_compile', 'ort-plain': 'ort_plain',
+                   'ort-deploy': 'ort_deploy', 'ncnn': 'ncnn', 'ort-cuda': 'ort_cuda', 'cuda-fp32': 'cuda_fp32',
+                   'cuda-fp16': 'cuda_fp16'}
+
+
+# ---------------------------------------------------------------------------------------------------- peers
+def peer_models() -> list[tuple[str, Callable[[], nn.Module]]]:
+    """ShuffleNetV2 1.0x implementations of other projects, as (name, builder); builders raise Unavailable.
+
+    torchvision and mmpretrain are only used when they are installed and import cleanly; nothing is emulated.
+    """
+    def tv() -> nn.Module:
+        if importlib.util.find_spec('torchvision') is None:
+            raise Unavailable('torchvision is not installed')
+        try:
+            from torchvision.models import shufflenet_v2_x1_0
+        except Exception as exc:  # noqa: BLE001
+            raise Unavailable(f'torchvision does not import: {type(exc).__name__}: {exc}') from exc
+        return shufflenet_v2_x1_0(weights=None).eval()
+
+    def mmpre() -> nn.Module:
+        if importlib.util.find_spec('mmpretrain') is None:
+            raise Unavailable('mmpretrain is not installed')
+        if importlib.util.find_spec('torchvision') is None:
+            raise Unavailable('mmpretrain is installed but needs torchvision, which is not (not imported)')
+        try:
+            from mmpretrain.models.backbones import ShuffleNetV2 as MMPShuffleNetV2
+        except Exception as exc:  # noqa: BLE001
+            raise Unavailable(f'mmpretrain does not import: {type(exc).__name__}: {exc}') from exc
+        return MMPShuffleNetV2(widen_factor=1.0).eval()
+
+    return [('torchvision shufflenet_v2_x1_0', tv), ('mmpretrain ShuffleNetV2 1.0x', mmpre)]
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple[int, int]], backends: Sequence[str],
+                  batch: int = 1, threads: int = 2, runs: int = 50, warmup: int = 10,
+                  peers: Sequence[tuple[str, Callable[[], nn.Module]]] = (), peer_backends: Sequence[str] = (
+                      'torch-plain', 'torch-cl'), images: Sequence[torch.Tensor] | None = None,
+                  progress: bool = True, log: Callable[[str], None] = print) -> list[Row]:
+    """Measure every (model, size, backend); unavailable backends become rows with a reason."""
+    unknown = [b for b in backends if b not in BACKEND_METHODS]
+    if unknown:
+        raise ValueError(f'unknown backends {unknown}; available: {list(ALL_BACKENDS)}')
+    if batch < 1 or threads < 1 or runs < 1 or warmup < 0:
+        raise ValueError('batch, threads and runs must be >= 1 and warmup >= 0')
+    torch.set_num_threads(threads)
+    os.environ.setdefault('OMP_NUM_THREADS', str(threads))
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+            total = (runs + warmup) * len(sizes) * (len(models) * len(backends) + len(peers) * len(peer_backends))
+            bar = tqdm(total=total, unit='run', leave=False, dynamic_ncols=True)
+        except ImportError:
+            bar = None
+    if any(b in GPU_BACKENDS for b in backends) and not torch.cuda.is_available():
+        log('[benchmark] no CUDA device: the GPU rows (ort-cuda, cuda-fp32, cuda-fp16) are skipped')
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix='shufflenet_det_bench_') as tmp:
+        jobs = [(name, model, backends) for name, model in models]
+        for peer_name, builder in peers:
+            try:
+                jobs.append((peer_name, builder(), peer_backends))
+            except Unavailable as exc:
+                for size in sizes:
+                    rows.append(Row(peer_name, '-', tuple(size), batch, threads, 'unavailable', str(exc)))
+                if bar is not None:
+                    bar.update((runs + warmup) * len(sizes) * len(peer_backends))
+        for m_idx, (name, model, model_backends) in enumerate(jobs):
+            for size in sizes:
+                workdir = Path(tmp) / f'{m_idx}_{size[0]}x{size[1]}'
+                workdir.mkdir()
+                bench = Bench(name, model, tuple(size), batch, threads, workdir, images)
+                for backend in model_backends:
+                    row = Row(name, backend, tuple(size), batch, threads)
+                    if bar is not None:
+                        bar.set_description(f'{name[:24]} {backend} {size[0]}x{size[1]}')
+                    try:
+                        fn, row.note = getattr(bench, BACKEND_METHODS[backend])()
+                        stats = time_fn(fn, runs, warmup, bar)
+                        row.median_ms, row.p90_ms = stats['median_ms'], stats['p90_ms']
+                        row.min_ms, row.mean_ms = stats['min_ms'], stats['mean_ms']
+                        row.throughput = batch * 1e3 / stats['median_ms']
+                    except Unavailable as exc:
+                        row.status, row.note = 'unavailable', str(exc)
+                        if bar is not None:
+                            bar.update(runs + warmup)
+                    except Exception as exc:  # noqa: BLE001 - one failing backend must not lose the others
+                        row.status, row.note = 'error', f'{type(exc).__name__}: {str(exc)[:300]}'
+                        if bar is not None:
+                            bar.update(runs + warmup)
+                    rows.append(row)
+                del bench
+    if bar is not None:
+        bar.close()
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Ratios to the torch-plain and ort-plain rows of the same model, size and batch."""
+    base: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r.status == 'ok' and r.backend in (EAGER_BASELINE, ORT_BASELINE):
+            base.setdefault((r.model, r.size, r.batch), {})[r.backend] = r.median_ms
+    for r in rows:
+        b = base.get((r.model, r.size, r.batch), {})
+        if r.status == 'ok':
+            if EAGER_BASELINE in b:
+                r.vs_torch_plain = r.median_ms / b[EAGER_BASELINE]
+            if ORT_BASELINE in b:
+                r.vs_ort_plain = r.median_ms / b[ORT_BASELINE]
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts stored with the results."""
+    env: dict[str, Any] = dict(torch=torch.__version__, python=platform.python_version(),
+                               machine=platform.machine(), processor=platform.processor() or None,
+                               cpu_count=os.cpu_count(), cuda=torch.cuda.is_available())
+    try:
+        env['loadavg_1m'] = os.getloadavg()[0]
+    except OSError:
+        pass
+    for mod in ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy'):
+        if importlib.util.find_spec(mod) is not None:
+            try:
+                env[mod] = __import__(mod).__version__
+            except Exception:  # noqa: BLE001
+                env[mod] = 'unknown'
+    if torch.cuda.is_available():
+        env['gpu'] = torch.cuda.get_device_name()
+    return env
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A plain-text table of the rows."""
+    head = ['model', 'backend', 'size', 'batch', 'median ms', 'p90 ms', 'min ms', 'img/s', 'x torch-plain',
+            'x ort-plain', 'note']
+    lines = []
+    for r in rows:
+        f = (lambda v, p=2: '-' if v is None else f'{v:.{p}f}')
+        lines.append([r.model, r.backend, f'{r.size[0]}x{r.size[1]}', str(r.batch), f(r.median_ms), f(r.p90_ms),
+                      f(r.min_ms), f(r.throughput, 1), f(r.vs_torch_plain), f(r.vs_ort_plain),
+                      (r.status.upper() + ': ' if r.status != 'ok' else '') + r.note])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
+    widths[-1] = len(head[-1])
+    fmt = lambda cells: '  '.join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [fmt(head), fmt(['-' * w for w in widths])]
+    out += [fmt(line) for line in lines]
+    return '\n'.join(out)
+
+
+def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | None = None) -> Path:
+    """Latency against input size per (model, backend); or, with ``maps`` ({model: mAP}), mAP against latency."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_outputs
+    ok = [r for r in rows if r.status == 'ok']
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if maps:
+        for model, value in maps.items():
+            pts = [r for r in ok if r.model == model]
+            for r in pts:
+                ax.scatter(r.median_ms, value)
+                ax.annotate(f'{model}\n{r.backend} {r.size[0]}', (r.median_ms, value), fontsize=7)
+        ax.set_xlabel('median latency (ms)')
+        ax.set_ylabel('mAP')
+        ax.set_title('accuracy vs latency')
+    else:
+        series: dict[tuple[str, str], list[Row]] = {}
+        for r in ok:
+            series.setdefault((r.model, r.backend), []).append(r)
+        for (model, backend), pts in sorted(series.items()):
+            pts.sort(key=lambda r: r.size[0] * r.size[1])
+            ax.plot([f'{r.size[0]}x{r.size[1]}' for r in pts], [r.median_ms for r in pts], marker='o',
+                    label=f'{model} / {backend}')
+        ax.set_xlabel('input size')
+        ax.set_ylabel('median latency (ms)')
+        ax.set_title(f'latency vs input size (batch {ok[0].batch if ok else 1}, '
+                     f'{ok[0].threads if ok else 1} threads)')
+        ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_outputs([path]) as (tmp,):
+        fig.savefig(tmp, format='png', dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,146 @@
+"""Latency and throughput of ShuffleNet backbones and detectors across deployment paths, one run, one machine.
+
+Backends (see shufflenet_det/deploy/bench.py): torch-plain (eager NCHW with BN: the torchvision formulation,
+baseline), torch-folded, torch-cl (BN folded + channels_last + inference_mode), torch-jit (trace + freeze +
+optimize_for_inference), torch-compile (opt-in), ort-plain (ONNX Runtime on the plain export: baseline), ort-deploy
+(BN folded + onnxslim + tuned session), ncnn, and on a GPU ort-cuda / cuda-fp32 / cuda-fp16 (skipped with a message
+when there is no CUDA device). A backbone run also lists the ShuffleNetV2 1.0x of torchvision and mmpretrain when they
+import (reported as unavailable otherwise, never emulated). Results: a table on stdout, JSON (--out), and a PNG with
+--plot (latency vs input size, or mAP vs latency with --map).
+
+Examples::
+
+    # ShuffleNetV2 1.0x backbone at 224x224, batch 1, 2 threads: every deploy path and the peers side by side
+    python tools/analysis_tools/benchmark.py --backbone ShuffleNetV2 --backbone-args '{"out_indices": [4]}' \\
+        --sizes 224 --threads 2 --runs 200 --warmup 20 --out work_dirs/bench/shufflenetv2_224.json
+    # RetinaNet-ShuffleNetV2 1.0x next to mmdet's RetinaNet-R18 at 320x320, ONNX Runtime
+    python tools/analysis_tools/benchmark.py --config configs/retinanet_shufflenetv2.py \\
+        mmdet::retinanet/retinanet_r18_fpn_1x_coco.py --sizes 320 --backends ort-plain ort-deploy \\
+        --out work_dirs/bench/retinanet_320.json
+    # latency against input size, as a picture
+    python tools/analysis_tools/benchmark.py --backbone ShuffleNetV2 --sizes 224 320 416 --plot bench.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    from shufflenet_det.deploy.bench import ALL_BACKENDS, DEFAULT_BACKENDS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_argument_group('models (one of)')
+    src.add_argument('--backbone', metavar='TYPE', help='a registered backbone type, e.g. ShuffleNetV2')
+    src.add_argument('--backbone-args', default='{}', metavar='JSON',
+                     help='backbone keyword arguments as JSON (default: the type\'s defaults)')
+    src.add_argument('--config', nargs='+', metavar='CFG',
+                     help='detector config(s), e.g. configs/retinanet_shufflenetv2.py '
+                          'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py (weights: random init)')
+    src.add_argument('--what', choices=['detector', 'backbone'], default='detector',
+                     help='with --config: time the whole detector (default) or its backbone')
+    run = parser.add_argument_group('run')
+    run.add_argument('--backends', nargs='+', default=list(DEFAULT_BACKENDS), choices=list(ALL_BACKENDS),
+                     metavar='BACKEND', help=f'subset of {", ".join(ALL_BACKENDS)} (default: all but torch-compile)')
+    run.add_argument('--sizes', nargs='+', default=None, metavar='S',
+                     help='input sizes, S or HxW (default 224 for backbones, 320 for detectors)')
+    run.add_argument('--batch', type=int, default=1)
+    run.add_argument('--threads', type=int, default=2, help='threads of every backend (default 2)')
+    run.add_argument('--runs', type=int, default=100, help='timed runs per row (default 100)')
+    run.add_argument('--warmup', type=int, default=10, help='untimed runs first (default 10)')
+    run.add_argument('--no-peers', action='store_true', help='do not list torchvision / mmpretrain models')
+    run.add_argument('--no-progress', action='store_true', help='no progress bar')
+    out = parser.add_argument_group('output')
+    out.add_argument('--out', help='JSON results file')
+    out.add_argument('--plot', help='PNG: latency vs input size (or mAP vs latency with --map)')
+    out.add_argument('--map', nargs='+', default=[], metavar='MODEL=MAP',
+                     help='mAP per model name (as in the table) for the mAP-vs-latency plot')
+    args = parser.parse_args(argv)
+    if bool(args.backbone) == bool(args.config):
+        parser.error('give exactly one of --backbone and --config')
+    for name, value in (('--batch', args.batch), ('--threads', args.threads), ('--runs', args.runs)):
+        if value < 1:
+            parser.error(f'{name} must be >= 1, got {value}')
+    if args.warmup < 0:
+        parser.error('--warmup must be >= 0')
+    try:
+        args.sizes = [_size(s) for s in (args.sizes or ['224' if args.backbone or args.what == 'backbone'
+                                                         else '320'])]
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        args.maps = {k: float(v) for k, v in (item.rsplit('=', 1) for item in args.map)}
+    except ValueError:
+        parser.error(f'--map entries must be MODEL=NUMBER, got {args.map}')
+    return args
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split('x')
+    try:
+        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except ValueError:
+        raise ValueError(f'--sizes: {text!r} is not S or HxW') from None
+    if h < 32 or w < 32 or len(parts) > 2:
+        raise ValueError(f'--sizes: {text!r} must be S or HxW with sizes >= 32')
+    return h, w
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from shufflenet_det.deploy.atomic import write_json_atomic
+    from shufflenet_det.deploy.bench import environment, format_table, peer_models, plot, run_benchmark
+    from shufflenet_det.deploy.cli import parse_backbone_args
+    from shufflenet_det.deploy.loading import build_backbone, build_detector
+
+    models = []
+    if args.backbone:
+        bb_args = parse_backbone_args(args.backbone_args)
+        try:
+            model = build_backbone(args.backbone, bb_args)
+        except ValueError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
+        label = args.backbone + (f' {bb_args}' if bb_args else '')
+        models.append((f'shufflenet_det {label}', model))
+        peers = [] if args.no_peers or args.backbone != 'ShuffleNetV2' or \
+            float(bb_args.get('widen_factor', 1.0)) != 1.0 else peer_models()
+    else:
+        peers = []
+        for cfg in args.config:
+            try:
+                det = build_detector(cfg)
+            except ValueError as exc:
+                print(f'error: {exc}', file=sys.stderr)
+                return 2
+            name = os.path.splitext(os.path.basename(cfg))[0]
+            models.append((name if args.what == 'detector' else f'{name} backbone',
+                           det if args.what == 'detector' else det.backbone))
+    env = environment()
+    t0 = time.time()
+    rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
+                         runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress)
+    env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+    print(format_table(rows))
+    print(f'[benchmark] {len(rows)} rows in {time.time() - t0:.0f} s; batch {args.batch}, {args.threads} threads, '
+          f'{args.runs} runs after {args.warmup} warm-up; load average {env.get("loadavg_1m")} -> '
+          f'{env.get("loadavg_1m_end")} (other processes on the machine make absolute numbers noisy; the ratios '
+          'within this run are the comparable part)')
+    if args.out:
+        write_json_atomic(dict(command=sys.argv, environment=env, settings=dict(
+            sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
+            warmup=args.warmup, backends=args.backends), rows=[r.as_dict() for r in rows]), args.out)
+        print(f'[benchmark] wrote {args.out}')
+    if args.plot:
+        plot(rows, args.plot, args.maps or None)
+        print(f'[benchmark] wrote {args.plot}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
