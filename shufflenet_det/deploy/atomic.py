@@ -45,7 +45,10 @@ def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     try:
         for final in finals:
             parent = check_writable_dir(final)
-            fd, tmp = tempfile.mkstemp(prefix=f'.{final.name}.', suffix='.tmp', dir=parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f'.{final.name}.', suffix='.tmp', dir=parent)
+            except OSError as exc:
+                raise ValueError(f'output {str(final)!r}: cannot write into {str(parent)!r}: {exc}') from exc
             os.close(fd)
             temps.append(Path(tmp))
         yield list(temps)

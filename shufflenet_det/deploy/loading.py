@@ -73,7 +73,7 @@ def build_detector(config: str | os.PathLike, checkpoint: str | os.PathLike | No
     if checkpoint is not None:
         model.load_state_dict(load_state_dict_safe(checkpoint), strict=True)
     else:
-        model.init_weights()
+        quiet_init_weights(model)
     model.cfg = cfg
     return model.eval()
 
@@ -109,8 +109,22 @@ def build_backbone(backbone_type: str | None = None, backbone_args: dict | None 
             sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
         model.load_state_dict(sd, strict=True)
     else:
-        model.init_weights()
+        quiet_init_weights(model)
     return model.eval()
+
+
+def quiet_init_weights(model: nn.Module) -> None:
+    """``model.init_weights()`` without mmengine's per-parameter INFO log (hundreds of lines per detector)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
 
 
 def preprocess_meta(detector: nn.Module | None) -> dict[str, Any]:

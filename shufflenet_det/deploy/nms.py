@@ -8,41 +8,27 @@ greater than ``iou_threshold`` (the same rule as ``mmcv.ops.nms``).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
-
-
-def _iou_one_to_many(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    area = (box[2] - box[0]).clamp(min=0) * (box[3] - box[1]).clamp(min=0)
-    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    lt = torch.maximum(box[:2], boxes[:, :2])
-    rb = torch.minimum(box[2:], boxes[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    union = area + areas - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
                score_threshold: float) -> torch.Tensor:
-    """Reference NMS: ``boxes`` (B, N, 4) corner format, ``scores`` (B, C, N); returns (M, 3) int64 indices."""
+    """Reference NMS: ``boxes`` (B, N, 4) corner format, ``scores`` (B, C, N); returns (M, 3) int64 indices.
+
+    Computed in numpy (``numpy_postprocess.nms``), so that it costs nothing extra while the exporter traces.
+    """
+    from .numpy_postprocess import nms
+    b_np = boxes.detach().cpu().numpy().astype(np.float32)
+    s_np = scores.detach().cpu().numpy().astype(np.float32)
     selected = []
-    for b in range(boxes.shape[0]):
-        for c in range(scores.shape[1]):
-            s = scores[b, c]
-            idx = torch.nonzero(s > score_threshold).flatten()
-            idx = idx[torch.sort(s[idx], descending=True, stable=True).indices]
-            keep: list[int] = []
-            while idx.numel() and len(keep) < max_per_class:
-                cur = int(idx[0])
-                keep.append(cur)
-                rest = idx[1:]
-                if rest.numel() == 0:
-                    break
-                iou = _iou_one_to_many(boxes[b, cur], boxes[b, rest])
-                idx = rest[iou <= iou_threshold]
-            selected += [(b, c, k) for k in keep]
-    if not selected:
-        return torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)
-    return torch.tensor(selected, dtype=torch.int64, device=boxes.device)
+    for b in range(b_np.shape[0]):
+        for c in range(s_np.shape[1]):
+            idx = np.nonzero(s_np[b, c] > score_threshold)[0]
+            keep = idx[nms(b_np[b, idx], s_np[b, c, idx], iou_threshold)][:max_per_class]
+            selected += [(b, c, int(k)) for k in keep]
+    out = np.asarray(selected, dtype=np.int64).reshape(-1, 3)
+    return torch.from_numpy(out).to(boxes.device)
 
 
 class ONNXNonMaxSuppression(torch.autograd.Function):

@@ -1,0 +1,78 @@
+"""tools/analysis_tools/benchmark.py: every backend row, ratios, unavailable peers/GPU rows, JSON and plot."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import deploy_fixtures as fx
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('mmdet')
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('benchmark_tool', fx.REPO / 'tools/analysis_tools/benchmark.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_backbone_benchmark_writes_json_and_plot(tmp_path: Path, capsys) -> None:
+    out, png = tmp_path / 'bench.json', tmp_path / 'bench.png'
+    backends = ['torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn',
+                'ort-cuda', 'cuda-fp32', 'cuda-fp16']
+    rc = _tool().main(['--backbone', 'ShuffleNetV2', '--backbone-args', '{"out_indices": [3]}', '--sizes', '64',
+                       '64x96', '--runs', '3', '--warmup', '1', '--threads', '1', '--backends', *backends,
+                       '--no-progress', '--out', str(out), '--plot', str(png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert 'x torch-plain' in text and 'UNAVAILABLE' in text
+    data = json.loads(out.read_text())
+    rows = data['rows']
+    assert data['settings']['threads'] == 1 and data['environment']['torch'] == torch.__version__
+    ours = [r for r in rows if r['model'].startswith('shufflenet_det')]
+    assert len(ours) == len(backends) * 2
+    cpu = [r for r in ours if r['backend'] in backends[:7]]
+    assert all(r['status'] == 'ok' for r in cpu), [r for r in cpu if r['status'] != 'ok']
+    for r in cpu:
+        assert r['min_ms'] <= r['median_ms'] <= r['p90_ms'] and r['throughput'] > 0
+        assert r['vs_torch_plain'] is not None and r['vs_ort_plain'] is not None
+    assert {tuple(r['size']) for r in cpu} == {(64, 64), (64, 96)}
+    plain = [r for r in cpu if r['backend'] == 'torch-plain']
+    assert all(abs(r['vs_torch_plain'] - 1.0) < 1e-9 for r in plain)
+    # GPU rows: measured on a GPU machine, otherwise reported with the reason (never silently dropped)
+    gpu = [r for r in ours if r['backend'] in ('cuda-fp32', 'cuda-fp16')]
+    if not torch.cuda.is_available():
+        assert all(r['status'] == 'unavailable' and 'CUDA' in r['note'] for r in gpu)
+    # peers: the ShuffleNetV2 1.0x of torchvision / mmpretrain, or why they are missing
+    peers = [r for r in rows if not r['model'].startswith('shufflenet_det')]
+    assert {r['model'] for r in peers} == {'torchvision shufflenet_v2_x1_0', 'mmpretrain ShuffleNetV2 1.0x'}
+    if importlib.util.find_spec('torchvision') is None:
+        assert all(r['status'] == 'unavailable' and 'not installed' in r['note'] for r in peers
+                   if r['model'].startswith('torchvision'))
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_detector_benchmark_rows(tmp_path: Path) -> None:
+    from shufflenet_det.deploy.bench import run_benchmark
+    detector = fx.spread_retinanet()
+    rows = run_benchmark([('mini', detector)], [(128, 128)], ['torch-plain', 'torch-cl', 'ort-deploy', 'ncnn'],
+                         runs=2, warmup=1, threads=1, progress=False)
+    assert [r.status for r in rows] == ['ok'] * 4, [(r.backend, r.note) for r in rows]
+    assert rows[1].vs_torch_plain is not None
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    tool = _tool()
+    with pytest.raises(SystemExit):
+        tool.main(['--backbone', 'ShuffleNetV2', '--sizes', '7'])
+    with pytest.raises(SystemExit):
+        tool.main(['--backbone', 'ShuffleNetV2', '--runs', '0'])
+    with pytest.raises(SystemExit):
+        tool.main(['--backbone', 'ShuffleNetV2', '--config', str(fx.MINI_CFG)])
+    with pytest.raises(SystemExit):
+        tool.main(['--backbone', 'ShuffleNetV2', '--backends', 'tpu'])

@@ -1,0 +1,96 @@
+"""ncnn export through pnnx (fp16-tolerance parity) and the torch-free ncnn runner."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import deploy_fixtures as fx
+
+pytest.importorskip('ncnn')
+pytest.importorskip('pnnx')
+pytest.importorskip('mmdet')
+
+from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, run_ncnn  # noqa: E402
+from shufflenet_det.deploy.onnx_export import ExportError, torch_detections  # noqa: E402
+from shufflenet_det.deploy.parity import compare_detections  # noqa: E402
+
+RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
+
+
+def test_backbone_ncnn_parity_and_layers(tmp_path: Path) -> None:
+    model = fx.backbone(out_indices=(1, 2, 3, 4))
+    report = export_backbone_ncnn(model, tmp_path / 'bb', (1, 3, 96, 128), verbose=False)
+    param, weights, meta = tmp_path / 'bb.param', tmp_path / 'bb.bin', tmp_path / 'bb.json'
+    assert param.is_file() and weights.is_file() and meta.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bb.bin', 'bb.json', 'bb.param']  # pnnx scratch gone
+    assert report['parity']['passed'] and json.loads(meta.read_text())['parity']['passed']
+    layers = report['layer_types']
+    # channel split -> Slice, view/transpose shuffle -> ShuffleChannel, BN folded away
+    assert layers.get('ShuffleChannel', 0) >= 15 and layers.get('Slice', 0) >= 12
+    assert 'BatchNorm' not in layers
+    # independent check of the written files: max |diff| within the half-precision tolerance
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        ref = [r.numpy()[0] for r in model(x)]
+    got = run_ncnn(param, weights, {report['input_blob']: x.numpy()[0]}, report['output_blobs'])
+    for r, g in zip(ref, got):
+        assert g.shape == r.shape
+        assert np.abs(r - g).max() <= 5e-3 + 5e-3 * np.abs(r).max()
+
+
+def test_failed_ncnn_export_leaves_nothing(tmp_path: Path) -> None:
+    model = fx.backbone(widen_factor=0.5, out_indices=(3,))
+    with pytest.raises(ExportError, match='parity'):
+        export_backbone_ncnn(model, tmp_path / 'bb', (1, 3, 64, 64), atol=-1.0, rtol=0.0, verbose=False)
+    with pytest.raises(ValueError, match='batch must be 1'):
+        export_backbone_ncnn(model, tmp_path / 'bb', (2, 3, 64, 64), verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _run_runner_without_torch(args: list[str]) -> subprocess.CompletedProcess:
+    code = ('import sys, runpy; sys.modules["torch"] = None; '  # any "import torch" now raises ImportError
+            f'sys.argv = {[str(RUNNER)] + args!r}; '
+            f'runpy.run_path({str(RUNNER)!r}, run_name="__main__")')
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+
+
+def test_detector_ncnn_and_runner_match_mmdet(tmp_path: Path) -> None:
+    import mmcv
+    detector = fx.spread_retinanet()
+    size = (128, 160)
+    report = export_detector_ncnn(detector, tmp_path / 'det', fx.images(detector, size, 1), verbose=False)
+    assert report['parity']['passed'] and report['with_nms'] is False
+    det_checks = [c for c in report['parity']['checks'] if c['kind'] == 'detections']
+    assert det_checks and det_checks[0]['num_reference'] > 10
+    # the runner, with torch made unimportable, on a generated picture of the export size (no resize)
+    ppm, out_json = tmp_path / 'img.ppm', tmp_path / 'dets.json'
+    proc = _run_runner_without_torch([str(tmp_path / 'det.param'), '--generate', str(ppm), '--out-json',
+                                      str(out_json), '--threads', '1', '--bench', '3', '--warmup', '1'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'detections' in proc.stdout and 'latency over 3 runs' in proc.stdout
+    result = json.loads(out_json.read_text())
+    assert result['latency']['runs'] == 3 and result['latency']['median_ms'] > 0
+    dets = result['detections']
+    assert len(dets) > 10
+    # the same picture through mmdet (read by OpenCV, normalised by the detector's preprocessor settings)
+    from shufflenet_det.deploy.loading import preprocess_meta, prepare_image
+    img = mmcv.imread(str(ppm))
+    assert img.shape[:2] == size
+    x, scale = prepare_image(img, size, preprocess_meta(detector))
+    assert scale == 1.0
+    ref = torch_detections(detector, x)[0]
+    got = dict(boxes=np.array([d['box'] for d in dets]), scores=np.array([d['score'] for d in dets]),
+               labels=np.array([d['label'] for d in dets]))
+    res = compare_detections(ref, got, box_atol=0.05, score_atol=1e-3)  # the runner rounds boxes to 0.01 px
+    assert res['passed'], res
+
+
+def test_runner_rejects_missing_files(tmp_path: Path) -> None:
+    proc = _run_runner_without_torch([str(tmp_path / 'nothing.param')])
+    assert proc.returncode == 2 and 'does not exist' in proc.stderr

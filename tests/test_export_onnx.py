@@ -1,0 +1,179 @@
+"""ONNX export: backbone and detector parity with PyTorch, atomic writing, clear errors."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import deploy_fixtures as fx
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('mmdet')
+
+from shufflenet_det.deploy.detector import DetectorExportWrapper  # noqa: E402
+from shufflenet_det.deploy.onnx_export import (ExportError, export_backbone_onnx, export_detector_onnx,  # noqa: E402
+                                               ort_session, torch_detections, unpad_detections)
+from shufflenet_det.deploy.parity import compare_detections  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def detector() -> torch.nn.Module:
+    return fx.spread_retinanet()
+
+
+def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
+    model = fx.backbone(out_indices=(0, 1, 2, 3, 4))
+    out = tmp_path / 'bb.onnx'
+    report = export_backbone_onnx(model, out, (1, 3, 96, 128), dynamic=True, simplify='onnxslim', verbose=False)
+    assert out.is_file() and report['parity']['passed']
+    saved = json.loads(out.with_suffix('.json').read_text())
+    assert saved['parity']['passed'] and saved['bn_folded'] and saved['simplified_by'].startswith('onnxslim')
+    # two checks: the export size and a second batch/size (dynamic axes really dynamic)
+    shapes = [c['input_shape'] for c in saved['parity']['checks']]
+    assert shapes == [[1, 3, 96, 128], [2, 3, 128, 192]]
+    assert all(c['max_abs_diff'] <= 1e-4 for c in saved['parity']['checks'])
+    assert len(saved['parity']['checks'][0]['outputs']) == 5
+    # independent re-check of the written file at a third size
+    import onnx
+    graph_ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert 'BatchNormalization' not in graph_ops
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+    got = ort_session(out).run(None, {'input': x.numpy()})
+    for r, g in zip(ref, got):
+        assert np.abs(r.numpy() - g).max() <= 1e-4
+
+
+def test_wrapper_reproduces_mmdet_predict(detector) -> None:
+    # the in-graph post-processing, run eagerly, equals mmdet's RetinaHead.predict_by_feat
+    wrapper = DetectorExportWrapper(detector).eval()
+    for x in fx.images(detector, (128, 160), 2, seed=3):
+        ref = torch_detections(detector, x)[0]
+        assert len(ref['boxes']) > 10
+        with torch.no_grad():
+            got = unpad_detections(*[t.numpy() for t in wrapper(x)])[0]
+        res = compare_detections(ref, got, box_atol=1e-4, score_atol=1e-6)
+        assert res['passed'], res
+
+
+def test_detector_parity_with_nms_in_graph(tmp_path: Path, detector) -> None:
+    out = tmp_path / 'det.onnx'
+    imgs = fx.images(detector, (128, 160), 2)
+    report = export_detector_onnx(detector, out, imgs, dynamic=False, verbose=False)
+    assert report['parity']['passed'] and out.is_file()
+    import onnx
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops
+    checks = json.loads(out.with_suffix('.json').read_text())['parity']['checks']
+    assert len(checks) == 2
+    for c in checks:
+        assert c['num_reference'] == c['num_actual'] > 10 and c['labels_equal']
+        assert c['max_box_diff'] <= 1e-2 and c['max_score_diff'] <= 1e-4
+    # outputs: num_dets, boxes, scores, labels padded to max_per_img
+    sess = ort_session(out)
+    assert [o.name for o in sess.get_outputs()] == ['num_dets', 'boxes', 'scores', 'labels']
+    n, boxes, scores, labels = sess.run(None, {'input': imgs[0].numpy()})
+    assert boxes.shape == (1, 100, 4) and (labels[0, int(n[0]):] == -1).all()
+
+
+def test_detector_dynamic_size_and_batch(tmp_path: Path, detector) -> None:
+    out = tmp_path / 'det_dyn.onnx'
+    imgs = fx.images(detector, (128, 160), 1) + fx.images(detector, (96, 128), 1, seed=7)
+    report = export_detector_onnx(detector, out, imgs, dynamic=True, opset=13, verbose=False)
+    assert report['parity']['passed'] and report['opset'] == 13
+    # a batch of two different images in one call gives each image its own detections
+    a, b = fx.images(detector, (128, 160), 2, seed=11)
+    n, boxes, scores, labels = ort_session(out).run(None, {'input': torch.cat([a, b]).numpy()})
+    for i, x in enumerate((a, b)):
+        ref = torch_detections(detector, x)[0]
+        got = dict(boxes=boxes[i, :n[i]], scores=scores[i, :n[i]], labels=labels[i, :n[i]])
+        assert compare_detections(ref, got, 1e-2, 1e-4)['passed']
+
+
+def _listing(path: Path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def test_failed_exports_leave_nothing(tmp_path: Path) -> None:
+    model = fx.backbone(widen_factor=0.5, out_indices=(3,))
+    with pytest.raises(ValueError, match='opset'):
+        export_backbone_onnx(model, tmp_path / 'a.onnx', (1, 3, 64, 64), opset=99, verbose=False)
+    with pytest.raises(ValueError, match='input shape'):
+        export_backbone_onnx(model, tmp_path / 'a.onnx', (1, 4, 64, 64), verbose=False)
+    with pytest.raises(ValueError, match='simplify'):
+        export_backbone_onnx(model, tmp_path / 'a.onnx', (1, 3, 64, 64), simplify='magic', verbose=False)
+    # parity failure (impossible tolerance): ExportError, no model, no report, no temp file
+    with pytest.raises(ExportError, match='parity'):
+        export_backbone_onnx(model, tmp_path / 'a.onnx', (1, 3, 64, 64), atol=-1.0, verbose=False)
+    assert _listing(tmp_path) == []
+    # a destination that cannot be created (its parent is a file) and a folder that refuses the second file
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    with pytest.raises(ValueError, match='cannot create folder'):
+        export_backbone_onnx(model, blocker / 'a.onnx', (1, 3, 64, 64), verbose=False)
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # not root: a read-only folder is refused up front
+            with pytest.raises(ValueError, match='not writable'):
+                export_backbone_onnx(model, ro / 'a.onnx', (1, 3, 64, 64), verbose=False)
+            assert _listing(ro) == []
+    finally:
+        ro.chmod(0o700)
+    blocker.unlink()
+    ro.rmdir()
+    # an existing model is left untouched by a failed re-export
+    good = tmp_path / 'good.onnx'
+    export_backbone_onnx(model, good, (1, 3, 64, 64), verbose=False)
+    before = good.read_bytes()
+    with pytest.raises(ExportError):
+        export_backbone_onnx(model, good, (1, 3, 64, 64), atol=-1.0, verbose=False)
+    assert good.read_bytes() == before
+    assert _listing(tmp_path) == ['good.json', 'good.onnx']
+
+
+def test_atomic_outputs_cleans_up_when_a_later_file_fails(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from shufflenet_det.deploy.atomic import atomic_outputs
+    real = tempfile.mkstemp
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise PermissionError('read-only folder')
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tempfile, 'mkstemp', flaky)
+    with pytest.raises(ValueError, match='cannot write'):
+        with atomic_outputs([tmp_path / 'a.param', tmp_path / 'a.bin']):
+            pass
+    assert _listing(tmp_path) == []
+    monkeypatch.setattr(tempfile, 'mkstemp', real)
+    with pytest.raises(RuntimeError, match='boom'):
+        with atomic_outputs([tmp_path / 'a.param', tmp_path / 'a.bin']) as (p, b):
+            p.write_text('param')
+            raise RuntimeError('boom')
+    assert _listing(tmp_path) == []
+
+
+def test_cli_backbone(tmp_path: Path, capsys) -> None:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('export_onnx_cli', fx.REPO / 'tools/deploy/export_onnx.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / 'cli.onnx'
+    rc = cli.main(['--backbone', 'ShuffleNetV2', '--backbone-args', '{"widen_factor": 0.5, "out_indices": [3]}',
+                   '--shape', '64', '64', '--out', str(out)])
+    assert rc == 0 and out.is_file() and json.loads(out.with_suffix('.json').read_text())['parity']['passed']
+    assert 'parity PASSED' in capsys.readouterr().out
+    rc = cli.main(['--backbone', 'ShuffleNetV2', '--shape', '64', '64', '--opset', '5', '--out',
+                   str(tmp_path / 'bad.onnx')])
+    assert rc == 1 and not (tmp_path / 'bad.onnx').exists()
+    assert 'opset' in capsys.readouterr().err
