@@ -15,6 +15,10 @@ project), and names the upstream issue it works around.
   and mmengine's ``Visualizer``/mmdet evaluation do not need it; :func:`check_torchvision` turns a *broken*
   torchvision (present but failing to import) into an actionable error message instead of
   an unrelated traceback deep inside the Runner.
+* Distributed training without CUDA. mmengine 0.10.7's launchers (``_init_dist_pytorch``/``_slurm``/``_mpi``) call
+  ``torch.cuda.set_device(local_rank)`` unconditionally, which raises on a CPU-only torch, so ``tools/dist_train.sh``
+  with the gloo backend cannot start. :func:`allow_cpu_distributed` skips only that call, only while one of those
+  launchers runs, and only when CUDA is unavailable.
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ def history_buffer_getattr(obj: Any, name: str) -> Any:
     attribute of any allow-listed object; this stand-in serves exactly the lookups mmengine writes and refuses the rest.
     """
     from mmengine.logging.history_buffer import HistoryBuffer
+    if not HistoryBuffer._statistics_methods:
+        # The defaults are only registered when a first HistoryBuffer is made, which a fresh process resuming from
+        # a checkpoint has not done yet when it loads the checkpoint.
+        HistoryBuffer()
     registered = HistoryBuffer._statistics_methods  # min/max/current/mean and any register_statistics() method
     if obj is HistoryBuffer and isinstance(name, str) and name in registered \
             and getattr(HistoryBuffer, name, None) is registered[name]:
@@ -88,11 +96,39 @@ def check_torchvision() -> None:
             'not need it.', RuntimeWarning, stacklevel=2)
 
 
+def _skip_cuda_set_device_without_cuda(init_fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(init_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+        if torch.cuda.is_available():
+            return init_fn(*args, **kwargs)
+        real_set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None  # no GPU to select: processes run on the CPU (gloo)
+        try:
+            return init_fn(*args, **kwargs)
+        finally:
+            torch.cuda.set_device = real_set_device
+    wrapper._shufflenet_det_cpu_safe = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def allow_cpu_distributed() -> None:
+    """Let mmengine's distributed launchers start on a CPU-only torch (see module docstring)."""
+    from mmengine.dist import utils as dist_utils
+    for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
+        fn = getattr(dist_utils, name)
+        if not getattr(fn, '_shufflenet_det_cpu_safe', False):
+            setattr(dist_utils, name, _skip_cuda_set_device_without_cuda(fn))
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
     allow_mmengine_checkpoints()
+    allow_cpu_distributed()
     check_torchvision()
     _APPLIED = True

@@ -9,3 +9,8 @@ custom_imports = dict(imports=['shufflenet_det'], allow_failed_imports=False)
 # Checkpoints are written to a temporary file and renamed into place, and `last_checkpoint` only ever names a
 # complete file, so `tools/train.py --resume` works after a kill at any moment (shufflenet_det/engine/).
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1))
+
+# A backbone keeps the modules of output indices it does not return (e.g. ShuffleNet V2's conv5 with
+# out_indices=(1, 2, 3)), so that ImageNet checkpoints load unchanged; DDP must then be told that some parameters
+# get no gradient, or distributed training stops at the second iteration.
+find_unused_parameters = True

@@ -35,9 +35,9 @@ class AtomicCheckpointHook(CheckpointHook):
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         stale = []
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
-            self.keep_ckpt_ids.append(step)
-            while len(self.keep_ckpt_ids) > self.max_keep_ckpts:
+            while len(self.keep_ckpt_ids) >= self.max_keep_ckpts:  # the deque has maxlen=max_keep_ckpts
                 stale.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
         runner.save_checkpoint(

@@ -51,9 +51,11 @@ def load_config(config_path: str,
 
 
 def select_dist_backend(cfg: Config, cuda_available: Optional[bool] = None) -> Optional[str]:
-    """Use ``gloo`` for a distributed launch without CUDA (NCCL needs GPUs); return the backend that will be used.
+    """Prepare a distributed launch without CUDA; return the backend that will be used (None if not distributed).
 
-    A backend set explicitly to something other than ``nccl`` is kept. Non-distributed runs are left alone.
+    mmdet's default runtime asks for NCCL, which needs GPUs: without CUDA, ``nccl`` becomes ``gloo`` (a backend set
+    explicitly to something else is kept). mmengine also wraps the model in DDP with ``device_ids=[LOCAL_RANK]``,
+    which DDP rejects for a CPU model: the wrapper is given ``device_ids=None`` (DDP's setting for CPU modules).
     """
     if cfg.get('launcher', 'none') == 'none':
         return None
@@ -63,11 +65,17 @@ def select_dist_backend(cfg: Config, cuda_available: Optional[bool] = None) -> O
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     backend = dist_cfg.get('backend', 'nccl')
-    if not cuda_available and backend == 'nccl':
-        dist_cfg['backend'] = 'gloo'
+    if cuda_available:
+        return backend
+    if backend == 'nccl':
+        dist_cfg['backend'] = backend = 'gloo'
         print_log('CUDA is not available: using the gloo backend instead of nccl for distributed training',
                   logger='current', level=logging.WARNING)
-        return 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))  # what mmengine's default wrapper gets
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
     return backend
 
 

@@ -1,0 +1,261 @@
+"""tools/train.py and tools/test.py: early data/weights errors, crash-safe checkpoints, resume after SIGKILL."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shufflenet_det.datasets import DatasetCheckError, check_config_data, layout
+from shufflenet_det.engine import AtomicCheckpointHook, write_atomic
+from shufflenet_det.engine.launch import load_config, select_dist_backend
+
+from tiny_mini_coco import MINI_RETINANET, REPO, make_dataset, run_tool, write_config
+
+DEFAULT_CONFIG = REPO / 'configs' / 'retinanet_shufflenetv2.py'
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp('data') / 'mini')
+
+
+@pytest.fixture
+def no_runner(monkeypatch):
+    """Fail the test if anything gets as far as building a model or a Runner."""
+    from mmdet.registry import MODELS
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('the model/Runner was built before the data check')
+    monkeypatch.setattr(MODELS, 'build', forbidden)
+    monkeypatch.setattr('shufflenet_det.engine.launch.build_runner', forbidden)
+
+
+# --------------------------------------------------------------------------------------------- early errors
+def test_missing_coco_names_layout_and_mini_command(tmp_path, monkeypatch, no_runner):
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    with pytest.raises(SystemExit) as exc:
+        load_tool('train').main([str(DEFAULT_CONFIG), '--work-dir', str(tmp_path / 'wd')])
+    msg = str(exc.value)
+    assert "'data/coco/annotations/instances_train2017.json'" in msg and 'does not exist' in msg
+    for path in ('data/coco/annotations/instances_val2017.json', 'data/coco/train2017/', 'data/coco/val2017/'):
+        assert path in msg
+    assert 'python tools/misc/make_mini_coco.py' in msg
+    assert not (tmp_path / 'wd').exists()
+
+    with pytest.raises(SystemExit) as exc:  # tools/test.py checks the test split the same way
+        load_tool('test').main([str(DEFAULT_CONFIG), str(DEFAULT_CONFIG), '--work-dir', str(tmp_path / 'wd')])
+    assert 'instances_val2017.json' in str(exc.value)
+
+
+def test_missing_pretrained_weights_named_before_build(tiny_data, tmp_path, monkeypatch, no_runner):
+    monkeypatch.chdir(tmp_path)  # the default config's checkpoints/shufflenetv2_x1.0_torchvision.pth is not here
+    root = f'{tiny_data}/'
+    with pytest.raises(SystemExit) as exc:
+        load_tool('train').main([str(DEFAULT_CONFIG), '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                                 f'train_dataloader.dataset.data_root={root}',
+                                 f'val_dataloader.dataset.data_root={root}',
+                                 f'val_evaluator.ann_file={root}annotations/instances_val2017.json'])
+    msg = str(exc.value)
+    assert "'checkpoints/shufflenetv2_x1.0_torchvision.pth' (model.backbone.init_cfg) does not exist" in msg
+    assert 'convert_weights.py' in msg and 'init_cfg=None' in msg
+
+
+@pytest.fixture
+def broken_copy(tiny_data, tmp_path):
+    """A private copy of the tiny dataset (annotations only; images are symlinked) that a test may damage."""
+    root = tmp_path / 'copy'
+    (root / 'annotations').mkdir(parents=True)
+    for split in ('train2017', 'val2017'):
+        (root / split).symlink_to(tiny_data / split)
+        name = f'instances_{split}.json'
+        (root / 'annotations' / name).write_bytes((tiny_data / 'annotations' / name).read_bytes())
+    return root
+
+
+@pytest.mark.parametrize('damage, expected', [
+    ('missing', 'does not exist'),
+    ('empty', 'is empty (0 bytes)'),
+    ('truncated', 'is not valid JSON (line 1'),
+    ('not_object', 'must hold a JSON object'),
+    ('not_coco', "missing or non-list keys ['annotations']"),
+    ('no_images', 'lists no images'),
+])
+def test_bad_annotation_files(broken_copy, tmp_path, damage, expected):
+    ann = broken_copy / 'annotations' / 'instances_train2017.json'
+    text = ann.read_text()
+    if damage == 'missing':
+        ann.unlink()
+    elif damage == 'empty':
+        ann.write_text('')
+    elif damage == 'truncated':
+        ann.write_text(text[:len(text) // 2])
+    elif damage == 'not_object':
+        ann.write_text('[1, 2]')
+    elif damage == 'not_coco':
+        data = json.loads(text)
+        del data['annotations']
+        ann.write_text(json.dumps(data))
+    elif damage == 'no_images':
+        ann.write_text(json.dumps(dict(json.loads(text), images=[])))
+    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    with pytest.raises(DatasetCheckError) as exc:
+        check_config_data(cfg, ('train', 'val'))
+    assert str(ann) in str(exc.value) and expected in str(exc.value)
+    check_config_data(cfg, ('val',))  # the other split is fine
+
+
+def test_large_annotation_files_get_a_cheap_truncation_check(broken_copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, 'FULL_PARSE_LIMIT', 10)
+    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    check_config_data(cfg, ('train', 'val'))
+    ann = broken_copy / 'annotations' / 'instances_val2017.json'
+    ann.write_text(ann.read_text()[:-300])
+    with pytest.raises(DatasetCheckError, match='truncated'):
+        check_config_data(cfg, ('train', 'val'))
+
+
+def test_image_folder_missing(broken_copy, tmp_path):
+    (broken_copy / 'val2017').unlink()
+    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    with pytest.raises(DatasetCheckError, match=r"image folder '.*val2017/?' .* does not exist"):
+        check_config_data(cfg, ('val',))
+
+
+def test_gloo_without_cuda():
+    cfg = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    assert select_dist_backend(cfg, cuda_available=False) == 'gloo'
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None  # DDP of a CPU model takes no device ids
+    cfg = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    assert select_dist_backend(cfg, cuda_available=True) == 'nccl'
+    assert 'model_wrapper_cfg' not in cfg
+    assert select_dist_backend(load_config(str(DEFAULT_CONFIG)), cuda_available=False) is None
+
+
+# --------------------------------------------------------------------------------------------- atomic checkpoints
+def test_write_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / 'f.bin'
+    write_atomic(b'old', target)
+
+    def failing_replace(src, dst):
+        raise OSError('power cut')
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(OSError):
+        write_atomic(b'new', target)
+    assert target.read_bytes() == b'old' and sorted(os.listdir(tmp_path)) == ['f.bin']
+
+
+def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
+    """A real mmengine Runner dies while its second checkpoint is being written: the first one stays complete and
+    named by ``last_checkpoint`` (mmengine's own hook, with max_keep_ckpts=1, deletes it before writing the new one),
+    and a resumed run finishes, pruning old checkpoints only once the new one is complete."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    from shufflenet_det.engine import atomic_io
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.linear(torch.stack(inputs))
+            return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
+
+    def make_runner(**kwargs):
+        return Runner(model=Toy(), work_dir=str(tmp_path),
+                      train_dataloader=dict(dataset=[dict(inputs=torch.randn(2)) for _ in range(4)], batch_size=2,
+                                            sampler=dict(type='DefaultSampler', shuffle=False)),
+                      optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                      train_cfg=dict(by_epoch=True, max_epochs=3),
+                      default_hooks=dict(checkpoint=dict(type=AtomicCheckpointHook, interval=1, max_keep_ckpts=1)),
+                      default_scope='mmdet', **kwargs)
+
+    real_fsync = os.fsync
+
+    def die_writing_epoch_2(fd):  # the data of epoch_2.pth is in its temporary file, not yet renamed
+        if any('epoch_2.pth' in p.name for p in tmp_path.iterdir()):
+            raise KeyboardInterrupt('killed while saving')
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic_io.os, 'fsync', die_writing_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        make_runner().train()
+    monkeypatch.setattr(atomic_io.os, 'fsync', real_fsync)
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(('.pth', '.tmp', 'last_checkpoint')))
+    assert files == ['epoch_1.pth', 'last_checkpoint']  # no epoch_2.pth, complete or partial
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
+    ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=True)
+    assert ckpt['meta']['epoch'] == 1 and 'linear.weight' in ckpt['state_dict']
+
+    runner = make_runner(resume=True)
+    runner.train()
+    assert runner.iter == 6
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(('.pth', '.tmp', 'last_checkpoint')))
+    assert files == ['epoch_3.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_3.pth')
+
+
+# --------------------------------------------------------------------------------------------- kill and resume
+def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
+    cfg = write_config(tmp_path / 'tiny.py', tiny_data, max_epochs=3)
+    work = tmp_path / 'work'
+    log_path = tmp_path / 'first.log'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen([sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)], cwd=REPO,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 240
+        try:
+            while time.time() < deadline and proc.poll() is None:  # kill once epoch 2 is under way
+                if re.search(r'Epoch\(train\) +\[2\]\[[2-6]/8\]', log_path.read_text()):
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, 'training finished (or died) before it could be killed:\n' + \
+                log_path.read_text()[-3000:]
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_1.pth')
+    assert not (work / 'epoch_3.pth').exists()
+
+    done = run_tool(['tools/train.py', str(cfg), '--work-dir', str(work), '--resume'], timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert re.search(r'resumed epoch: 1, iter: 8', out), out[-4000:]
+    assert not re.search(r'Epoch\(train\) +\[1\]', out)  # epoch 1 was not trained again
+    assert re.search(r'Epoch\(train\) +\[3\]\[8/8\]', out)
+    assert re.search(r'Epoch\(val\) +\[3\]\[2/2\]', out)  # evaluated after the last epoch
+    final = torch.load(work / 'epoch_3.pth', map_location='cpu', weights_only=True)
+    assert final['meta']['epoch'] == 3 and final['meta']['iter'] == 24
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_3.pth')
+    assert not [p for p in work.iterdir() if p.name.endswith('.tmp')]
+
+    test = run_tool(['tools/test.py', str(cfg), str(work / 'epoch_3.pth'), '--work-dir', str(tmp_path / 'test'),
+                     '--out', str(tmp_path / 'preds.pkl')], timeout=300)
+    assert test.returncode == 0, (test.stdout + test.stderr)[-4000:]
+    assert re.search(r'Epoch\(test\) +\[2/2\]', test.stdout + test.stderr)
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 4 and {'img_id', 'pred_instances'} <= set(preds[0])

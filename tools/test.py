@@ -1,0 +1,73 @@
+"""Test (and evaluate) a detector: mmdet's ``tools/test.py`` with the ShuffleNet family registered.
+
+Examples::
+
+    python tools/test.py configs/retinanet_shufflenetv2.py work_dirs/retinanet_shufflenetv2/epoch_12.pth
+    python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis     # dump predictions, save drawn images
+    bash tools/dist_test.sh CONFIG CKPT 8
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from mmengine.config import DictAction  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector (MMDetection 3.x + shufflenet_det)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the metrics (default: work_dirs/<config name>)')
+    parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl) for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show the predictions in a window')
+    parser.add_argument('--show-dir', help='save images drawn with the predictions into work_dir/<timestamp>/'
+                                           '<show-dir>')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds each image is shown with --show')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs, e.g. test_dataloader.batch_size=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher (tools/dist_test.sh sets pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out {args.out!r} must be a .pkl or .pickle file')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
+    from mmdet.engine.hooks.utils import trigger_visualization_hook
+    from mmdet.evaluation import DumpDetResults
+    from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+    from shufflenet_det.datasets import DatasetCheckError
+    from shufflenet_det.engine.launch import build_runner, load_config, prepare_for, set_local_rank_env
+
+    set_local_rank_env(args.local_rank)
+    register_all_modules(init_default_scope=False)
+    setup_cache_size_limit_of_dynamo()
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
+
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+    try:  # before the Runner builds anything
+        prepare_for(cfg, phases=('test',), check_pretrained=False)
+    except DatasetCheckError as exc:
+        raise SystemExit(f'error: {exc}') from None
+
+    runner = build_runner(cfg)
+    if args.out is not None:
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

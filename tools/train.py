@@ -1,0 +1,79 @@
+"""Train a detector: mmdet's ``tools/train.py`` with the ShuffleNet family registered and early data checks.
+
+Examples::
+
+    python tools/train.py configs/retinanet_shufflenetv2.py
+    python tools/train.py configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py --work-dir work_dirs/mini
+    python tools/train.py CONFIG --resume                 # resume from work_dir/last_checkpoint
+    python tools/train.py CONFIG --resume work_dirs/x/epoch_3.pth
+    bash tools/dist_train.sh CONFIG 8                    # 8 processes via torchrun (see the script)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from mmengine.config import DictAction  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector (MMDetection 3.x + shufflenet_det)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models (default: work_dirs/<config name>)')
+    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by (total batch size / auto_scale_lr.base_batch_size)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint; without a path, resume from the latest checkpoint in '
+                             'the work dir (its last_checkpoint file)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs, e.g. '
+                             'train_cfg.max_epochs=2 "optim_wrapper.optimizer.lr=0.005"; lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher (tools/dist_train.sh sets pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
+    from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+    from shufflenet_det.datasets import DatasetCheckError
+    from shufflenet_det.engine.launch import (PretrainedWeightsMissing, build_runner, load_config, prepare_for,
+                                              set_local_rank_env)
+
+    set_local_rank_env(args.local_rank)
+    register_all_modules(init_default_scope=False)
+    setup_cache_size_limit_of_dynamo()
+
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise SystemExit(f'error: --auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not os.path.isfile(args.resume):
+            raise SystemExit(f'error: --resume checkpoint {args.resume!r} does not exist')
+        cfg.resume, cfg.load_from = True, args.resume
+
+    try:  # before the Runner builds anything
+        prepare_for(cfg, phases=('train', 'val') if cfg.get('val_cfg') else ('train',), check_pretrained=True)
+    except (DatasetCheckError, PretrainedWeightsMissing) as exc:
+        raise SystemExit(f'error: {exc}') from None
+
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
