@@ -259,3 +259,30 @@ def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 4 and {'img_id', 'pred_instances'} <= set(preds[0])
+
+
+# --------------------------------------------------------------------------------------------- main job
+def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
+    """tools/main_job.py's job on the tiny dataset: trains, evaluates, draws, records; the side-by-side tool
+    compares two such records."""
+    from PIL import Image
+
+    from shufflenet_det.engine.mini_job import format_table, run_job
+    from tiny_mini_coco import TINY_SPEC
+    cfg = write_config(tmp_path / 'tiny.py', tiny_data, max_epochs=1)
+    work = tmp_path / 'job'
+    results = run_job(str(cfg), str(work), data_root=str(tiny_data), spec=TINY_SPEC, num_vis=3)
+    assert results['dataset']['generated'] is False  # the existing dataset of the same spec is reused
+    assert results['train']['iterations'] == 8 and results['train']['seconds_per_iter'] > 0
+    assert json.loads((work / 'results.json').read_text()) == json.loads(json.dumps(results))
+    # conv5 of ShuffleNet V2 is not on the path of out_indices (1, 2, 3): 464 * 1024 weights + 2 * 1024 BN
+    assert results['model']['params'] - results['model']['params_used'] == 464 * 1024 + 2 * 1024
+    assert results['model']['flops'] > 0 and results['model']['flops_input'] == [1, 3, 64, 64]
+    picture = Image.open(work / 'detections.png')
+    assert picture.format == 'PNG' and picture.size[0] >= 2 * 2 * 64  # 2 columns of ground truth | prediction
+    assert 'mAP_50' in format_table(results)
+
+    side = load_tool('analysis_tools/side_by_side')
+    record = side.compare({'retinanet': results, 'retinanet-r18': results})
+    assert record['shufflenet_over_resnet18'] == {'seconds_per_iter': 1.0, 'params_used': 1.0, 'flops': 1.0}
+    assert 'RetinaNet ResNet-18' in side.format_comparison(record)

@@ -1,0 +1,97 @@
+"""RetinaNet with ShuffleNet V2 1.0x vs mmdet's RetinaNet with ResNet-18, on the same mini COCO data and schedule.
+
+Trains both mini configs on the CPU (tools/main_job.py's job, once per model), then writes
+<work-dir>/side_by_side.json and prints bbox mAP, seconds per training iteration, parameters and multiply-adds.
+
+    python tools/analysis_tools/side_by_side.py              # train both (ResNet-18 takes several times longer)
+    python tools/analysis_tools/side_by_side.py --reuse      # reuse finished runs in <work-dir>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from shufflenet_det.engine.atomic_io import write_atomic  # noqa: E402
+from shufflenet_det.engine.mini_job import MINI_CONFIGS, format_table, run_job  # noqa: E402
+
+MODELS = (('retinanet', 'ShuffleNetV2 1.0x'), ('retinanet-r18', 'ResNet-18'))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--data-root', default='data/mini_coco', help='the mini dataset (generated if absent)')
+    p.add_argument('--work-dir', default='work_dirs/side_by_side', help='one sub-folder per model + the JSON')
+    p.add_argument('--reuse', action='store_true', help='reuse a model\'s results.json when it exists')
+    p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override settings of both configs alike, key=value')
+    return p.parse_args(argv)
+
+
+def compare(runs: dict[str, dict]) -> dict:
+    """The side-by-side record: one row per model, and ShuffleNet's cost relative to ResNet-18."""
+    rows = []
+    for key, backbone in MODELS:
+        r = runs[key]
+        rows.append(dict(model=f'RetinaNet {backbone}', config=r['config'],
+                         bbox_mAP=r['metrics'].get('bbox_mAP'), bbox_mAP_50=r['metrics'].get('bbox_mAP_50'),
+                         bbox_mAP_75=r['metrics'].get('bbox_mAP_75'),
+                         seconds_per_iter=r['train']['seconds_per_iter'], train_seconds=r['train']['seconds'],
+                         params=r['model']['params'], params_used=r['model']['params_used'],
+                         flops=r['model']['flops'], results=os.path.join(r['work_dir'], 'results.json')))
+    snet, r18 = rows
+    ratio = {k: round(snet[k] / r18[k], 3) for k in ('seconds_per_iter', 'params_used', 'flops') if r18[k]}
+    first = runs[MODELS[0][0]]
+    return dict(data=first['dataset']['spec'], schedule=dict(epochs=first['train']['epochs'],
+                                                             batch_size=first['train']['batch_size']),
+                flops_input=first['model']['flops_input'], models=rows, shufflenet_over_resnet18=ratio,
+                environment=first['environment'])
+
+
+def format_comparison(record: dict) -> str:
+    head = f"{'model':<30}{'mAP':>7}{'mAP50':>7}{'s/iter':>8}{'params(M)':>11}{'GMACs':>8}"
+    lines = [f"side by side on mini COCO ({record['schedule']['epochs']} epochs x batch "
+             f"{record['schedule']['batch_size']}, {record['flops_input'][2]}x{record['flops_input'][3]})", head]
+    for r in record['models']:
+        lines.append(f"{r['model']:<30}{r['bbox_mAP'] or 0:>7.3f}{r['bbox_mAP_50'] or 0:>7.3f}"
+                     f"{r['seconds_per_iter']:>8.3f}{r['params_used'] / 1e6:>11.2f}{r['flops'] / 1e9:>8.3f}")
+    lines.append('ShuffleNet / ResNet-18: ' + ', '.join(f'{k} x{v}' for k, v in
+                                                        record['shufflenet_over_resnet18'].items()))
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    runs = {}
+    for key, _ in MODELS:
+        config = MINI_CONFIGS[key]
+        work_dir = os.path.join(args.work_dir, os.path.splitext(os.path.basename(config))[0])
+        cached = os.path.join(work_dir, 'results.json')
+        if args.reuse and os.path.isfile(cached):
+            with open(cached) as f:
+                runs[key] = json.load(f)
+            print(f'reusing {cached}')
+        else:
+            runs[key] = run_job(config, work_dir, data_root=args.data_root, cfg_options=args.cfg_options)
+        print(format_table(runs[key]) + '\n')
+    record = compare(runs)
+    out = os.path.join(args.work_dir, 'side_by_side.json')
+    write_atomic(json.dumps(record, indent=2).encode(), out)
+    print(format_comparison(record))
+    print(f'written to {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
