@@ -49,6 +49,22 @@ def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
         assert np.abs(r.numpy() - g).max() <= 1e-4
 
 
+def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
+    import onnx
+    model = fx.backbone(out_indices=(4,))
+    out = tmp_path / 'static.onnx'
+    report = export_backbone_onnx(model, out, (1, 3, 64, 96), simplify='onnxslim', verbose=False)
+    # 16 units, each concat + channel shuffle now one interleave; exactness is part of the parity check
+    assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16}
+    assert report['parity']['passed'] and report['parity']['checks'][0]['max_abs_diff'] <= 1e-4
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert 'Transpose' not in ops and ops.count('Unsqueeze') == 32
+    plain = tmp_path / 'plain.onnx'
+    report = export_backbone_onnx(model, plain, (1, 3, 64, 96), fold_bn=False, graph_opt=False, verbose=False)
+    assert report['graph_rewrites'] is None
+    assert [n.op_type for n in onnx.load(str(plain)).graph.node].count('Transpose') == 16
+
+
 def test_wrapper_reproduces_mmdet_predict(detector) -> None:
     # the in-graph post-processing, run eagerly, equals mmdet's RetinaHead.predict_by_feat
     wrapper = DetectorExportWrapper(detector).eval()

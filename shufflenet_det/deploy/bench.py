@@ -1,7 +1,10 @@
 """Latency / throughput benchmark of backbones and detectors across deployment paths, in one process.
 
-Every row of a run is measured on the same machine, with the same input, thread count and timing loop, so the ratios
-between rows are meaningful even on a noisy machine (the absolute numbers are not). Backends:
+Every row of a run is measured on the same machine, with the same input and thread count, and the backends of one
+model and input size are timed in turns (one call of each per round, :func:`time_round_robin`), so a load change on
+a shared machine affects all of them alike: the ratios between rows stay meaningful even when the absolute numbers
+are noisy (each turn starts with an untimed call, so switching between runtimes is not charged to anyone).
+Backends:
 
 ===================  ===================================================================================
 ``torch-plain``      PyTorch eager, NCHW, BatchNorm kept - the torchvision formulation (baseline)
@@ -10,7 +13,7 @@ between rows are meaningful even on a noisy machine (the absolute numbers are no
 ``torch-jit``        BN folded, TorchScript trace + freeze + ``optimize_for_inference`` (oneDNN)
 ``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
 ``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
-``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, tuned session
+``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave rewrite
 ``ncnn``             ncnn (pnnx export, BN folded), batch looped image by image
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
@@ -90,6 +93,55 @@ def time_fn(fn: Callable[[], Any], runs: int, warmup: int, progress: Any = None)
     ordered = sorted(times)
     return dict(median_ms=statistics.median(ordered), p90_ms=float(np.percentile(ordered, 90)),
                 min_ms=ordered[0], mean_ms=statistics.fmean(ordered))
+
+
+def time_round_robin(fns: Sequence[Callable[[], Any]], runs: int, warmup: int, progress: Any = None,
+                     chunk: int = 10) -> list[dict[str, float] | Exception]:
+    """Time several callables in turns, so that a load change on a shared machine hits every one of them alike.
+
+    After ``warmup`` untimed calls of each, rounds give every callable one untimed call (it absorbs the switch from
+    the previous backend: caches, spinning worker threads of another runtime) then up to ``chunk`` timed calls,
+    until each has ``runs`` timings. Returns latency statistics per callable in milliseconds (or its exception).
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    failed: dict[int, Exception] = {}
+
+    def call(i: int, timed: bool) -> None:
+        if i in failed:
+            return
+        t0 = time.perf_counter()
+        try:
+            fns[i]()
+        except Exception as exc:  # noqa: BLE001
+            failed[i] = exc
+            return
+        if timed:
+            times[i].append((time.perf_counter() - t0) * 1e3)
+
+    for i in range(len(fns)):
+        for _ in range(warmup):
+            call(i, False)
+        if progress is not None:
+            progress.update(warmup)
+    done = 0
+    while done < runs:
+        n = min(chunk, runs - done)
+        for i in range(len(fns)):
+            call(i, False)
+            for _ in range(n):
+                call(i, True)
+        done += n
+        if progress is not None:
+            progress.update(n * len(fns))
+    results: list[dict[str, float] | Exception] = []
+    for i, ts in enumerate(times):
+        if i in failed:
+            results.append(failed[i])
+            continue
+        ordered = sorted(ts)
+        results.append(dict(median_ms=statistics.median(ordered), p90_ms=float(np.percentile(ordered, 90)),
+                            min_ms=ordered[0], mean_ms=statistics.fmean(ordered)))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -219,7 +271,7 @@ class Bench:
         path = self.workdir / f'{kind}.onnx'
         plain = kind == 'plain'
         kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
-                      verbose=False)
+                      graph_opt=not plain, verbose=False)
         if self.detector:
             export_detector_onnx(self.model, path, [self.x[:1]], **kwargs)
         else:
@@ -249,7 +301,7 @@ class Bench:
 
     def ort_deploy(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
         return self._ort('deploy', ['CPUExecutionProvider'], tuned=True), \
-            'BN folded + onnxslim, ORT_ENABLE_ALL, intra-op threads = --threads'
+            'BN folded + onnxslim + shuffle interleave rewrite, ORT_ENABLE_ALL'
 
     def ort_cuda(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
         import onnxruntime as ort
@@ -380,16 +432,15 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                 workdir = Path(tmp) / f'{m_idx}_{size[0]}x{size[1]}'
                 workdir.mkdir()
                 bench = Bench(name, model, tuple(size), batch, threads, workdir, images)
+                group: list[tuple[Row, Callable[[], Any]]] = []
                 for backend in model_backends:
                     row = Row(name, backend, tuple(size), batch, threads)
+                    rows.append(row)
                     if bar is not None:
-                        bar.set_description(f'{name[:24]} {backend} {size[0]}x{size[1]}')
+                        bar.set_description(f'{name[:24]} {backend} {size[0]}x{size[1]} (build)')
                     try:
                         fn, row.note = getattr(bench, BACKEND_METHODS[backend])()
-                        stats = time_fn(fn, runs, warmup, bar)
-                        row.median_ms, row.p90_ms = stats['median_ms'], stats['p90_ms']
-                        row.min_ms, row.mean_ms = stats['min_ms'], stats['mean_ms']
-                        row.throughput = batch * 1e3 / stats['median_ms']
+                        group.append((row, fn))
                     except Unavailable as exc:
                         row.status, row.note = 'unavailable', str(exc)
                         if bar is not None:
@@ -398,7 +449,16 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                         row.status, row.note = 'error', f'{type(exc).__name__}: {str(exc)[:300]}'
                         if bar is not None:
                             bar.update(runs + warmup)
-                    rows.append(row)
+                if bar is not None:
+                    bar.set_description(f'{name[:24]} {size[0]}x{size[1]} (timing {len(group)} backends)')
+                for row, stats in zip([g[0] for g in group], time_round_robin([g[1] for g in group], runs, warmup,
+                                                                                bar)):
+                    if isinstance(stats, Exception):
+                        row.status, row.note = 'error', f'{type(stats).__name__}: {str(stats)[:300]}'
+                        continue
+                    row.median_ms, row.p90_ms = stats['median_ms'], stats['p90_ms']
+                    row.min_ms, row.mean_ms = stats['min_ms'], stats['mean_ms']
+                    row.throughput = batch * 1e3 / stats['median_ms']
                 del bench
     if bar is not None:
         bar.close()

@@ -67,6 +67,18 @@ def simplify_onnx(path: str | os.PathLike, method: str) -> str:
     raise ValueError(f'simplify must be one of {SIMPLIFIERS} or None, got {method!r}')
 
 
+def apply_graph_opt(path: str | os.PathLike) -> dict[str, int]:
+    """Apply the ShuffleNet graph rewrites of :mod:`.graph_opt` to the ONNX file in place; counts per rewrite."""
+    import onnx
+
+    from .graph_opt import fuse_concat_shuffle
+    model = onnx.load(str(path))
+    counts = dict(concat_shuffle_to_interleave=fuse_concat_shuffle(model))
+    if any(counts.values()):
+        onnx.save(model, str(path))
+    return counts
+
+
 def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0,
                 optimization: str = 'all') -> Any:
     """An ONNX Runtime session (CPU provider unless ``providers`` says otherwise)."""
@@ -99,7 +111,7 @@ def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, in
 def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *, input_name: str,
                    output_names: Sequence[str], opset: int, dynamic_axes: dict[str, dict[int, str]] | None,
                    simplify: str | None, check: Callable[[Path], dict[str, Any]], meta: dict[str, Any],
-                   verbose: bool = True) -> dict[str, Any]:
+                   verbose: bool = True, graph_opt: bool = False) -> dict[str, Any]:
     """Export, validate, simplify, check parity with ``check(tmp_path)``; write model + JSON only if it passes."""
     import onnx
     check_opset(opset)
@@ -115,6 +127,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
             torch_onnx_export(model, (example,), tmp, [input_name], output_names, opset, dynamic_axes)
             onnx.checker.check_model(str(tmp))
             simplified_by = simplify_onnx(tmp, simplify) if simplify else None
+            rewrites = apply_graph_opt(tmp) if graph_opt else None
         except (ValueError, ExportError):
             raise
         except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
@@ -122,6 +135,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
         parity = check(tmp)
         report = dict(model=path.name, format='onnx', opset=opset, dynamic=bool(dynamic_axes),
                       input_name=input_name, output_names=list(output_names), simplified_by=simplified_by,
+                      graph_rewrites=rewrites,
                       torch=torch.__version__, onnx=onnx.__version__, export_seconds=None, **meta,
                       parity=parity)
         report['export_seconds'] = round(time.perf_counter() - t0, 2)
@@ -158,11 +172,12 @@ def _check_inputs(shape: tuple[int, ...], dynamic: bool, seed: int) -> list[torc
 def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True,
                          simplify: str | None = None, atol: float = 1e-4, seed: int = 0,
-                         verbose: bool = True) -> dict[str, Any]:
+                         verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
     """Export a backbone (BN folded unless ``fold_bn=False``) and check every feature map within ``atol``.
 
     The reference is the original (unfolded) PyTorch backbone in eval mode; with ``dynamic`` the batch and spatial
-    axes are dynamic and the check also runs at a second input size.
+    axes are dynamic and the check also runs at a second input size. ``graph_opt`` applies the rewrites of
+    :mod:`.graph_opt` (static shapes only: the concat + channel shuffle of each unit becomes one interleave).
     """
     shape = check_input_shape(input_shape)
     reference = copy.deepcopy(backbone).eval()
@@ -197,7 +212,8 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
                 out_channels=list(getattr(backbone, 'out_channels', [])) or None,
                 out_strides=list(getattr(backbone, 'out_strides', [])) or None)
     return export_checked(wrapped, inputs[0], path, input_name='input', output_names=names, opset=opset,
-                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose)
+                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
+                          graph_opt=graph_opt)
 
 
 # ---------------------------------------------------------------------------------------------------- detector
@@ -227,7 +243,7 @@ def unpad_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray
 def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: Sequence[torch.Tensor],
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True, with_nms: bool = True,
                          simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
-                         raw_atol: float = 1e-3, verbose: bool = True) -> dict[str, Any]:
+                         raw_atol: float = 1e-3, verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
     """Export a RetinaNet-like detector; check against mmdet's ``predict`` on every image of ``images``.
 
     ``images`` are normalised (1, 3, H, W) tensors; the first one is the export example (and, for a static export,
@@ -277,7 +293,8 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                 input_shape=list(shape), bn_folded=fold_bn, with_nms=with_nms,
                 postprocess=wrapper_meta(detector))
     return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
-                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose)
+                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
+                          graph_opt=graph_opt)
 
 
 def wrapper_meta(detector: nn.Module) -> dict[str, Any]:

@@ -32,6 +32,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset, 11..20 (default 17)')
     parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
     parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
+    parser.add_argument('--no-graph-opt', action='store_true',
+                        help='skip the ShuffleNet graph rewrite (concat + channel shuffle -> one interleave)')
     parser.add_argument('--no-nms', action='store_true',
                         help='detector: stop at the raw head tensors (NMS outside the graph)')
     tol = parser.add_argument_group('parity tolerances')
@@ -52,14 +54,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if what == 'backbone':
             report = export_backbone_onnx(model, args.out, (args.batch, 3, h, w), opset=args.opset,
                                           dynamic=args.dynamic, fold_bn=not args.no_fold_bn,
-                                          simplify=args.simplify, atol=args.atol)
+                                          simplify=args.simplify, atol=args.atol,
+                                          graph_opt=not args.no_graph_opt)
         else:
             images, sources = check_images(model, (h, w), args.images, args.num_images, cfg=cfg)
             print(f'[export] check images: {sources}')
             report = export_detector_onnx(model, args.out, images, opset=args.opset, dynamic=args.dynamic,
                                           fold_bn=not args.no_fold_bn, with_nms=not args.no_nms,
                                           simplify=args.simplify, box_atol=args.box_atol,
-                                          score_atol=args.score_atol, raw_atol=args.atol)
+                                          score_atol=args.score_atol, raw_atol=args.atol,
+                                          graph_opt=not args.no_graph_opt)
     except (ValueError, ExportError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
