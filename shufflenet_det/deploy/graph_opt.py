@@ -79,7 +79,7 @@ def fuse_concat_shuffle(model: Any) -> int:
         new_nodes.append(helper.make_node('Reshape', [stacked, r2.input[1]], [r2.output[0]],
                                           name=f'{base}/interleave_reshape'))
         removed.update(id(n) for n in (concat, r1, tr, r2))
-        added[id(concat)] = new_nodes
+        added[id(r2)] = new_nodes  # at the position of the last replaced node: every input exists by then
         count += 1
     if count:
         nodes = []
