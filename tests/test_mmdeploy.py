@@ -127,6 +127,8 @@ def test_deploy_mini_retinanet_and_run_in_onnxruntime(tmp_path: Path, capsys) ->
     for det in report['detections']:
         boxes = np.array(det['boxes'])
         assert len(boxes) > 0 and boxes[:, 2].max() <= 240 + 1e-3 and boxes[:, 3].max() <= 200 + 1e-3
+        # the backend model's full path (its own preprocessing) scores like the raw graph run above
+        assert abs(max(det['scores']) - det['raw_max_score']) < 1e-4
     import onnx
     ops = {n.op_type for n in onnx.load(str(work / 'end2end.onnx')).graph.node}
     assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops

@@ -235,7 +235,8 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
     labels).
     """
     from .detector import DetectorExportWrapper, postprocess_meta
-    from .onnx_export import torch_detections
+    from .onnx_export import class_names, torch_detections, with_second_size
+    images = with_second_size(images, dynamic)
     reference = copy.deepcopy(detector).eval()
     model = copy.deepcopy(detector).eval()
     if fold_bn:
@@ -246,7 +247,7 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
     torch_dets = [torch_detections(reference, x)[0] for x in images]
     det_check = dict(postprocess=post, torch_dets=torch_dets, box_atol=box_atol, score_atol=score_atol)
     meta = dict(what='detector', detector=type(detector).__name__, backbone=type(detector.backbone).__name__,
-                bn_folded=fold_bn, with_nms=False, postprocess=post)
+                bn_folded=fold_bn, with_nms=False, classes=class_names(detector), postprocess=post)
     return export_ncnn(DetectorExportWrapper(model, with_nms=False), out, images,
                        DetectorExportWrapper(reference, with_nms=False), dynamic=dynamic,
                        fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, det_check=det_check,

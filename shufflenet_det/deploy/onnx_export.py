@@ -233,6 +233,30 @@ def torch_detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, np.
                  labels=r.pred_instances.labels.numpy()) for r in results]
 
 
+def with_second_size(images: Sequence[torch.Tensor], dynamic: bool) -> list[torch.Tensor]:
+    """For a dynamic export whose check images share one size, add a crop of the first at another size."""
+    images = list(images)
+    if dynamic and len({tuple(im.shape) for im in images}) == 1:
+        h, w = images[0].shape[2:]
+        images.append(images[0][:, :, :max(32, (h * 3 // 4) // 32 * 32), :max(32, (w * 5 // 8) // 32 * 32)].clone())
+    return images
+
+
+def class_names(detector: nn.Module) -> list[str] | None:
+    """Class names from the detector's dataset meta or its config (``metainfo``), if any."""
+    meta = getattr(detector, 'dataset_meta', None) or {}
+    names = meta.get('classes')
+    cfg = getattr(detector, 'cfg', None)
+    if names is None and cfg is not None:
+        for getter in (lambda c: c.metainfo, lambda c: c.val_dataloader.dataset.metainfo):
+            try:
+                names = getter(cfg)['classes']
+                break
+            except (AttributeError, KeyError, TypeError):
+                continue
+    return list(names) if names is not None else None
+
+
 def unpad_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                      labels: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Split the padded (num_dets, boxes, scores, labels) outputs into one dict per image."""
@@ -258,6 +282,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
     if not dynamic and any(tuple(im.shape) != shape for im in images):
         raise ValueError(f'static export at {shape}: every check image must have that shape, got '
                          f'{sorted({tuple(im.shape) for im in images})}')
+    images = with_second_size(images, dynamic)
     reference = copy.deepcopy(detector).eval()
     model = copy.deepcopy(detector).eval()
     if fold_bn:
@@ -290,7 +315,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
         return summarize(checks)
 
     meta = dict(what='detector', detector=type(detector).__name__, backbone=type(detector.backbone).__name__,
-                input_shape=list(shape), bn_folded=fold_bn, with_nms=with_nms,
+                input_shape=list(shape), bn_folded=fold_bn, with_nms=with_nms, classes=class_names(detector),
                 postprocess=wrapper_meta(detector))
     return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
                           dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,

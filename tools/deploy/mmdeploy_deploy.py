@@ -128,10 +128,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             res = compare_detections(ref, got, args.box_atol, args.score_atol)
             res['image'] = image
             checks.append(res)
+            raw_data, _ = task.create_input(image, input_shape)  # test_step runs the preprocessor itself
             with torch.no_grad():
-                result = backend_model.test_step(data)[0].pred_instances
+                result = backend_model.test_step(raw_data)[0].pred_instances
             keep = result.scores > model_cfg.model.test_cfg.get('score_thr', 0.05)
-            detections.append(dict(image=image, boxes=result.bboxes[keep].tolist(),
+            detections.append(dict(image=image, raw_max_score=float(got['scores'].max()) if len(got['scores']) else None,
+                                   boxes=result.bboxes[keep].tolist(),
                                    scores=result.scores[keep].tolist(), labels=result.labels[keep].tolist()))
         parity = summarize(checks)
         print(f'[mmdeploy] {ir_file} ({backend}): {format_report(parity)}')
