@@ -1,6 +1,7 @@
 """tools/train.py and tools/test.py: early data/weights errors, crash-safe checkpoints, resume after SIGKILL."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -139,15 +140,19 @@ def test_image_folder_missing(broken_copy, tmp_path):
 
 
 def test_gloo_without_cuda():
-    cfg = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    base = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    cfg = copy.deepcopy(base)
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'
     assert select_dist_backend(cfg, cuda_available=False) == 'gloo'
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.device_ids is None  # DDP of a CPU model takes no device ids
-    cfg = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    assert cfg.model_wrapper_cfg.find_unused_parameters is True  # as the config asks (conv5 is unused)
+    cfg = copy.deepcopy(base)
     assert select_dist_backend(cfg, cuda_available=True) == 'nccl'
     assert 'model_wrapper_cfg' not in cfg
-    assert select_dist_backend(load_config(str(DEFAULT_CONFIG)), cuda_available=False) is None
+    cfg = copy.deepcopy(base)
+    cfg.launcher = 'none'
+    assert select_dist_backend(cfg, cuda_available=False) is None
 
 
 # --------------------------------------------------------------------------------------------- atomic checkpoints
