@@ -66,6 +66,22 @@ def test_detector_benchmark_rows(tmp_path: Path) -> None:
     assert rows[1].vs_torch_plain is not None
 
 
+def test_map_plot_from_results_files(tmp_path: Path) -> None:
+    from shufflenet_det.deploy.bench import Row, plot
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps(dict(config='configs/mini/a-b.py', metrics=dict(bbox_mAP=0.61))))
+    args = _tool().parse_args(['--backbone', 'ShuffleNetV2', '--results', str(results), '--map', 'x=0.3'])
+    assert args.maps == {'x': 0.3, 'a-b': 0.61}
+    rows = [Row('a-b', 'ort-deploy', (256, 256), 1, 2, median_ms=5.0), Row('x', 'ort-deploy', (256, 256), 1, 2,
+                                                                          median_ms=3.0)]
+    png = plot(rows, tmp_path / 'map.png', args.maps)
+    assert png.read_bytes()[:4] == b'\x89PNG'
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{}')
+    with pytest.raises(SystemExit):
+        _tool().parse_args(['--backbone', 'ShuffleNetV2', '--results', str(bad)])
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     tool = _tool()
     with pytest.raises(SystemExit):

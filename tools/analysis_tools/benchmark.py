@@ -17,6 +17,9 @@ Examples::
     python tools/analysis_tools/benchmark.py --config configs/retinanet_shufflenetv2.py \\
         mmdet::retinanet/retinanet_r18_fpn_1x_coco.py --sizes 320 --backends ort-plain ort-deploy \\
         --out work_dirs/bench/retinanet_320.json
+    # mAP against latency, the mAPs from tools/main_job.py
+    python tools/analysis_tools/benchmark.py --config configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py \
+        --sizes 256 --backends ort-deploy --results work_dirs/main_job/*/results.json --plot map_latency.png
     # latency against input size, as a picture
     python tools/analysis_tools/benchmark.py --backbone ShuffleNetV2 --sizes 224 320 416 --plot bench.png
 """
@@ -60,6 +63,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     out.add_argument('--plot', help='PNG: latency vs input size (or mAP vs latency with --map)')
     out.add_argument('--map', nargs='+', default=[], metavar='MODEL=MAP',
                      help='mAP per model name (as in the table) for the mAP-vs-latency plot')
+    out.add_argument('--results', nargs='+', default=[], metavar='JSON',
+                     help='results.json files of tools/main_job.py: their config name and bbox_mAP feed the '
+                          'mAP-vs-latency plot (benchmark the same configs with --config)')
     args = parser.parse_args(argv)
     if bool(args.backbone) == bool(args.config):
         parser.error('give exactly one of --backbone and --config')
@@ -77,6 +83,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.maps = {k: float(v) for k, v in (item.rsplit('=', 1) for item in args.map)}
     except ValueError:
         parser.error(f'--map entries must be MODEL=NUMBER, got {args.map}')
+    for path in args.results:
+        try:
+            with open(path) as f:
+                res = json.load(f)
+            name = os.path.splitext(os.path.basename(res['config']))[0]
+            args.maps[name] = float(res['metrics']['bbox_mAP'])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f'--results {path!r}: not a tools/main_job.py results file ({exc})')
     return args
 
 
