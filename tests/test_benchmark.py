@@ -55,6 +55,12 @@ def test_backbone_benchmark_writes_json_and_plot(tmp_path: Path, capsys) -> None
         assert all(r['status'] == 'unavailable' and 'not installed' in r['note'] for r in peers
                    if r['model'].startswith('torchvision'))
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    summary = {(s['model'], tuple(s['size'])): s for s in data['summary']}
+    assert len(summary) == 2
+    for s in summary.values():
+        assert s['best_deploy']['backend'] in ('ort-deploy', 'ncnn') and s['best_deploy']['ratio'] > 0
+        assert s['best_eager']['backend'] in ('torch-folded', 'torch-cl', 'torch-jit')
+    assert 'best deploy path' in text
 
 
 def test_detector_benchmark_rows(tmp_path: Path) -> None:

@@ -481,6 +481,48 @@ def add_ratios(rows: list[Row]) -> None:
                 r.vs_ort_plain = r.median_ms / b[ORT_BASELINE]
 
 
+DEPLOY_BACKENDS = ('ort-deploy', 'ncnn', 'ort-cuda')
+EAGER_BACKENDS = ('torch-folded', 'torch-cl', 'torch-jit', 'torch-compile')
+
+
+def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per model/size/batch: the best deploy path against ort-plain and the best PyTorch path against torch-plain."""
+    out = []
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        if r.status == 'ok':
+            groups.setdefault((r.model, r.size, r.batch), []).append(r)
+    for (model, size, batch), rs in groups.items():
+        entry: dict[str, Any] = dict(model=model, size=list(size), batch=batch)
+        for key, names, ratio in (('best_deploy', DEPLOY_BACKENDS, 'vs_ort_plain'),
+                                  ('best_eager', EAGER_BACKENDS, 'vs_torch_plain')):
+            cand = [r for r in rs if r.backend in names]
+            if cand:
+                best = min(cand, key=lambda r: r.median_ms)
+                entry[key] = dict(backend=best.backend, median_ms=best.median_ms, ratio=getattr(best, ratio))
+        out.append(entry)
+    return out
+
+
+def format_summary(summary: Sequence[dict[str, Any]]) -> str:
+    """Human lines for :func:`summarize`."""
+    lines = []
+    for e in summary:
+        head = f"{e['model']} {e['size'][0]}x{e['size'][1]} batch {e['batch']}:"
+        parts = []
+        if 'best_deploy' in e:
+            d = e['best_deploy']
+            ratio = f"{d['ratio']:.2f}x ort-plain" if d['ratio'] is not None else 'no ort-plain row'
+            parts.append(f"best deploy path {d['backend']} {d['median_ms']:.2f} ms = {ratio}")
+        if 'best_eager' in e:
+            d = e['best_eager']
+            ratio = f"{d['ratio']:.2f}x torch-plain" if d['ratio'] is not None else 'no torch-plain row'
+            parts.append(f"best PyTorch path {d['backend']} {d['median_ms']:.2f} ms = {ratio}")
+        if parts:
+            lines.append(head + ' ' + '; '.join(parts))
+    return '\n'.join(lines)
+
+
 def environment() -> dict[str, Any]:
     """Versions and machine facts stored with the results."""
     env: dict[str, Any] = dict(torch=torch.__version__, python=platform.python_version(),

@@ -108,7 +108,8 @@ def _size(text: str) -> tuple[int, int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from shufflenet_det.deploy.atomic import write_json_atomic
-    from shufflenet_det.deploy.bench import environment, format_table, peer_models, plot, run_benchmark
+    from shufflenet_det.deploy.bench import (environment, format_summary, format_table, peer_models, plot,
+                                             run_benchmark, summarize)
     from shufflenet_det.deploy.cli import parse_backbone_args
     from shufflenet_det.deploy.loading import build_backbone, build_detector
 
@@ -141,6 +142,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress)
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
+    summary = summarize(rows)
+    if summary:
+        print(format_summary(summary))
     print(f'[benchmark] {len(rows)} rows in {time.time() - t0:.0f} s; batch {args.batch}, {args.threads} threads, '
           f'{args.runs} runs after {args.warmup} warm-up; load average {env.get("loadavg_1m")} -> '
           f'{env.get("loadavg_1m_end")} (other processes on the machine make absolute numbers noisy; the ratios '
@@ -148,7 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         write_json_atomic(dict(command=sys.argv, environment=env, settings=dict(
             sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
-            warmup=args.warmup, backends=args.backends), rows=[r.as_dict() for r in rows]), args.out)
+            warmup=args.warmup, backends=args.backends), rows=[r.as_dict() for r in rows], summary=summary),
+            args.out)
         print(f'[benchmark] wrote {args.out}')
     if args.plot:
         plot(rows, args.plot, args.maps or None)
