@@ -22,7 +22,7 @@ DEPLOY_CFGS = sorted((fx.REPO / 'configs/deploy').glob('detection_*.py'))
 @pytest.fixture(scope='module', autouse=True)
 def _apply() -> None:
     import shufflenet_det  # noqa: F401
-    compat_mmdeploy.apply()
+    compat_mmdeploy.apply(import_mmdeploy=True)
 
 
 def test_fixes_are_applied_and_idempotent() -> None:
@@ -132,3 +132,14 @@ def test_deploy_mini_retinanet_and_run_in_onnxruntime(tmp_path: Path, capsys) ->
     import onnx
     ops = {n.op_type for n in onnx.load(str(work / 'end2end.onnx')).graph.node}
     assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops
+
+
+def test_apply_at_package_import_does_not_import_mmdeploy() -> None:
+    import subprocess
+    import sys
+    code = ('import sys; from shufflenet_det.deploy import compat_mmdeploy; done = compat_mmdeploy.apply(); '
+            'assert "mmdeploy" not in sys.modules, "mmdeploy imported"; '
+            'assert done == dict(onnx_export_dynamo_false=True, cast_long=True), done; print("ok")')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                          cwd=str(fx.REPO))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-2000:]

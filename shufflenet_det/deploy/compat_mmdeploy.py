@@ -1,8 +1,10 @@
 """Fixes that let mmdeploy 1.3.1 (last release, built for torch <= 2.1) export on torch 2.13.
 
-Call :func:`apply` before using mmdeploy (``tools/deploy/mmdeploy_deploy.py`` does; ``shufflenet_det.compat.apply``
-may call it too). Every fix is idempotent, touches nothing when mmdeploy is not installed, and names the upstream
-change it works around:
+Call :func:`apply` before using mmdeploy. ``shufflenet_det.compat.apply()`` (run by ``import shufflenet_det``) may call
+``apply()``: it then installs fixes 1 and 2, which are cheap and do not import mmdeploy; fix 3 needs mmdeploy's
+rewriter registry and is installed when mmdeploy is already imported or with ``apply(import_mmdeploy=True)``, as
+``tools/deploy/mmdeploy_deploy.py`` does. Every fix is idempotent, touches nothing when mmdeploy is not installed,
+and names the upstream change it works around:
 
 1. ``torch.onnx.export`` defaults to the dynamo exporter since torch 2.9 (pytorch/pytorch#159646, "[ONNX] Default to
    dynamo export"). mmdeploy's ``apis/onnx/export.py`` calls ``torch.onnx.export`` without ``dynamo`` and relies on
@@ -90,13 +92,18 @@ def fix_model_to_graph_rewriter() -> bool:
     return True
 
 
-def apply() -> dict[str, bool]:
-    """Apply every fix (idempotent); returns which ones changed something in this call."""
+def apply(import_mmdeploy: bool = False) -> dict[str, bool]:
+    """Apply the fixes (idempotent); returns which ones changed something in this call.
+
+    Fix 3 is only installed when mmdeploy is imported already or ``import_mmdeploy`` is True, so that calling this
+    from ``import shufflenet_det`` never pays for importing mmdeploy.
+    """
     global _APPLIED
     if not mmdeploy_available():
         return {}
-    done = dict(onnx_export_dynamo_false=fix_onnx_export_default_exporter(), cast_long=fix_cast_long(),
-                model_to_graph_rewriter=fix_model_to_graph_rewriter())
+    done = dict(onnx_export_dynamo_false=fix_onnx_export_default_exporter(), cast_long=fix_cast_long())
+    if import_mmdeploy or 'mmdeploy' in sys.modules:
+        done['model_to_graph_rewriter'] = fix_model_to_graph_rewriter()
     _APPLIED = True
     return done
 

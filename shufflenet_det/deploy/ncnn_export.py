@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_outputs, check_writable_dir
+from .atomic import atomic_outputs, check_writable_dir, write_json_atomic
 from .onnx_export import ExportError, _TupleOutputs, check_input_shape
 from .parity import compare_detections, compare_tensors, format_report, summarize
 
@@ -198,7 +198,6 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
             print(f'[export] {param.name}: {format_report(parity)}')
         if not parity['passed']:
             raise ExportError(f'parity check failed for {str(param)!r}; nothing written: {format_report(parity)}')
-        from .atomic import write_json_atomic
     write_json_atomic(report, report_path)
     return report
 

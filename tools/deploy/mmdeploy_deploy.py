@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from mmengine.config import DictAction  # noqa: E402
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +44,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='device for the export and the backend (default cpu)')
     parser.add_argument('--box-atol', type=float, default=1e-2, help='parity: max box |diff| in pixels')
     parser.add_argument('--score-atol', type=float, default=1e-4, help='parity: max score |diff|')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='model config overrides, e.g. model.test_cfg.score_thr=0.3')
     args = parser.parse_args(argv)
     if args.checkpoint is not None and not args.checkpoint.endswith(('.pth', '.pt', '.ckpt')):
@@ -74,18 +76,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print('error: mmdeploy is not installed (pip install --no-deps -c requirements/constraints.txt '
               '-r requirements/deploy.txt)', file=sys.stderr)
         return 2
-    compat_mmdeploy.apply()
+    compat_mmdeploy.apply(import_mmdeploy=True)
     from mmdeploy.apis import torch2onnx
     from mmdeploy.apis.utils import build_task_processor, to_backend
     from mmdeploy.core import RewriterContext, patch_model
     from mmdeploy.utils import (get_backend, get_input_shape, get_ir_config, get_onnx_config, load_config)
-    from mmengine.config import DictAction
 
     deploy_cfg, model_cfg = load_config(args.deploy_cfg, args.model_cfg)
     if args.cfg_options:
-        ns = argparse.Namespace()
-        DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
-        model_cfg.merge_from_dict(ns.o)
+        model_cfg.merge_from_dict(args.cfg_options)
     model_cfg.model.backbone['init_cfg'] = None  # weights come from the checkpoint (or stay random)
     backend = get_backend(deploy_cfg).value
     ir_file = get_ir_config(deploy_cfg)['save_file']
