@@ -185,6 +185,7 @@ class Bench:
         else:
             self.x = torch.randn((batch, 3, *size), generator=gen)
         self._onnx: dict[str, Path] = {}
+        self._rewrites = 0
 
     # -------------------------------------------------------------- torch
     def _torch_fn(self, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
@@ -273,10 +274,11 @@ class Bench:
         kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
                       graph_opt=not plain, verbose=False)
         if self.detector:
-            export_detector_onnx(self.model, path, [self.x[:1]], **kwargs)
+            report = export_detector_onnx(self.model, path, [self.x[:1]], **kwargs)
         else:
-            export_backbone_onnx(self.model, path, tuple(self.x.shape), **kwargs)
+            report = export_backbone_onnx(self.model, path, tuple(self.x.shape), **kwargs)
         self._onnx[kind] = path
+        self._rewrites = sum((report.get('graph_rewrites') or {}).values())
         return path
 
     def _ort(self, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
@@ -300,8 +302,8 @@ class Bench:
             'plain export (BN kept, no simplification), default session'
 
     def ort_deploy(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
-        return self._ort('deploy', ['CPUExecutionProvider'], tuned=True), \
-            'BN folded + onnxslim + shuffle interleave rewrite, ORT_ENABLE_ALL'
+        fn = self._ort('deploy', ['CPUExecutionProvider'], tuned=True)
+        return fn, f'BN folded + onnxslim + {self._rewrites} shuffle interleave rewrites, ORT_ENABLE_ALL'
 
     def ort_cuda(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
         import onnxruntime as ort
