@@ -1,7 +1,6 @@
 """The synthetic mini COCO generator: determinism, exact annotations, COCO compatibility, option checks, atomicity."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from pycocotools.cocoeval import COCOeval
 
 from shufflenet_det.datasets import mini_coco
 from shufflenet_det.datasets.mini_coco import SHAPE_CLASSES, MiniCocoSpec, ensure, generate, read_spec
+from tiny_mini_coco import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_train=6, num_val=4, image_width=112, image_height=96, min_objects=2, max_objects=4, min_size=14,
             max_size=30)
 
@@ -162,13 +161,6 @@ def test_ensure(tmp_path: Path):
     assert (foreign / 'keep.txt').read_text() == 'mine'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('make_mini_coco', REPO / 'tools' / 'misc' / 'make_mini_coco.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli(tmp_path: Path, capsys):
     out = tmp_path / 'cli'
     args = ['--out', str(out), '--num-train', '2', '--num-val', '1', '--image-size', '96x64', '--min-size', '12',
@@ -180,7 +172,7 @@ def test_cli(tmp_path: Path, capsys):
                                           max_size=24, classes=('ring', 'diamond'), image_format='jpg')
     assert Image.open(out / 'val2017' / '000000000001.jpg').size == (96, 64)
 
-    tool = load_tool()
+    tool = load_script('tools/misc/make_mini_coco.py')
     assert tool.main(args) == 1 and '--overwrite' in capsys.readouterr().err
     assert tool.main(['--out', str(tmp_path / 'x'), '--max-size', '500']) == 2
     assert 'max_size=500' in capsys.readouterr().err and not (tmp_path / 'x').exists()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import pickle
@@ -20,16 +19,13 @@ from shufflenet_det.datasets import DatasetCheckError, check_config_data, layout
 from shufflenet_det.engine import AtomicCheckpointHook, write_atomic
 from shufflenet_det.engine.launch import load_config, select_dist_backend
 
-from tiny_mini_coco import MINI_RETINANET, REPO, make_dataset, run_tool, write_config
+from tiny_mini_coco import REPO, load_script, make_dataset, run_tool, write_config
 
 DEFAULT_CONFIG = REPO / 'configs' / 'retinanet_shufflenetv2.py'
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f'tools/{name}.py')
 
 
 @pytest.fixture(scope='module')
