@@ -194,7 +194,8 @@ class DetectorExportWrapper(nn.Module):
         nms_boxes = boxes + offsets[..., None]
         num_cand = boxes.shape[1] if self.nms_pre > 0 else 1 << 20
         sel = onnx_nms(nms_boxes, scores.unsqueeze(1), num_cand, self.iou_thr, self.score_thr)
-        kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), torch.ones_like(sel[:, 0], dtype=scores.dtype))
+        ones = torch.ones_like(sel[:, 0], dtype=scores.dtype)
+        kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), ones)
         ranked = torch.where(kept > 0, scores, torch.full_like(scores, -1.0))
         top = min(self.max_per_img, boxes.shape[1]) if self.nms_pre > 0 else self.max_per_img
         out_scores, order = ranked.topk(top, dim=1)

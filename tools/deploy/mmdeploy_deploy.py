@@ -13,13 +13,13 @@ tools/deploy/export_ncnn.py (pnnx) for ncnn instead.
 Example (the mini RetinaNet, after ``python tools/train.py configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py``)::
 
     python tools/deploy/mmdeploy_deploy.py configs/deploy/detection_onnxruntime_static-256x256.py \\
-        configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py work_dirs/retinanet_shufflenetv2-1x_fpn_mini-coco/epoch_12.pth \\
+        configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py \\
+        work_dirs/retinanet_shufflenetv2-1x_fpn_mini-coco/epoch_12.pth \\
         data/mini_coco/val2017/000000000001.png --work-dir work_dirs/mmdeploy_mini_ort
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -131,8 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with torch.no_grad():
                 result = backend_model.test_step(raw_data)[0].pred_instances
             keep = result.scores > model_cfg.model.test_cfg.get('score_thr', 0.05)
-            detections.append(dict(image=image, raw_max_score=float(got['scores'].max()) if len(got['scores']) else None,
-                                   boxes=result.bboxes[keep].tolist(),
+            raw_max = float(got['scores'].max()) if len(got['scores']) else None
+            detections.append(dict(image=image, raw_max_score=raw_max, boxes=result.bboxes[keep].tolist(),
                                    scores=result.scores[keep].tolist(), labels=result.labels[keep].tolist()))
         parity = summarize(checks)
         print(f'[mmdeploy] {ir_file} ({backend}): {format_report(parity)}')
