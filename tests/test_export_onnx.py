@@ -30,7 +30,7 @@ def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
     out = tmp_path / 'bb.onnx'
     report = export_backbone_onnx(model, out, (1, 3, 96, 128), dynamic=True, simplify='onnxslim', verbose=False)
     assert out.is_file() and report['parity']['passed']
-    saved = json.loads(out.with_suffix('.json').read_text())
+    saved = json.loads((tmp_path / 'bb.onnx.json').read_text())
     assert saved['parity']['passed'] and saved['bn_folded'] and saved['simplified_by'].startswith('onnxslim')
     # two checks: the export size and a second batch/size (dynamic axes really dynamic)
     shapes = [c['input_shape'] for c in saved['parity']['checks']]
@@ -85,7 +85,7 @@ def test_detector_parity_with_nms_in_graph(tmp_path: Path, detector) -> None:
     import onnx
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops
-    checks = json.loads(out.with_suffix('.json').read_text())['parity']['checks']
+    checks = json.loads((tmp_path / 'det.onnx.json').read_text())['parity']['checks']
     assert len(checks) == 2
     for c in checks:
         assert c['num_reference'] == c['num_actual'] > 10 and c['labels_equal']
@@ -95,6 +95,38 @@ def test_detector_parity_with_nms_in_graph(tmp_path: Path, detector) -> None:
     assert [o.name for o in sess.get_outputs()] == ['num_dets', 'boxes', 'scores', 'labels']
     n, boxes, scores, labels = sess.run(None, {'input': imgs[0].numpy()})
     assert boxes.shape == (1, 100, 4) and (labels[0, int(n[0]):] == -1).all()
+
+
+def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector) -> None:
+    # a tiny COCO set whose ground truth is the PyTorch model's best detections on generated pictures
+    import mmcv
+
+    from shufflenet_det.deploy.evaluate import evaluate_onnx
+    from shufflenet_det.deploy.loading import prepare_image, preprocess_meta, synthetic_image
+    size, pre = (128, 160), preprocess_meta(detector)
+    classes = ['a', 'b', 'c', 'd']
+    images, anns = [], []
+    for i in range(3):
+        img = synthetic_image(100, 150, seed=20 + i)  # resized by 1.28 into 128x160 (keep ratio)
+        mmcv.imwrite(img, str(tmp_path / f'{i}.png'))
+        images.append(dict(id=i + 1, file_name=f'{i}.png', height=100, width=150))
+        x, scale = prepare_image(img, size, pre)
+        ref = torch_detections(detector, x)[0]
+        for box, label in zip(ref['boxes'][:5] / scale, ref['labels'][:5]):  # its 5 best boxes as ground truth
+            x1, y1, x2, y2 = box.tolist()
+            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(label) + 1, iscrowd=0,
+                             bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1)))
+    assert len(anns) >= 3
+    ann_file = tmp_path / 'gt.json'
+    ann_file.write_text(json.dumps(dict(images=images, annotations=anns, categories=[
+        dict(id=k + 1, name=n) for k, n in enumerate(classes)])))
+    model = tmp_path / 'det.onnx'
+    export_detector_onnx(detector, model, fx.images(detector, size, 1), verbose=False)
+    result = evaluate_onnx(model, ann_file, tmp_path, classes, size, pre, reference=detector)
+    assert result['num_images'] == 3 and result['onnx_detections'] == result['torch_detections'] > 0
+    assert result['torch']['bbox_mAP'] > 0.3
+    assert result['mAP_diff'] < 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir() if 'tmp' in p.name) == []  # the temporary GT subset is gone
 
 
 def test_detector_dynamic_size_and_batch(tmp_path: Path, detector) -> None:
@@ -151,7 +183,7 @@ def test_failed_exports_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(ExportError):
         export_backbone_onnx(model, good, (1, 3, 64, 64), atol=-1.0, verbose=False)
     assert good.read_bytes() == before
-    assert _listing(tmp_path) == ['good.json', 'good.onnx']
+    assert _listing(tmp_path) == ['good.onnx', 'good.onnx.json']
 
 
 def test_atomic_outputs_cleans_up_when_a_later_file_fails(tmp_path: Path, monkeypatch) -> None:
@@ -187,7 +219,7 @@ def test_cli_backbone(tmp_path: Path, capsys) -> None:
     out = tmp_path / 'cli.onnx'
     rc = cli.main(['--backbone', 'ShuffleNetV2', '--backbone-args', '{"widen_factor": 0.5, "out_indices": [3]}',
                    '--shape', '64', '64', '--out', str(out)])
-    assert rc == 0 and out.is_file() and json.loads(out.with_suffix('.json').read_text())['parity']['passed']
+    assert rc == 0 and out.is_file() and json.loads((tmp_path / 'cli.onnx.json').read_text())['parity']['passed']
     assert 'parity PASSED' in capsys.readouterr().out
     rc = cli.main(['--backbone', 'ShuffleNetV2', '--shape', '64', '64', '--opset', '5', '--out',
                    str(tmp_path / 'bad.onnx')])

@@ -4,7 +4,8 @@ The TorchScript-based exporter is used (``torch.onnx.export(..., dynamo=False)``
 exporter would be taken otherwise, and the TorchScript path is the one ONNX Runtime, onnxslim, pnnx and mmdeploy are
 tested with. Every export writes to a temporary file, validates it with ``onnx.checker``, optionally simplifies it,
 runs it in ONNX Runtime against the PyTorch model and only then renames it into place, together with a
-``<model>.json`` parity report. A failed export or a failed parity check leaves nothing behind.
+``<model>.onnx.json`` parity report (``.onnx.json``: it cannot collide with the ``.json`` of an ncnn
+export of the same name). A failed export or a failed parity check leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ SIMPLIFIERS = ('onnxslim', 'onnxsim')
 
 class ExportError(RuntimeError):
     """Raised when an export fails or its parity check does not pass (no file is written)."""
+
+
+def report_path_of(onnx_path: str | os.PathLike) -> Path:
+    """Where the JSON report of an ONNX export lives: ``model.onnx`` -> ``model.onnx.json``."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name + '.json')
 
 
 def check_opset(opset: int) -> int:
@@ -120,7 +127,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
     path = Path(path)
     if path.suffix != '.onnx':
         raise ValueError(f'output {str(path)!r} must end with .onnx')
-    report_path = path.with_suffix('.json')
+    report_path = report_path_of(path)
     t0 = time.perf_counter()
     with atomic_outputs([path]) as (tmp,):
         try:

@@ -4,7 +4,7 @@ The detector graph contains the box decoding and NMS (ONNX NonMaxSuppression) an
 ``num_dets (B,), boxes (B, 100, 4), scores (B, 100), labels (B, 100)`` for a normalised input ``input (B, 3, H, W)``
 (see shufflenet_det/deploy/detector.py). BatchNorm is folded. Every export is compared with PyTorch - backbone
 features within --atol, detector boxes/scores/labels with mmdet's own post-processing - and the result is printed and
-stored next to the model as ``<out>.json``; a failed export or check leaves no file behind.
+stored next to the model as ``<out>.json`` (e.g. ``model.onnx.json``); a failed export or check leaves no file behind.
 
 Examples::
 
@@ -28,7 +28,7 @@ from shufflenet_det.deploy.cli import add_model_args, resolve  # noqa: E402
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
-    parser.add_argument('--out', required=True, help='output .onnx file (report: same name, .json)')
+    parser.add_argument('--out', required=True, help='output .onnx file (report: <out>.json, e.g. model.onnx.json)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset, 11..20 (default 17)')
     parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
     parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
@@ -67,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, ExportError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    print(f'[export] wrote {args.out} and {os.path.splitext(args.out)[0]}.json '
+    print(f'[export] wrote {args.out} and {args.out}.json '
           f'(parity {"PASSED" if report["parity"]["passed"] else "FAILED"})')
     return 0
 

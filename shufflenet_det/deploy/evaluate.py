@@ -1,0 +1,108 @@
+"""COCO bbox mAP of an exported ONNX detector, next to the PyTorch model's on the very same inputs.
+
+Each validation image goes through mmdet's test-time resize (``mmcv.imrescale``, keep ratio) and the detector's
+normalisation, then through ONNX Runtime (the export of :func:`onnx_export.export_detector_onnx`: NMS in the graph)
+and, with a reference model, through mmdet's ``predict``; boxes are scaled back to the original image and both result
+sets are scored by pycocotools. Equal mAPs show that deployment lost no accuracy.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def coco_eval(ann_file: str | os.PathLike, results: list[dict[str, Any]]) -> dict[str, float]:
+    """pycocotools bbox evaluation; the 12 standard numbers (mAP, mAP_50, ...), 0 when there is no result."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    names = ['bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l']
+    if not results:
+        return {n: 0.0 for n in names}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, 'bbox')
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {n: float(v) for n, v in zip(names, ev.stats[:6])}
+
+
+def _to_coco(image_id: int, dets: dict[str, np.ndarray], scale: float, cat_ids: Sequence[int]) -> list[dict]:
+    out = []
+    for box, score, label in zip(np.asarray(dets['boxes']) / scale, dets['scores'], dets['labels']):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append(dict(image_id=int(image_id), category_id=int(cat_ids[int(label)]),
+                        bbox=[x1, y1, x2 - x1, y2 - y1], score=float(score)))
+    return out
+
+
+def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
+                  classes: Sequence[str], size: Sequence[int], preprocess: dict[str, Any],
+                  reference: nn.Module | None = None, limit: int | None = None,
+                  threads: int = 0) -> dict[str, Any]:
+    """mAP of the ONNX detector (and of ``reference`` in PyTorch) on a COCO-format set.
+
+    ``size`` is the (H, W) the images are resized into (keep ratio) and padded to; ``preprocess`` holds ``mean``,
+    ``std`` and ``bgr_to_rgb`` (see ``loading.preprocess_meta``); ``classes`` maps labels to the annotation file's
+    category ids by name, as mmdet's CocoDataset does.
+    """
+    import mmcv
+
+    from .loading import prepare_image
+    from .onnx_export import ort_session, torch_detections, unpad_detections
+    ann = json.loads(Path(ann_file).read_text())
+    by_name = {c['name']: c['id'] for c in ann['categories']}
+    missing = [c for c in classes if c not in by_name]
+    if missing:
+        raise ValueError(f'classes {missing} are not categories of {str(ann_file)!r}')
+    cat_ids = [by_name[c] for c in classes]
+    sess = ort_session(onnx_path, threads=threads)
+    input_name = sess.get_inputs()[0].name
+    images = ann['images'][:limit] if limit else ann['images']
+    onnx_results: list[dict] = []
+    torch_results: list[dict] = []
+    for info in images:
+        path = Path(img_dir) / info['file_name']
+        if not path.is_file():
+            raise ValueError(f'image {str(path)!r} of {str(ann_file)!r} does not exist')
+        x, scale = prepare_image(mmcv.imread(str(path)), size, preprocess)
+        onnx_results += _to_coco(info['id'], unpad_detections(*sess.run(None, {input_name: x.numpy()}))[0],
+                                 scale, cat_ids)
+        if reference is not None:
+            with torch.no_grad():
+                torch_results += _to_coco(info['id'], torch_detections(reference, x)[0], scale, cat_ids)
+    subset = dict(ann)
+    ids = {im['id'] for im in images}
+    subset['images'] = images
+    subset['annotations'] = [a for a in ann['annotations'] if a['image_id'] in ids]
+    tmp = Path(onnx_path).with_suffix('.eval_gt.tmp.json')
+    tmp.write_text(json.dumps(subset))
+    try:
+        result: dict[str, Any] = dict(num_images=len(images), onnx=coco_eval(tmp, onnx_results),
+                                      onnx_detections=len(onnx_results))
+        if reference is not None:
+            result.update(torch=coco_eval(tmp, torch_results), torch_detections=len(torch_results))
+            result['mAP_diff'] = abs(result['onnx']['bbox_mAP'] - result['torch']['bbox_mAP'])
+    finally:
+        tmp.unlink()
+    return result
+
+
+def dataset_of(cfg: Any) -> tuple[Path, Path, list[str]]:
+    """(annotation file, image folder, class names) of a config's validation set."""
+    ds = cfg.val_dataloader.dataset
+    root = Path(ds.get('data_root', '') or '')
+    classes = (ds.get('metainfo') or cfg.get('metainfo') or {}).get('classes')
+    if classes is None:
+        from mmdet.datasets import CocoDataset
+        classes = CocoDataset.METAINFO['classes']
+    return root / ds.ann_file, root / ds.get('data_prefix', {}).get('img', ''), list(classes)

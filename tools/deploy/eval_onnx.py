@@ -1,0 +1,85 @@
+"""COCO bbox mAP of an exported ONNX detector next to the PyTorch model's, on the same inputs.
+
+Runs the ONNX model of tools/deploy/export_onnx.py (NMS in the graph) in ONNX Runtime on the config's validation set
+(mmdet's keep-ratio test resize, the detector's normalisation), and - unless --no-torch - the PyTorch model from the
+same config and checkpoint on exactly the same tensors, then scores both with pycocotools.
+
+Example::
+
+    python tools/deploy/eval_onnx.py work_dirs/deploy/retinanet_mini.onnx \\
+        --config configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py \\
+        --checkpoint work_dirs/retinanet_shufflenetv2-1x_fpn_mini-coco/epoch_12.pth
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('model', help='the .onnx detector (its .onnx.json report from export_onnx.py next to it)')
+    p.add_argument('--config', required=True, help='the detector config (validation set, classes, preprocessing)')
+    p.add_argument('--checkpoint', help='weights of the PyTorch reference (weights_only=True)')
+    p.add_argument('--no-torch', action='store_true', help='evaluate the ONNX model only')
+    p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                   help='resize target (default: the export size, or the config\'s image_size when dynamic)')
+    p.add_argument('--limit', type=int, help='evaluate the first N images only')
+    p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: its default)')
+    p.add_argument('--out', help='write the mAPs as JSON here')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from shufflenet_det.deploy.atomic import write_json_atomic
+    from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx
+    from shufflenet_det.deploy.loading import build_detector, load_config, preprocess_meta
+    model_path = Path(args.model)
+    side = model_path.with_name(model_path.name + '.json')
+    if not model_path.is_file() or not side.is_file():
+        print(f'error: {model_path} and its side-car {side} must exist (export with tools/deploy/export_onnx.py)',
+              file=sys.stderr)
+        return 2
+    meta = json.loads(side.read_text())
+    if meta.get('what') != 'detector' or not meta.get('with_nms'):
+        print(f'error: {model_path} is not a detector exported with NMS in the graph', file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config)
+        ann_file, img_dir, classes = dataset_of(cfg)
+        if not ann_file.is_file():
+            raise ValueError(f'validation annotations {str(ann_file)!r} not found')
+        if args.shape:
+            size = tuple(args.shape)
+        elif not meta.get('dynamic'):
+            size = tuple(meta['input_shape'][2:])
+        else:
+            size = tuple(int(v) for v in cfg.image_size)[::-1]
+        reference = None if args.no_torch else build_detector(args.config, args.checkpoint)
+        pre = meta['postprocess']['preprocess']
+        result = evaluate_onnx(model_path, ann_file, img_dir, classes, size, pre, reference, args.limit,
+                               args.threads)
+    except ValueError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    line = f"[eval] {result['num_images']} images at {size[0]}x{size[1]}: ONNX Runtime bbox mAP " \
+           f"{result['onnx']['bbox_mAP']:.4f} (mAP_50 {result['onnx']['bbox_mAP_50']:.4f})"
+    if 'torch' in result:
+        line += f"; PyTorch {result['torch']['bbox_mAP']:.4f} (mAP_50 {result['torch']['bbox_mAP_50']:.4f}); " \
+                f"|diff| {result['mAP_diff']:.4f}"
+    print(line)
+    if args.out:
+        write_json_atomic(dict(model=str(model_path), config=args.config, checkpoint=args.checkpoint,
+                               size=list(size), **result), args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
