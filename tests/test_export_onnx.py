@@ -25,6 +25,14 @@ def detector() -> torch.nn.Module:
     return fx.spread_retinanet()
 
 
+@pytest.fixture(scope='module')
+def static_export(detector, tmp_path_factory) -> tuple[Path, dict, list[torch.Tensor]]:
+    """The detector exported once at 128x160 (NMS in the graph), with its report and check images."""
+    out = tmp_path_factory.mktemp('static') / 'det.onnx'
+    imgs = fx.images(detector, (128, 160), 2)
+    return out, export_detector_onnx(detector, out, imgs, dynamic=False, verbose=False), imgs
+
+
 def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
     model = fx.backbone(out_indices=(0, 1, 2, 3, 4))
     out = tmp_path / 'bb.onnx'
@@ -77,15 +85,13 @@ def test_wrapper_reproduces_mmdet_predict(detector) -> None:
         assert res['passed'], res
 
 
-def test_detector_parity_with_nms_in_graph(tmp_path: Path, detector) -> None:
-    out = tmp_path / 'det.onnx'
-    imgs = fx.images(detector, (128, 160), 2)
-    report = export_detector_onnx(detector, out, imgs, dynamic=False, verbose=False)
+def test_detector_parity_with_nms_in_graph(static_export) -> None:
+    out, report, imgs = static_export
     assert report['parity']['passed'] and out.is_file()
     import onnx
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops
-    checks = json.loads((tmp_path / 'det.onnx.json').read_text())['parity']['checks']
+    checks = json.loads(out.with_name('det.onnx.json').read_text())['parity']['checks']
     assert len(checks) == 2
     for c in checks:
         assert c['num_reference'] == c['num_actual'] > 10 and c['labels_equal']
@@ -97,7 +103,7 @@ def test_detector_parity_with_nms_in_graph(tmp_path: Path, detector) -> None:
     assert boxes.shape == (1, 100, 4) and (labels[0, int(n[0]):] == -1).all()
 
 
-def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector) -> None:
+def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector, static_export) -> None:
     # a tiny COCO set whose ground truth is the PyTorch model's best detections on generated pictures
     import mmcv
 
@@ -120,13 +126,11 @@ def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector) -> None:
     ann_file = tmp_path / 'gt.json'
     ann_file.write_text(json.dumps(dict(images=images, annotations=anns, categories=[
         dict(id=k + 1, name=n) for k, n in enumerate(classes)])))
-    model = tmp_path / 'det.onnx'
-    export_detector_onnx(detector, model, fx.images(detector, size, 1), verbose=False)
-    result = evaluate_onnx(model, ann_file, tmp_path, classes, size, pre, reference=detector)
+    result = evaluate_onnx(static_export[0], ann_file, tmp_path, classes, size, pre, reference=detector)
     assert result['num_images'] == 3 and result['onnx_detections'] == result['torch_detections'] > 0
     assert result['torch']['bbox_mAP'] > 0.3
     assert result['mAP_diff'] < 1e-3
-    assert sorted(p.name for p in tmp_path.iterdir() if 'tmp' in p.name) == []  # the temporary GT subset is gone
+    assert sorted(p.name for p in static_export[0].parent.iterdir()) == ['det.onnx', 'det.onnx.json']
 
 
 def test_detector_dynamic_size_and_batch(tmp_path: Path, detector) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,16 +85,14 @@ def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img
     ids = {im['id'] for im in images}
     subset['images'] = images
     subset['annotations'] = [a for a in ann['annotations'] if a['image_id'] in ids]
-    tmp = Path(onnx_path).with_suffix('.eval_gt.tmp.json')
-    tmp.write_text(json.dumps(subset))
-    try:
-        result: dict[str, Any] = dict(num_images=len(images), onnx=coco_eval(tmp, onnx_results),
+    with tempfile.TemporaryDirectory(prefix='shufflenet_det_eval_') as tmpdir:
+        gt = Path(tmpdir) / 'gt.json'  # the evaluated images only (with --limit)
+        gt.write_text(json.dumps(subset))
+        result: dict[str, Any] = dict(num_images=len(images), onnx=coco_eval(gt, onnx_results),
                                       onnx_detections=len(onnx_results))
         if reference is not None:
-            result.update(torch=coco_eval(tmp, torch_results), torch_detections=len(torch_results))
+            result.update(torch=coco_eval(gt, torch_results), torch_detections=len(torch_results))
             result['mAP_diff'] = abs(result['onnx']['bbox_mAP'] - result['torch']['bbox_mAP'])
-    finally:
-        tmp.unlink()
     return result
 
 
