@@ -18,6 +18,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
+# OpenMP threads that spin while waiting for work make CPU training many times slower as soon as another process
+# shares the cores (measured on a shared 2-core machine, mini RetinaNet, batch 8: 28.8 s/iter spinning, 1.7 s/iter
+# passive); on an idle machine passive waiting costs at most a few percent. Set before torch is imported; an
+# explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from mmengine.config import DictAction  # noqa: E402

@@ -63,7 +63,7 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 # Training from scratch (no ImageNet weights here): AdamW, linear warm-up, cosine decay to the end.
-max_epochs = 24
+max_epochs = 8
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
