@@ -14,7 +14,7 @@ Backends:
 ``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
 ``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
 ``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave rewrite
-``ncnn``             ncnn (pnnx export, BN folded), batch looped image by image
+``ncnn``             ncnn (pnnx export, BN folded), timed by tools/deploy/ncnn_runner.py in a child process
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
 ===================  ===================================================================================
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+RUNNER = Path(__file__).resolve().parents[2] / 'tools' / 'deploy' / 'ncnn_runner.py'
 CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn')
 GPU_BACKENDS = ('ort-cuda', 'cuda-fp32', 'cuda-fp16')
 OPTIONAL_BACKENDS = ('torch-compile',)
@@ -315,41 +316,42 @@ class Bench:
             'BN folded + onnxslim, CUDA provider'
 
     # -------------------------------------------------------------- ncnn
-    def ncnn(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
+    def ncnn(self, runs: int, warmup: int) -> tuple[dict[str, float], str]:
+        """Export with pnnx, then time ``tools/deploy/ncnn_runner.py`` on the same input in a child process.
+
+        A separate process because ncnn's OpenMP runtime and PyTorch's in one process disturb each other (their
+        idle worker threads compete); it is also exactly what runs on a board. Detectors include the numpy
+        post-processing. Returns latency statistics and a note.
+        """
         if importlib.util.find_spec('ncnn') is None or importlib.util.find_spec('pnnx') is None:
             raise Unavailable('ncnn / pnnx not installed (pip install -r requirements/deploy.txt)')
-        import ncnn
+        import json
+        import subprocess
+        import sys
 
         from .ncnn_export import export_backbone_ncnn, export_detector_ncnn
         out = self.workdir / 'model_ncnn'
         x1 = self.x[:1]
         if self.detector:
-            report = export_detector_ncnn(self.model, out, [x1], verbose=False)
+            export_detector_ncnn(self.model, out, [x1], verbose=False)
         else:
-            report = export_backbone_ncnn(self.model, out, tuple(x1.shape), verbose=False)
-        net = ncnn.Net()
-        net.opt.num_threads = self.threads
-        net.load_param(str(out) + '.param')
-        net.load_model(str(out) + '.bin')
-        inputs = [np.ascontiguousarray(self.x[i].numpy()) for i in range(self.batch)]  # kept alive: Mat(arr)
-        mats = [ncnn.Mat(arr) for arr in inputs]
-        in_blob, out_blobs = report['input_blob'], report['output_blobs']
-        post = None
+            export_backbone_ncnn(self.model, out, tuple(x1.shape), verbose=False)
+        tensor, result = self.workdir / 'input.npy', self.workdir / 'ncnn_bench.json'
+        np.save(tensor, x1.numpy())
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
+        cmd = [sys.executable, str(RUNNER), str(out) + '.param', '--tensor', str(tensor), '--threads',
+               str(self.threads), '--bench', str(runs), '--warmup', str(warmup), '--out-json', str(result)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f'ncnn_runner failed: {proc.stderr[-500:]}')
+        lat = json.loads(result.read_text())['latency']
+        stats = {k: lat[k] * self.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
+        note = 'pnnx export, BN folded, ncnn defaults, timed by ncnn_runner.py in its own process'
         if self.detector:
-            from .numpy_postprocess import postprocess
-            meta, hw = report['postprocess'], tuple(self.size)
-            post = lambda outs: postprocess(outs[:len(outs) // 2], outs[len(outs) // 2:], meta, hw)  # noqa: E731
-
-        def run() -> Any:
-            results = []
-            for mat in mats:
-                ex = net.create_extractor()
-                ex.input(in_blob, mat)
-                outs = [np.array(ex.extract(b)[1]) for b in out_blobs]
-                results.append(post(outs) if post else outs)
-            return results, inputs
-        fp16 = 'fp16 arithmetic' if net.opt.use_fp16_arithmetic else 'fp32'
-        return run, f'pnnx export, BN folded, ncnn default options ({fp16} where the CPU has it)'
+            note += ' (raw head + numpy post-processing)'
+        if self.batch > 1:
+            note += f'; batch {self.batch} = {self.batch} sequential images'
+        return stats, note
 
 
 def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -441,6 +443,14 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                     if bar is not None:
                         bar.set_description(f'{name[:24]} {backend} {size[0]}x{size[1]} (build)')
                     try:
+                        if backend == 'ncnn':  # timed on its own, in a child process (see Bench.ncnn)
+                            stats, row.note = bench.ncnn(runs, warmup)
+                            row.median_ms, row.p90_ms = stats['median_ms'], stats['p90_ms']
+                            row.min_ms, row.mean_ms = stats['min_ms'], stats['mean_ms']
+                            row.throughput = batch * 1e3 / stats['median_ms']
+                            if bar is not None:
+                                bar.update(runs + warmup)
+                            continue
                         fn, row.note = getattr(bench, BACKEND_METHODS[backend])()
                         group.append((row, fn))
                     except Unavailable as exc:

@@ -203,13 +203,16 @@ def bench(fn: Any, runs: int, warmup: int) -> dict[str, float]:
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return dict(median_ms=statistics.median(times), p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
-                min_ms=times[0], runs=runs, warmup=warmup)
+                min_ms=times[0], mean_ms=statistics.fmean(times), runs=runs, warmup=warmup)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='the .param file (its .bin and .json must sit next to it)')
     parser.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow)')
+    parser.add_argument('--tensor', metavar='NPY',
+                        help='an already normalised float input, (3, H, W) or (1, 3, H, W) .npy, fed as it is '
+                             '(no resize / normalisation; detections in input pixels)')
     parser.add_argument('--generate', metavar='PPM',
                         help='write a synthetic test picture to this .ppm and use it as input')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
@@ -231,7 +234,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model = NcnnModel(args.model, threads=args.threads, fp16=not args.no_fp16)
         shape = args.size or model.meta['input_shape'][2:]
-        if args.image:
+        tensor = None
+        if args.tensor:
+            tensor = np.load(args.tensor, allow_pickle=False).astype(np.float32)
+            if tensor.ndim == 4 and tensor.shape[0] == 1:
+                tensor = tensor[0]
+            if tensor.ndim != 3 or tensor.shape[0] != 3:
+                raise ValueError(f'--tensor {args.tensor!r}: expected (3, H, W) or (1, 3, H, W), got {tensor.shape}')
+            tensor = np.ascontiguousarray(tensor)
+            img = None
+        elif args.image:
             img = read_image(args.image)
         else:
             img = synthetic_image(int(shape[0]), int(shape[1]))
@@ -240,11 +252,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    result: dict[str, Any] = dict(model=os.path.basename(model.param), image=args.image or args.generate or 'generated',
+    result: dict[str, Any] = dict(model=os.path.basename(model.param),
+                                  image=args.tensor or args.image or args.generate or 'generated',
                                   threads=args.threads, fp16=not args.no_fp16)
+    post = load_postprocess_module() if model.is_detector else None
+    if tensor is not None:
+        import ncnn
+        mat, scale, keep_alive = ncnn.Mat(tensor), 1.0, tensor  # Mat(arr) does not copy: keep tensor alive
+    else:
+        mat, scale, keep_alive = model.preprocess(img, args.size)
+    hw = (mat.h, mat.w)
+
+    def forward() -> Any:
+        outs = model.run(mat)
+        if post is None:
+            return outs
+        n = len(outs) // 2
+        return post.postprocess(outs[:n], outs[n:], model.meta['postprocess'], hw)
+
     if model.is_detector:
-        post = load_postprocess_module()
-        dets = model.detect(img, post, args.size)
+        dets = forward()
+        dets['boxes'] = dets['boxes'] / scale
         keep = dets['scores'] >= (args.score_thr if args.score_thr is not None else -1.0)
         names = model.meta.get('classes')
         result['detections'] = [
@@ -254,14 +282,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'{len(result["detections"])} detections')
         for d in result['detections'][:20]:
             print(f"  label {d['label']}{' ' + d['name'] if d['name'] else ''} score {d['score']:.3f} box {d['box']}")
-        mat, _, keep_alive = model.preprocess(img, args.size)
     else:
-        mat, _, keep_alive = model.preprocess(img, args.size)
-        outs = model.run(mat)
+        outs = forward()
         result['outputs'] = {name: list(o.shape) for name, o in zip(model.output_blobs, outs)}
         print('outputs: ' + ', '.join(f'{k} {v}' for k, v in result['outputs'].items()))
     if args.bench:
-        result['latency'] = bench(lambda: model.run(mat), args.bench, args.warmup)
+        result['latency'] = bench(forward, args.bench, args.warmup)  # detectors: network + post-processing
         lat = result['latency']
         print(f"latency over {args.bench} runs ({args.threads} threads): median {lat['median_ms']:.2f} ms, "
               f"p90 {lat['p90_ms']:.2f} ms, min {lat['min_ms']:.2f} ms")
