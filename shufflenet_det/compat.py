@@ -17,7 +17,8 @@ project), and names the upstream issue it works around.
   an unrelated traceback deep inside the Runner.
 * Distributed training without CUDA. mmengine 0.10.7's launchers (``_init_dist_pytorch``/``_slurm``/``_mpi``) call
   ``torch.cuda.set_device(local_rank)`` unconditionally, which raises on a CPU-only torch, so ``tools/dist_train.sh``
-  with the gloo backend cannot start. :func:`allow_cpu_distributed` skips only that call, only while one of those
+  with the gloo backend cannot start (the call was last reworked upstream in open-mmlab/mmengine#973, which kept
+  it unconditional; no upstream issue tracks CPU-only launches). :func:`allow_cpu_distributed` skips only that call, only while one of those
   launchers runs, and only when CUDA is unavailable.
 """
 from __future__ import annotations
