@@ -5,8 +5,8 @@ fail in seconds with an actionable message instead of minutes later with a trace
 
 * the data the config reads exists and is readable (:func:`shufflenet_det.datasets.check_config_data`);
 * the ImageNet checkpoints named by ``init_cfg=dict(type='Pretrained', ...)`` exist (:func:`check_pretrained_files`);
-* a distributed launch on a machine without CUDA uses the ``gloo`` backend (:func:`select_dist_backend`), since
-  mmdet's default runtime asks for ``nccl``.
+* a distributed launch on a machine without CUDA uses the ``gloo`` backend and a CPU DDP wrapper
+  (:func:`select_dist_backend`), since mmdet's default runtime asks for ``nccl`` and GPU device ids.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-CONVERT_HINT = ('convert the ImageNet weights with tools/model_converters/convert_weights.py (the config names the '
-                'exact command next to init_cfg), or train from scratch with '
+CONVERT_HINT = ('convert the ImageNet weights with tools/model_converters/convert_weights.py (the comment at the top '
+                'of the config gives the exact command), or train from scratch with '
                 '--cfg-options model.backbone.init_cfg=None')
 
 
