@@ -601,8 +601,9 @@ def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | 
                     label=f'{model} / {backend}')
         ax.set_xlabel('input size')
         ax.set_ylabel('median latency (ms)')
-        ax.set_title(f'latency vs input size (batch {ok[0].batch if ok else 1}, '
-                     f'{ok[0].threads if ok else 1} threads)')
+        threads = ok[0].threads if ok else 1
+        ax.set_title(f'latency vs input size (batch {ok[0].batch if ok else 1}, {threads} '
+                     f'thread{"s" if threads != 1 else ""})')
         ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
