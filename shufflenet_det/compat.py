@@ -18,7 +18,10 @@ project), and names the upstream issue it works around.
 * Distributed training without CUDA. mmengine 0.10.7's launchers (``_init_dist_pytorch``/``_slurm``/``_mpi``) call
   ``torch.cuda.set_device(local_rank)`` unconditionally, which raises on a CPU-only torch, so ``tools/dist_train.sh``
   with the gloo backend cannot start (the call was last reworked upstream in open-mmlab/mmengine#973, which kept
-  it unconditional; no upstream issue tracks CPU-only launches). :func:`allow_cpu_distributed` skips only that call, only while one of those
+  it unconditional; no upstream issue tracks CPU-only launches).
+* mmdeploy 1.3.1 on torch 2.13: :mod:`shufflenet_det.deploy.compat_mmdeploy` (pytorch/pytorch#159646 made the dynamo
+  exporter the default; pytorch/pytorch#164641 removed ``symbolic_opset9._cast_Long``; the TorchScript exporter moved
+  to ``torch.onnx._internal``), applied from here. :func:`allow_cpu_distributed` skips only that call, only while one of those
   launchers runs, and only when CUDA is unavailable.
 """
 from __future__ import annotations
@@ -132,4 +135,8 @@ def apply() -> None:
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
     check_torchvision()
+    # mmdeploy 1.3.1 on torch 2.13 (TorchScript exporter, the removed _cast_Long, its _model_to_graph rewriter):
+    # see shufflenet_det/deploy/compat_mmdeploy.py; cheap, and a no-op when mmdeploy is not installed.
+    from .deploy import compat_mmdeploy
+    compat_mmdeploy.apply()
     _APPLIED = True

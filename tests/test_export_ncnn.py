@@ -12,9 +12,9 @@ import torch
 
 import deploy_fixtures as fx
 
-pytest.importorskip('ncnn')
-pytest.importorskip('pnnx')
-pytest.importorskip('mmdet')
+import ncnn  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import pnnx  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 
 from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, run_ncnn  # noqa: E402
 from shufflenet_det.deploy.onnx_export import ExportError, torch_detections  # noqa: E402

@@ -11,8 +11,8 @@ import torch
 
 import deploy_fixtures as fx
 
-pytest.importorskip('onnxruntime')
-pytest.importorskip('mmdet')
+import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 
 from shufflenet_det.deploy.detector import DetectorExportWrapper  # noqa: E402
 from shufflenet_det.deploy.onnx_export import (ExportError, export_backbone_onnx, export_detector_onnx,  # noqa: E402
