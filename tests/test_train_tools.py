@@ -268,7 +268,7 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
     compares two such records."""
     from PIL import Image
 
-    from shufflenet_det.engine.mini_job import format_table, run_job
+    from shufflenet_det.engine.mini_job import format_table, interleaved_step_times, run_job
     from tiny_mini_coco import TINY_SPEC
     cfg = write_config(tmp_path / 'tiny.py', tiny_data, max_epochs=1)
     work = tmp_path / 'job'
@@ -287,3 +287,9 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
     record = side.compare({'retinanet': results, 'retinanet-r18': results})
     assert record['shufflenet_over_resnet18'] == {'seconds_per_iter': 1.0, 'params_used': 1.0, 'flops': 1.0}
     assert 'RetinaNet ResNet-18' in side.format_comparison(record)
+    steps = interleaved_step_times({'retinanet': str(cfg), 'retinanet-r18': str(cfg)}, str(tiny_data), rounds=1,
+                                   warmup=0)
+    assert set(steps) == {'retinanet', 'retinanet-r18'} and all(t > 0 for t in steps.values())
+    record = side.compare({'retinanet': results, 'retinanet-r18': results}, {'retinanet': 0.5, 'retinanet-r18': 2.0})
+    assert record['shufflenet_over_resnet18']['interleaved_seconds_per_step'] == 0.25
+    assert 's/step*' in side.format_comparison(record)

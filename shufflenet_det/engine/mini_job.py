@@ -6,6 +6,7 @@ multiply-adds, environment) and ``<work_dir>/detections.png`` (ground truth | pr
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -186,6 +187,44 @@ def run_job(config: str,
     )
     write_atomic(json.dumps(results, indent=2).encode(), Path(work_dir) / 'results.json')
     return results
+
+
+def interleaved_step_times(configs: dict[str, str], data_root: str, rounds: int = 8,
+                           warmup: int = 2) -> dict[str, float]:
+    """Median seconds per training step (forward, backward, optimizer) of each config, measured in alternation.
+
+    The training runs of two models are minutes apart, so on a shared machine their seconds/iteration reflect
+    whatever else ran at the time; stepping the models in turn on the same batch of real training images puts both
+    under the same conditions, which makes the ratio meaningful.
+    """
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import Runner
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from shufflenet_det.engine.launch import load_config
+
+    register_all_modules(init_default_scope=True)  # the dataset and transforms are looked up in mmdet's scope
+    models, wrappers, batch = {}, {}, None
+    for name, config in configs.items():
+        cfg = load_config(config)
+        point_config_at(cfg, data_root)
+        if batch is None:
+            loader_cfg = copy.deepcopy(cfg.train_dataloader)
+            loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False)
+            batch = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
+        models[name] = MODELS.build(cfg.model)
+        models[name].init_weights()
+        models[name].train()
+        wrappers[name] = build_optim_wrapper(models[name], cfg.optim_wrapper)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for step in range(warmup + rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train_step(batch, wrappers[name])
+            if step >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: round(float(np.median(t)), 4) for name, t in times.items()}
 
 
 def format_table(results: dict[str, Any], title: Optional[str] = None) -> str:
