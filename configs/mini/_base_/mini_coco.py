@@ -77,6 +77,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=2e-5, begin=0, end=max_epochs, by_epoch=True, convert_to_iter_based=True),
 ]
 # lr above is for 1 process x 8 images; --auto-scale-lr scales it linearly for other totals.
+# A fixed seed (weights, data order, augmentation) makes runs repeat up to CPU floating-point non-determinism.
+randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False, base_batch_size=8)
 
 default_hooks = dict(
