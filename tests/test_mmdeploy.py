@@ -134,12 +134,17 @@ def test_deploy_mini_retinanet_and_run_in_onnxruntime(tmp_path: Path, capsys) ->
     assert 'NonMaxSuppression' in ops and 'BatchNormalization' not in ops
 
 
-def test_apply_at_package_import_does_not_import_mmdeploy() -> None:
+def test_package_import_applies_fixes_without_importing_mmdeploy() -> None:
     import subprocess
     import sys
-    code = ('import sys; from shufflenet_det.deploy import compat_mmdeploy; done = compat_mmdeploy.apply(); '
+    # `import shufflenet_det` (compat.apply) installs the two cheap fixes without importing mmdeploy
+    code = ('import sys, torch; import shufflenet_det; from shufflenet_det.deploy import compat_mmdeploy; '
+            'from torch.onnx import symbolic_opset9; '
             'assert "mmdeploy" not in sys.modules, "mmdeploy imported"; '
-            'assert done == dict(onnx_export_dynamo_false=True, cast_long=True), done; print("ok")')
+            'assert compat_mmdeploy.is_applied(); '
+            'assert compat_mmdeploy.wrapped_callable(torch.onnx.export); '
+            'assert hasattr(symbolic_opset9, "_cast_Long"); '
+            'assert compat_mmdeploy.apply() == dict(onnx_export_dynamo_false=False, cast_long=False); print("ok")')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                           cwd=str(fx.REPO))
     assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-2000:]
