@@ -33,7 +33,7 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_x1.0_torchvision.pth')),
     # FPN in_channels must equal backbone.out_channels (the stage2/3/4 widths of the variant, see
-    # /work/shared/reference/architectures.md); the family configs override both together.
+    # README backbone table, tools/analysis_tools/get_flops.py --table); the family configs override both together.
     neck=dict(in_channels=[116, 232, 464], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 # lr 0.01 for a total batch of 16 (mmdet's RetinaNet). With another GPU count pass --auto-scale-lr: lr is then
