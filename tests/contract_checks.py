@@ -103,3 +103,14 @@ def check_deploy_fold(cfg: dict, size: int = 64, atol: float = 1e-5) -> None:
     assert count_batchnorm(model) == 0
     for a, b in zip(before, after):
         torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+
+def check_init_cfg_pretrained_prefix(cfg: dict, tmp_path) -> None:
+    """``init_cfg=dict(type='Pretrained', prefix='backbone.')`` loads the backbone part of a detector checkpoint."""
+    src = randomize_bn(build(cfg))
+    ckpt = tmp_path / 'detector.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in src.state_dict().items()}}, ckpt)
+    model = build(dict(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt), prefix='backbone.')))
+    model.init_weights()
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k

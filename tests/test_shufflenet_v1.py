@@ -160,13 +160,7 @@ def test_act_cfg(act: dict) -> None:
 
 
 def test_init_cfg_pretrained_with_prefix(tmp_path) -> None:
-    src = cc.randomize_bn(ShuffleNetV1(groups=3, widen_factor=0.5))
-    ckpt = tmp_path / 'detector.pth'
-    torch.save({'state_dict': {'backbone.' + k: v for k, v in src.state_dict().items()}}, ckpt)
-    model = cc.build(dict(SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt), prefix='backbone.')))
-    model.init_weights()
-    for k, v in src.state_dict().items():
-        assert torch.equal(model.state_dict()[k], v), k
+    cc.check_init_cfg_pretrained_prefix(SMALL, tmp_path)
 
 
 @pytest.mark.parametrize('kwargs,argument', [
