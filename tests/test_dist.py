@@ -1,6 +1,7 @@
 """tools/dist_train.sh / dist_test.sh: two processes on CPU (gloo) train, evaluate and test a mini config."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -21,11 +22,14 @@ def free_port() -> int:
 
 
 def run_script(args: list[str], timeout: float = 420) -> str:
+    # PYTHONFAULTHANDLER: a rank that aborts prints its Python stacks, so a failure says where it happened
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore',
-               PORT=str(free_port()))
+               PYTHONFAULTHANDLER='1', PORT=str(free_port()))
     done = subprocess.run(['bash'] + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-5000:]
+    # every rank tore its process group down before exiting (tools/train.py and test.py run in distributed_session)
+    assert 'terminate called' not in out and 'has NOT been destroyed' not in out, out[-5000:]
     return out
 
 
@@ -52,3 +56,28 @@ def test_scripts_print_usage():
     for script, n in (('tools/dist_train.sh', 2), ('tools/dist_test.sh', 3)):
         done = subprocess.run(['bash', script], cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 2 and 'usage:' in done.stderr, (script, n)
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason='this torch build has no gloo backend')
+@pytest.mark.parametrize('fail', [False, True])
+def test_distributed_session_destroys_the_group(monkeypatch, fail: bool):
+    """The group is gone after the block, also when it raises (then without the barrier, which could hang)."""
+    import torch.distributed as dist
+
+    from shufflenet_det.engine.launch import distributed_session
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    barriers = []
+    real_barrier = dist.barrier
+    monkeypatch.setattr(dist, 'barrier', lambda *a, **k: (barriers.append(1), real_barrier(*a, **k)))
+    try:
+        with pytest.raises(RuntimeError, match='boom') if fail else contextlib.nullcontext():
+            with distributed_session():
+                t = torch.ones(3)
+                dist.all_reduce(t)
+                if fail:
+                    raise RuntimeError('boom')
+        assert not dist.is_initialized()
+        assert barriers == ([] if fail else [1])
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

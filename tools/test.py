@@ -46,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     from mmdet.evaluation import DumpDetResults
     from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.engine.launch import build_runner, load_config, prepare_for, set_local_rank_env
+    from shufflenet_det.engine.launch import (build_runner, distributed_session, load_config, prepare_for,
+                                              set_local_rank_env)
 
     set_local_rank_env(args.local_rank)
     register_all_modules(init_default_scope=False)
@@ -63,10 +64,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     except DatasetCheckError as exc:
         raise SystemExit(f'error: {exc}') from None
 
-    runner = build_runner(cfg)
-    if args.out is not None:
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    with distributed_session():
+        runner = build_runner(cfg)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        metrics = runner.test()
+        del runner  # its DDP wrapper holds the process group
+    return metrics
 
 
 if __name__ == '__main__':

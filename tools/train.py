@@ -44,8 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.engine.launch import (PretrainedWeightsMissing, build_runner, load_config, prepare_for,
-                                              set_local_rank_env)
+    from shufflenet_det.engine.launch import (PretrainedWeightsMissing, build_runner, distributed_session,
+                                              load_config, prepare_for, set_local_rank_env)
 
     set_local_rank_env(args.local_rank)
     register_all_modules(init_default_scope=False)
@@ -71,8 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except (DatasetCheckError, PretrainedWeightsMissing) as exc:
         raise SystemExit(f'error: {exc}') from None
 
-    runner = build_runner(cfg)
-    runner.train()
+    with distributed_session():
+        runner = build_runner(cfg)
+        runner.train()
+        del runner  # its DDP wrapper holds the process group
 
 
 if __name__ == '__main__':

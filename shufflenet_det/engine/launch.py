@@ -10,6 +10,8 @@ fail in seconds with an actionable message instead of minutes later with a trace
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import os.path as osp
@@ -116,6 +118,30 @@ def build_runner(cfg: Config):
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+@contextlib.contextmanager
+def distributed_session() -> Iterator[None]:
+    """Run a tool's Runner and tear the default process group down before the interpreter exits.
+
+    A gloo process group left for interpreter finalization can abort a rank ("terminate called without an active
+    exception", SIGABRT) after the work has finished: its worker threads still hold work when Python is being torn
+    down (pytorch/pytorch#190489; the atexit fix pytorch/pytorch#179291 was abandoned). mmengine's Runner never
+    destroys the group, and its DDP wrapper keeps the group alive through its reducer, so the tool drops the Runner
+    inside the ``with`` block; on leaving it the garbage is collected, the ranks meet at a barrier (skipped when
+    leaving on an error: the other ranks may never get there) and the group is destroyed.
+    """
+    import torch.distributed as dist
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        gc.collect()
+        if dist.is_available() and dist.is_initialized():
+            if ok:
+                dist.barrier()
+            dist.destroy_process_group()
 
 
 def set_local_rank_env(local_rank: int) -> None:
