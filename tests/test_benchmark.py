@@ -98,3 +98,30 @@ def test_bad_arguments(tmp_path: Path) -> None:
         tool.main(['--backbone', 'ShuffleNetV2', '--config', str(fx.MINI_CFG)])
     with pytest.raises(SystemExit):
         tool.main(['--backbone', 'ShuffleNetV2', '--backends', 'tpu'])
+
+
+def test_time_in_rounds_blocks_rewarm_and_failures() -> None:
+    """Each callable runs in consecutive blocks, re-warmed at each switch; a failing one is reported, not fatal."""
+    from shufflenet_det.deploy.bench import time_in_rounds
+    calls: list[str] = []
+
+    def boom() -> None:
+        calls.append('c')
+        raise RuntimeError('boom')
+
+    stats = time_in_rounds([lambda: calls.append('a'), lambda: calls.append('b'), boom], runs=10, warmup=6,
+                           rounds=2)
+    assert isinstance(stats[2], RuntimeError) and calls.count('c') == 1
+    for s in stats[:2]:
+        assert set(s) == {'median_ms', 'p90_ms', 'min_ms', 'mean_ms'} and 0 <= s['min_ms'] <= s['median_ms']
+    # warm-up 6, then per round max(3, 6 // 2) = 3 untimed + 5 timed calls, in blocks: never a-b-a-b
+    assert calls.count('a') == calls.count('b') == 6 + 2 * (3 + 5)
+    blocks = [c for i, c in enumerate(calls) if i == 0 or calls[i - 1] != c]
+    assert blocks == ['a', 'b', 'c', 'a', 'b', 'a', 'b']
+    with pytest.raises(ValueError, match='rounds'):
+        time_in_rounds([lambda: None], runs=1, warmup=0, rounds=0)
+
+
+def test_rounds_argument_is_checked() -> None:
+    with pytest.raises(SystemExit):
+        _tool().main(['--backbone', 'ShuffleNetV2', '--rounds', '0'])

@@ -56,6 +56,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     run.add_argument('--threads', type=int, default=2, help='threads of every backend (default 2)')
     run.add_argument('--runs', type=int, default=100, help='timed runs per row (default 100)')
     run.add_argument('--warmup', type=int, default=10, help='untimed runs first (default 10)')
+    run.add_argument('--rounds', type=int, default=5,
+                     help='the runs of every backend are split into this many rounds, so that a load change hits '
+                          'all backends alike; each block is re-warmed (default 5)')
     run.add_argument('--no-peers', action='store_true', help='do not list torchvision / mmpretrain models')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
     out = parser.add_argument_group('output')
@@ -69,7 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.backbone) == bool(args.config):
         parser.error('give exactly one of --backbone and --config')
-    for name, value in (('--batch', args.batch), ('--threads', args.threads), ('--runs', args.runs)):
+    for name, value in (('--batch', args.batch), ('--threads', args.threads), ('--runs', args.runs),
+                        ('--rounds', args.rounds)):
         if value < 1:
             parser.error(f'{name} must be >= 1, got {value}')
     if args.warmup < 0:
@@ -139,7 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = environment()
     t0 = time.time()
     rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
-                         runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress)
+                         runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress,
+                         rounds=args.rounds)
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
     summary = summarize(rows)
@@ -152,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         write_json_atomic(dict(command=sys.argv, environment=env, settings=dict(
             sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
-            warmup=args.warmup, backends=args.backends), rows=[r.as_dict() for r in rows], summary=summary),
+            warmup=args.warmup, rounds=args.rounds, backends=args.backends), rows=[r.as_dict() for r in rows], summary=summary),
             args.out)
         print(f'[benchmark] wrote {args.out}')
     if args.plot:
