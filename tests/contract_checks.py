@@ -46,15 +46,20 @@ def check_outputs_match_declared(cfg: dict, size: int = 64) -> None:
 
 
 def check_frozen_stages(cfg: dict, frozen: int) -> None:
-    """Frozen groups have no trainable parameter and their BN (the stem's too) stays in eval after train()."""
+    """Frozen groups have no trainable parameter and their BN (the stem's too) stays in eval after train().
+
+    The groups after the last output index never run and are frozen alike (so DDP needs no find_unused_parameters).
+    """
     model = build(dict(cfg, frozen_stages=frozen))
     model.train()
+    last = max(model.out_indices)
+    assert model.unused_groups == tuple(range(last + 1, len(model._groups)))
     for idx, group in enumerate(model._groups):
         for name in group:
             module = getattr(model, name)
             params = list(module.parameters())
             bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
-            if idx <= frozen:
+            if idx <= frozen or idx > last:
                 assert all(not p.requires_grad for p in params), (name, idx)
                 assert all(not bn.training for bn in bns), (name, idx)
             else:

@@ -129,6 +129,7 @@ def test_stride1_unit_equals_official_even_odd_routing(choice: str) -> None:
 def test_contract(cfg: dict) -> None:
     cc.check_frozen_stages(dict(cfg, out_indices=ALL5), 1)
     cc.check_frozen_stages(dict(cfg, out_indices=ALL5), 4)
+    cc.check_frozen_stages(dict(cfg, out_indices=(0, 1, 2)), -1)  # stage 4 and the last conv: kept, frozen
     cc.check_norm_eval(cfg)
     cc.check_with_cp(cfg)
     cc.check_deploy_fold(dict(cfg, out_indices=ALL5), size=64, atol=1e-5)

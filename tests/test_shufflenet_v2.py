@@ -158,6 +158,18 @@ def test_frozen_stages(frozen: int) -> None:
     cc.check_frozen_stages(dict(SMALL, out_indices=(0, 1, 2, 3, 4)), frozen)
 
 
+@pytest.mark.parametrize('out_indices', [(1, 2, 3), (2,)])
+def test_groups_after_the_last_output_are_kept_but_frozen(out_indices: tuple) -> None:
+    """conv5 (and stage4 for out_indices=(2,)) stay in the state dict for checkpoints but take no gradient."""
+    cc.check_frozen_stages(dict(SMALL, out_indices=out_indices), -1)
+    model = cc.build(dict(SMALL, out_indices=out_indices))
+    assert any(k.startswith('conv5.') for k in model.state_dict())
+    model.train()
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    for name, p in model.named_parameters():  # every trainable parameter gets a gradient: DDP needs nothing more
+        assert (p.grad is not None) == p.requires_grad, name
+
+
 def test_norm_eval() -> None:
     cc.check_norm_eval(SMALL)
 

@@ -142,7 +142,12 @@ def test_gloo_without_cuda():
     assert select_dist_backend(cfg, cuda_available=False) == 'gloo'
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.device_ids is None  # DDP of a CPU model takes no device ids
-    assert cfg.model_wrapper_cfg.find_unused_parameters is True  # as the config asks (conv5 is unused)
+    # no find_unused_parameters (the unused conv5 is frozen), unless a config asks for it
+    assert cfg.model_wrapper_cfg.find_unused_parameters is False
+    cfg = copy.deepcopy(base)
+    cfg.find_unused_parameters = True
+    select_dist_backend(cfg, cuda_available=False)
+    assert cfg.model_wrapper_cfg.find_unused_parameters is True
     cfg = copy.deepcopy(base)
     assert select_dist_backend(cfg, cuda_available=True) == 'nccl'
     assert 'model_wrapper_cfg' not in cfg

@@ -10,7 +10,6 @@ custom_imports = dict(imports=['shufflenet_det'], allow_failed_imports=False)
 # complete file, so `tools/train.py --resume` works after a kill at any moment (shufflenet_det/engine/).
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1))
 
-# A backbone keeps the modules of output indices it does not return (e.g. ShuffleNet V2's conv5 with
-# out_indices=(1, 2, 3)), so that ImageNet checkpoints load unchanged; DDP must then be told that some parameters
-# get no gradient, or distributed training stops at the second iteration.
-find_unused_parameters = True
+# No find_unused_parameters: a backbone keeps the modules after its last output index (e.g. ShuffleNet V2's conv5
+# with out_indices=(1, 2, 3)) so that ImageNet checkpoints load key for key, but freezes them (they never run), and
+# DDP only tracks parameters that require grad (shufflenet_det/models/backbones/base.py).

@@ -6,6 +6,9 @@ the child modules that produce it, and their channels and strides. Everything el
 
 * ``out_indices`` validation, ``out_channels`` / ``out_strides`` (tuples in ``out_indices`` order);
 * ``frozen_stages``: -1 freezes nothing, k freezes output groups 0..k (the stem and its BN included);
+* the groups after the last of ``out_indices`` (e.g. ShuffleNet V2's ``conv5`` with ``out_indices=(1, 2, 3)``) are
+  built, so that ImageNet checkpoints load key for key, but never run: they are frozen the same way, so that
+  distributed training needs no ``find_unused_parameters`` (DDP only tracks parameters that require grad);
 * ``norm_eval``: every ``_BatchNorm`` (so SyncBN too) stays in eval mode during training;
 * ``with_cp``: every block of a stage runs under activation checkpointing (same outputs and gradients);
 * ``switch_to_deploy()``: folds every BN into its conv.
@@ -77,8 +80,13 @@ class ShuffleBackboneBase(BaseModule):
         return len(self._groups)
 
     # ------------------------------------------------------------------ contract
+    @property
+    def unused_groups(self) -> tuple[int, ...]:
+        """Output groups after the last of ``out_indices``: built (for checkpoints) but never run, kept frozen."""
+        return tuple(range(max(self.out_indices) + 1, len(self._groups)))
+
     def _freeze_stages(self) -> None:
-        for idx in range(self.frozen_stages + 1):
+        for idx in (*range(self.frozen_stages + 1), *self.unused_groups):
             for name in self._groups[idx]:
                 module = getattr(self, name)
                 module.eval()
