@@ -34,12 +34,16 @@ def run_script(args: list[str], timeout: float = 420) -> str:
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason='this torch build has no gloo backend')
-def test_dist_train_and_test_two_cpu_processes(tmp_path: Path):
+@pytest.mark.parametrize('base', ['retinanet', 'faster-rcnn'])
+def test_dist_train_and_test_two_cpu_processes(tmp_path: Path, base: str):
+    """DDP without find_unused_parameters: the backbone's unused conv5 is frozen, every other parameter is used."""
     data = make_dataset(tmp_path / 'mini')
-    cfg = write_config(tmp_path / 'tiny.py', data, max_epochs=2)
+    cfg = write_config(tmp_path / 'tiny.py', data, max_epochs=2,
+                       base=REPO / 'configs' / 'mini' / f'{base}_shufflenetv2-1x_fpn_mini-coco.py')
     work = tmp_path / 'work'
     out = run_script(['tools/dist_train.sh', str(cfg), '2', '--work-dir', str(work)])
     assert re.search(r'Distributed training: True', out)
+    assert re.search(r'find_unused_parameters=False', out)
     assert re.search(r'GPU number: 2|world_size: 2|World size: 2', out), out[-3000:]
     # 16 images / (2 processes x 2 images) = 4 iterations per epoch: the sampler split the data between ranks
     assert re.search(r'Epoch\(train\) +\[2\]\[4/4\]', out) and not re.search(r'\[\d+\]\[5/', out)
