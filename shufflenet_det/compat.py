@@ -23,6 +23,11 @@ project), and names the upstream issue it works around.
   exporter the default; pytorch/pytorch#164641 removed ``symbolic_opset9._cast_Long``; the TorchScript exporter moved
   to ``torch.onnx._internal``), applied from here. :func:`allow_cpu_distributed` skips only that call, only while one of those
   launchers runs, and only when CUDA is unavailable.
+* The ``pkg_resources`` deprecation warning. mmengine 0.10.7 imports ``pkg_resources`` inside its package helpers
+  (``mmengine/utils/package_utils.py``; replaced by ``importlib`` upstream in open-mmlab/mmengine#1676, after
+  0.10.7), so every tool printed setuptools' "pkg_resources is deprecated as an API" warning three times. The stack
+  pins setuptools < 82 precisely so that pkg_resources exists; :func:`silence_pkg_resources_warning` hides that one
+  message (matched exactly, ``UserWarning`` only) and nothing else.
 """
 from __future__ import annotations
 
@@ -127,11 +132,20 @@ def allow_cpu_distributed() -> None:
             setattr(dist_utils, name, _skip_cuda_set_device_without_cuda(fn))
 
 
+PKG_RESOURCES_WARNING = r'pkg_resources is deprecated as an API'
+
+
+def silence_pkg_resources_warning() -> None:
+    """Hide setuptools' pkg_resources deprecation warning that mmengine's package helpers trigger (module doc)."""
+    warnings.filterwarnings('ignore', message=PKG_RESOURCES_WARNING, category=UserWarning)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
+    silence_pkg_resources_warning()
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
     check_torchvision()

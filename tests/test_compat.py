@@ -134,3 +134,16 @@ def test_import_registers_from_outside_the_repo(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert 'ShuffleNetV2' in out.stdout
+
+
+def test_only_the_pkg_resources_warning_is_silenced(tmp_path: Path) -> None:
+    """mmdet's start-up (mmengine's package helpers) prints no pkg_resources warning; other warnings still show."""
+    code = ('import warnings, shufflenet_det, mmdet.apis; from mmengine.utils import is_installed; '
+            'is_installed("mmdet"); warnings.warn("pkg_resources other message"); '
+            'warnings.warn("pkg_resources is deprecated as an API", DeprecationWarning)')
+    out = subprocess.run([sys.executable, '-W', 'always', '-c', code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'})
+    assert out.returncode == 0, out.stderr
+    assert 'pkg_resources is deprecated as an API. See' not in out.stderr, out.stderr
+    assert 'UserWarning: pkg_resources other message' in out.stderr
+    assert 'DeprecationWarning: pkg_resources is deprecated as an API' in out.stderr
