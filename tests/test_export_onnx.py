@@ -62,11 +62,15 @@ def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
     model = fx.backbone(out_indices=(4,))
     out = tmp_path / 'static.onnx'
     report = export_backbone_onnx(model, out, (1, 3, 64, 96), simplify='onnxslim', verbose=False)
-    # 16 units, each concat + channel shuffle now one interleave; exactness is part of the parity check
-    assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16}
+    # 16 units, each concat + channel shuffle now one interleave; the 4 units of stage 2 have 58-channel branches,
+    # padded to 60 (stages 3 and 4: 116 and 232 already are multiples of 4); exactness is part of the parity check
+    assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16, 'depthwise_chain_padding': 4}
     assert report['parity']['passed'] and report['parity']['checks'][0]['max_abs_diff'] <= 1e-4
-    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    graph = onnx.load(str(out)).graph
+    ops = [n.op_type for n in graph.node]
     assert 'Transpose' not in ops and ops.count('Unsqueeze') == 32
+    groups = [a.i for n in graph.node if n.op_type == 'Conv' for a in n.attribute if a.name == 'group' and a.i > 1]
+    assert groups.count(60) == 4 and 58 not in groups
     plain = tmp_path / 'plain.onnx'
     report = export_backbone_onnx(model, plain, (1, 3, 64, 96), fold_bn=False, graph_opt=False, verbose=False)
     assert report['graph_rewrites'] is None

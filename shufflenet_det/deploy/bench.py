@@ -14,7 +14,7 @@ Backends:
 ``torch-jit``        BN folded, TorchScript trace + freeze + ``optimize_for_inference`` (oneDNN)
 ``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
 ``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
-``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave rewrite
+``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave, dw-chain padding
 ``ncnn``             ncnn (pnnx export, BN folded), timed by tools/deploy/ncnn_runner.py in a child process
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
@@ -188,7 +188,7 @@ class Bench:
         else:
             self.x = torch.randn((batch, 3, *size), generator=gen)
         self._onnx: dict[str, Path] = {}
-        self._rewrites = 0
+        self._rewrites: dict[str, int] = {}
 
     # -------------------------------------------------------------- torch
     def _torch_fn(self, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
@@ -281,7 +281,7 @@ class Bench:
         else:
             report = export_backbone_onnx(self.model, path, tuple(self.x.shape), **kwargs)
         self._onnx[kind] = path
-        self._rewrites = sum((report.get('graph_rewrites') or {}).values())
+        self._rewrites = dict(report.get('graph_rewrites') or {})
         return path
 
     def _ort(self, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
@@ -306,7 +306,9 @@ class Bench:
 
     def ort_deploy(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
         fn = self._ort('deploy', ['CPUExecutionProvider'], tuned=True)
-        return fn, f'BN folded + onnxslim + {self._rewrites} shuffle interleave rewrites, ORT_ENABLE_ALL'
+        rw = self._rewrites
+        return fn, (f'BN folded + onnxslim + {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
+                    f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL')
 
     def ort_cuda(self) -> tuple[Callable[[], Any], str]:  # noqa: D102
         import onnxruntime as ort

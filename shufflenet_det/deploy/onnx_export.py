@@ -75,12 +75,19 @@ def simplify_onnx(path: str | os.PathLike, method: str) -> str:
 
 
 def apply_graph_opt(path: str | os.PathLike) -> dict[str, int]:
-    """Apply the ShuffleNet graph rewrites of :mod:`.graph_opt` to the ONNX file in place; counts per rewrite."""
+    """Apply the deploy rewrites to the ONNX file in place; counts per rewrite.
+
+    :func:`.graph_opt.fuse_concat_shuffle` (concat + channel shuffle -> one interleave) and
+    :func:`.channel_pad.pad_depthwise_chains` (middle width of conv -> depthwise -> conv chains zero-padded to a
+    multiple of 4, so ONNX Runtime keeps them in its blocked layout). Both are exact; the parity check follows.
+    """
     import onnx
 
+    from .channel_pad import pad_depthwise_chains
     from .graph_opt import fuse_concat_shuffle
     model = onnx.load(str(path))
-    counts = dict(concat_shuffle_to_interleave=fuse_concat_shuffle(model))
+    counts = dict(concat_shuffle_to_interleave=fuse_concat_shuffle(model),
+                  depthwise_chain_padding=pad_depthwise_chains(model, multiple=4))
     if any(counts.values()):
         onnx.save(model, str(path))
     return counts

@@ -1,0 +1,92 @@
+"""shufflenet_det.deploy.channel_pad: exact zero-padding of conv -> depthwise -> conv chains in ONNX graphs."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxruntime as ort
+from shufflenet_det.deploy.channel_pad import pad_depthwise_chains
+
+
+def _chain(prefix: str, src: str, cin: int, mid: int, cout: int, rng: np.random.Generator, act: str = 'Relu',
+           shared_bias: str | None = None) -> tuple[list, list, str]:
+    """Nodes and initializers of ``src -> 1x1 conv -> act -> 3x3 depthwise -> 1x1 conv``; returns the output name."""
+    inits = [numpy_helper.from_array(rng.standard_normal((mid, cin, 1, 1)).astype(np.float32), f'{prefix}w1'),
+             numpy_helper.from_array(rng.standard_normal(mid).astype(np.float32), f'{prefix}b1'),
+             numpy_helper.from_array(rng.standard_normal((mid, 1, 3, 3)).astype(np.float32), f'{prefix}w2'),
+             numpy_helper.from_array(rng.standard_normal((cout, mid, 1, 1)).astype(np.float32), f'{prefix}w3'),
+             numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), f'{prefix}b3')]
+    b2 = shared_bias or f'{prefix}b2'
+    if shared_bias is None:
+        inits.append(numpy_helper.from_array(rng.standard_normal(mid).astype(np.float32), b2))
+    nodes = [helper.make_node('Conv', [src, f'{prefix}w1', f'{prefix}b1'], [f'{prefix}a'], kernel_shape=[1, 1]),
+             helper.make_node(act, [f'{prefix}a'], [f'{prefix}r']),
+             helper.make_node('Conv', [f'{prefix}r', f'{prefix}w2', b2], [f'{prefix}d'], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], group=mid),
+             helper.make_node('Conv', [f'{prefix}d', f'{prefix}w3', f'{prefix}b3'], [f'{prefix}out'],
+                              kernel_shape=[1, 1])]
+    return nodes, inits, f'{prefix}out'
+
+
+def _model(extra_output: bool = False, shared_bias: bool = False, act: str = 'Relu') -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    n1, i1, o1 = _chain('p_', 'x', 6, 5, 7, rng, act=act)  # mid 5: padded to 8
+    n2, i2, o2 = _chain('q_', 'x', 6, 9, 3, rng, shared_bias='shared' if shared_bias else None)
+    n3, i3, o3 = _chain('s_', 'x', 6, 8, 3, rng)  # mid 8: already a multiple of 4
+    inits = i1 + i2 + i3
+    nodes = n1 + n2 + n3
+    if shared_bias:  # the depthwise bias of chain q_ is also used elsewhere: the chain must be left alone
+        inits.append(numpy_helper.from_array(np.ones(9, np.float32), 'shared'))
+        nodes.append(helper.make_node('Add', ['shared', 'shared'], ['shared2']))
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ['n', 'c', 'h', 'w']) for o in (o1, o2, o3)]
+    if extra_output:  # an intermediate tensor of chain p_ is a graph output: the chain must be left alone
+        outputs.append(helper.make_tensor_value_info('p_r', TensorProto.FLOAT, ['n', 'c', 'h', 'w']))
+    if shared_bias:
+        outputs.append(helper.make_tensor_value_info('shared2', TensorProto.FLOAT, ['c']))
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 6, 8, 8])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+    return sess.run(None, {'x': x})
+
+
+@pytest.mark.parametrize('act', ['Relu', 'Sigmoid'])
+def test_padding_is_exact_and_only_where_needed(act: str) -> None:
+    model = _model(act=act)
+    x = np.random.default_rng(1).standard_normal((1, 6, 8, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert pad_depthwise_chains(model, multiple=4) == 2  # p_ (5 -> 8) and q_ (9 -> 12); s_ (8) untouched
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits['p_w1'].shape == (8, 6, 1, 1) and inits['p_w2'].shape == (8, 1, 3, 3)
+    assert inits['p_w3'].shape == (7, 8, 1, 1) and inits['q_w3'].shape == (3, 12, 1, 1)
+    assert inits['s_w1'].shape == (8, 6, 1, 1)
+    assert not inits['p_w1'][5:].any() and not inits['p_b1'][5:].any() and not inits['p_w3'][:, 5:].any()
+    groups = {n.input[1]: a.i for n in model.graph.node for a in n.attribute if a.name == 'group'}
+    assert groups == {'p_w2': 8, 'q_w2': 12, 's_w2': 8}
+    after = _run(model, x)
+    for b, a in zip(before, after):
+        assert b.shape == a.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_chains_with_other_users_are_left_alone() -> None:
+    model = _model(extra_output=True, shared_bias=True)
+    x = np.random.default_rng(2).standard_normal((1, 6, 8, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert pad_depthwise_chains(model, multiple=4) == 0
+    for b, a in zip(before, _run(model, x)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_multiple_is_checked() -> None:
+    assert pad_depthwise_chains(_model(), multiple=1) == 0
+    with pytest.raises(ValueError, match='multiple'):
+        pad_depthwise_chains(_model(), multiple=0)
