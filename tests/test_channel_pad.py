@@ -77,13 +77,29 @@ def test_padding_is_exact_and_only_where_needed(act: str) -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-def test_chains_with_other_users_are_left_alone() -> None:
-    model = _model(extra_output=True, shared_bias=True)
+def test_chain_with_an_intermediate_graph_output_is_left_alone() -> None:
+    model = _model(extra_output=True)
     x = np.random.default_rng(2).standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
-    assert pad_depthwise_chains(model, multiple=4) == 0
+    assert pad_depthwise_chains(model, multiple=4) == 1  # q_ only: p_'s activation is also a graph output
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits['p_w1'].shape == (5, 6, 1, 1) and inits['q_w1'].shape == (12, 6, 1, 1)
     for b, a in zip(before, _run(model, x)):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_shared_initializers_are_copied_before_padding() -> None:
+    """A bias another node also uses (as onnxslim's deduplicated zero biases) gets a private padded copy."""
+    model = _model(shared_bias=True)
+    x = np.random.default_rng(3).standard_normal((1, 6, 8, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert pad_depthwise_chains(model, multiple=4) == 2
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits['shared'].shape == (9,)  # the other user still sees the original
+    dw = next(n for n in model.graph.node if n.op_type == 'Conv' and n.input[1] == 'q_w2')
+    assert dw.input[2] != 'shared' and inits[dw.input[2]].shape == (12,)
+    for b, a in zip(before, _run(model, x)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_multiple_is_checked() -> None:

@@ -37,8 +37,9 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
     """Pad every matching chain of ``model`` (an ``onnx.ModelProto``, edited in place); return how many were padded.
 
     A chain matches when the first and last convs are ordinary (``group=1``) and the middle one is depthwise over
-    exactly the first conv's output channels, every weight and bias is an initializer used by that conv alone, and
-    each intermediate tensor has one consumer and is not a graph output.
+    exactly the first conv's output channels, every weight and bias is an initializer (one that other nodes share,
+    as a simplifier's deduplicated zero biases, is copied for the chain first), and each intermediate tensor has one
+    consumer and is not a graph output.
     """
     import onnx
     from onnx import numpy_helper
@@ -67,18 +68,31 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
             tensor = node.output[0]
         return None
 
-    def own_init(node: Any, idx: int) -> Any:
+    def init_of(node: Any, idx: int) -> Any:
+        """The initializer feeding input ``idx`` of ``node``; None when absent or computed."""
         if len(node.input) <= idx or not node.input[idx]:
             return None
-        name = node.input[idx]
-        init = inits.get(name)
-        return init if init is not None and len(consumers.get(name, [])) == 1 else None
+        return inits.get(node.input[idx])
+
+    def private(node: Any, idx: int) -> Any:
+        """``init_of(node, idx)``, copied for this node first if other nodes use it too (e.g. deduplicated biases)."""
+        init = init_of(node, idx)
+        if init is None or len(consumers.get(init.name, [])) == 1:
+            return init
+        copy = graph.initializer.add()  # add(), not append(): append would store a copy of the message
+        copy.CopyFrom(init)
+        copy.name = f'{init.name}/padded_for/{node.name or node.output[0]}'
+        inits[copy.name] = copy
+        consumers[init.name].remove(node)
+        consumers[copy.name] = [node]
+        node.input[idx] = copy.name
+        return copy
 
     count = 0
     for first in list(graph.node):
         if first.op_type != 'Conv' or _attr(first, 'group', 1) != 1:
             continue
-        w1 = own_init(first, 1)
+        w1 = init_of(first, 1)
         if w1 is None:
             continue
         mid = int(w1.dims[0])
@@ -87,18 +101,19 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
         dw = next_conv(first.output[0])
         if dw is None or _attr(dw, 'group', 1) != mid:
             continue
-        w2 = own_init(dw, 1)
+        w2 = init_of(dw, 1)
         if w2 is None or list(w2.dims[:2]) != [mid, 1]:
             continue
         last = next_conv(dw.output[0])
         if last is None or _attr(last, 'group', 1) != 1:
             continue
-        w3 = own_init(last, 1)
+        w3 = init_of(last, 1)
         if w3 is None or int(w3.dims[1]) != mid:
             continue
-        biases = [own_init(first, 2), own_init(dw, 2)]
-        if any(len(n.input) > 2 and n.input[2] and b is None for n, b in zip((first, dw), biases)):
-            continue  # a shared or computed bias: leave the chain alone
+        if any(len(n.input) > 2 and n.input[2] and init_of(n, 2) is None for n in (first, dw)):
+            continue  # a computed bias: leave the chain alone
+        w1, w2, w3 = private(first, 1), private(dw, 1), private(last, 1)
+        biases = [private(first, 2), private(dw, 2)]
         padded = -(-mid // multiple) * multiple
         extra = padded - mid
 
