@@ -5,6 +5,7 @@
 * :mod:`.ncnn_export` - pnnx-based conversion to ncnn ``.param``/``.bin`` with an fp16-tolerance parity check;
 * :mod:`.numpy_postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
+* :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;
 * :mod:`.bench` - the latency benchmark behind ``tools/analysis_tools/benchmark.py``;
 * :mod:`.loading`, :mod:`.cli` - models, weights and check images for the tools;

@@ -191,7 +191,8 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
 
     The reference is the original (unfolded) PyTorch backbone in eval mode; with ``dynamic`` the batch and spatial
     axes are dynamic and the check also runs at a second input size. ``graph_opt`` applies the rewrites of
-    :mod:`.graph_opt` (static shapes only: the concat + channel shuffle of each unit becomes one interleave).
+    :func:`apply_graph_opt` (the concat + channel shuffle of each unit becomes one interleave, static shapes only;
+    conv -> depthwise -> conv chains whose width is not a multiple of 4 are zero-padded to one).
     """
     shape = check_input_shape(input_shape)
     reference = copy.deepcopy(backbone).eval()

@@ -33,7 +33,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
     parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
     parser.add_argument('--no-graph-opt', action='store_true',
-                        help='skip the ShuffleNet graph rewrite (concat + channel shuffle -> one interleave)')
+                        help='skip the exact deploy rewrites (concat + channel shuffle -> one interleave; conv -> '
+                             'depthwise -> conv chains zero-padded to a width multiple of 4)')
     parser.add_argument('--no-nms', action='store_true',
                         help='detector: stop at the raw head tensors (NMS outside the graph)')
     tol = parser.add_argument_group('parity tolerances')
