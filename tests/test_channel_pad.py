@@ -106,3 +106,20 @@ def test_multiple_is_checked() -> None:
     assert pad_depthwise_chains(_model(), multiple=1) == 0
     with pytest.raises(ValueError, match='multiple'):
         pad_depthwise_chains(_model(), multiple=0)
+
+
+def test_single_channel_chain_keeps_a_valid_group() -> None:
+    """A 1-channel depthwise conv (group 1, which exporters may leave implicit) becomes a valid 4-group conv."""
+    rng = np.random.default_rng(4)
+    nodes, inits, out = _chain('t_', 'x', 6, 1, 2, rng)
+    for a in list(nodes[2].attribute):
+        if a.name == 'group':
+            nodes[2].attribute.remove(a)
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 6, 8, 8])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, ['n', 'c', 'h', 'w'])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert pad_depthwise_chains(model, multiple=4) == 1
+    np.testing.assert_allclose(_run(model, x)[0], before[0], rtol=0, atol=1e-5)

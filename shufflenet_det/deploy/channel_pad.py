@@ -4,7 +4,8 @@ ONNX Runtime's CPU provider runs a convolution in its blocked NCHWc layout (MLAS
 when the channel counts allow it; the 58-channel branches of ShuffleNet V2 1.0x's stage 2 (and the odd widths of
 other variants and searched blocks) fall back to the plain NCHW path, and every such region costs layout reorders
 around it. Padding the middle width of a ``1x1 conv -> [activation] -> depthwise conv -> [activation] -> conv``
-chain up to a multiple of 4 changes nothing numerically:
+chain (the outer convs may have any kernel; they are 1x1 in ShuffleNet) up to a multiple of 4 changes nothing
+numerically:
 
 * the first conv gets extra output filters that are all zero, with zero bias: the padded channels are 0
   (an elementwise activation maps them to a constant, e.g. ReLU(0) = 0);
@@ -130,9 +131,10 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
             if b is not None:
                 ab = numpy_helper.to_array(b)
                 replace(b, np.concatenate([ab, np.zeros(extra, ab.dtype)]))
-        for a in dw.attribute:
+        for a in list(dw.attribute):
             if a.name == 'group':
-                a.i = padded
+                dw.attribute.remove(a)
+        dw.attribute.append(onnx.helper.make_attribute('group', padded))
         count += 1
     if count:
         del graph.value_info[:]  # intermediate shapes changed; ONNX Runtime infers them again
