@@ -79,22 +79,6 @@ class Row:
         return d
 
 
-def time_fn(fn: Callable[[], Any], runs: int, warmup: int, progress: Any = None) -> dict[str, float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times; latency statistics in milliseconds."""
-    for _ in range(warmup):
-        fn()
-        if progress is not None:
-            progress.update(1)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if progress is not None:
-            progress.update(1)
-    return _stats(times)
-
-
 def _stats(times: Sequence[float]) -> dict[str, float]:
     ordered = sorted(times)
     return dict(median_ms=statistics.median(ordered), p90_ms=float(np.percentile(ordered, 90)),

@@ -34,6 +34,14 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
+def _pad(init: Any, axis: int, extra: int) -> None:
+    """Append ``extra`` zeros along ``axis`` to the initializer ``init`` (in place, same name and dtype)."""
+    from onnx import numpy_helper
+    array = numpy_helper.to_array(init)
+    zeros = np.zeros((*array.shape[:axis], extra, *array.shape[axis + 1:]), array.dtype)
+    init.CopyFrom(numpy_helper.from_array(np.concatenate([array, zeros], axis), init.name))
+
+
 def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
     """Pad every matching chain of ``model`` (an ``onnx.ModelProto``, edited in place); return how many were padded.
 
@@ -43,7 +51,6 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
     consumer and is not a graph output.
     """
     import onnx
-    from onnx import numpy_helper
 
     if multiple < 1:
         raise ValueError(f'multiple must be >= 1, got {multiple}')
@@ -117,20 +124,12 @@ def pad_depthwise_chains(model: Any, multiple: int = 4) -> int:
         biases = [private(first, 2), private(dw, 2)]
         padded = -(-mid // multiple) * multiple
         extra = padded - mid
-
-        def replace(init: Any, array: np.ndarray) -> None:
-            init.CopyFrom(numpy_helper.from_array(array.astype(numpy_helper.to_array(init).dtype), init.name))
-
-        a1 = numpy_helper.to_array(w1)
-        replace(w1, np.concatenate([a1, np.zeros((extra, *a1.shape[1:]), a1.dtype)], 0))
-        a2 = numpy_helper.to_array(w2)
-        replace(w2, np.concatenate([a2, np.zeros((extra, *a2.shape[1:]), a2.dtype)], 0))
-        a3 = numpy_helper.to_array(w3)
-        replace(w3, np.concatenate([a3, np.zeros((a3.shape[0], extra, *a3.shape[2:]), a3.dtype)], 1))
+        _pad(w1, 0, extra)
+        _pad(w2, 0, extra)
+        _pad(w3, 1, extra)
         for b in biases:
             if b is not None:
-                ab = numpy_helper.to_array(b)
-                replace(b, np.concatenate([ab, np.zeros(extra, ab.dtype)]))
+                _pad(b, 0, extra)
         for a in list(dw.attribute):
             if a.name == 'group':
                 dw.attribute.remove(a)
