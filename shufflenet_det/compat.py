@@ -3,13 +3,13 @@
 Every fix is gathered here, applied once by ``import shufflenet_det`` (so ``custom_imports`` applies it in any mmdet
 project), and names the upstream issue it works around.
 
-* Safe checkpoint loading (open-mmlab/mmengine#1655; the upstream PR open-mmlab/mmengine#1650 proposes
-  ``weights_only=False`` instead). torch >= 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7
-  calls ``torch.load`` without the argument, and the checkpoints its Runner writes hold a ``HistoryBuffer`` (message
-  hub, whose statistics methods pickle through
-  ``getattr``) and numpy arrays, scalars and dtypes, so ``load_from``, ``load_checkpoint`` and ``--resume`` fail. The fix keeps
-  ``weights_only=True`` and registers exactly those globals with ``torch.serialization.add_safe_globals`` (``getattr``
-  through a stand-in restricted to ``HistoryBuffer``'s methods): any other pickled object is still refused. ``weights_only=False`` and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` are never used.
+* Safe checkpoint loading (open-mmlab/mmengine#1655). torch >= 2.6 made ``torch.load(weights_only=True)`` the
+  default; mmengine 0.10.7 calls ``torch.load`` without the argument, so its own checkpoints (which hold a
+  ``HistoryBuffer`` and numpy objects) fail to load, and a ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the environment
+  would switch the restriction off. :func:`allow_mmengine_checkpoints` installs the policy of
+  :mod:`shufflenet_det.utils.checkpoint`: exactly the mmengine globals allow-listed where torch can, and mmengine's
+  local checkpoint loader reading through the project's safe reader (explicit ``weights_only=True``, or a restricted
+  unpickler on torch < 2.4). ``weights_only=False`` is never used.
 * The Runner without torchvision. On a CPU-only machine the project installs no torchvision (the PyPI build is a CUDA
   build whose import raises beside a CPU torch). mmengine only imports it lazily (``torchvision://`` checkpoints),
   and mmengine's ``Visualizer``/mmdet evaluation do not need it; :func:`check_torchvision` turns a *broken*
@@ -32,64 +32,22 @@ project), and names the upstream issue it works around.
 from __future__ import annotations
 
 import importlib.util
-import pickle
 import warnings
 from typing import Any
 
 _APPLIED = False
 
 
-def history_buffer_getattr(obj: Any, name: str) -> Any:
-    """A ``getattr`` restricted to the statistics methods of mmengine's ``HistoryBuffer``.
-
-    ``HistoryBuffer._statistics_methods`` holds the functions ``HistoryBuffer.min``, ``.max``, ``.mean``..., which pickle as
-    ``builtins.getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a checkpoint reach any
-    attribute of any allow-listed object; this stand-in serves exactly the lookups mmengine writes and refuses the rest.
-    """
-    from mmengine.logging.history_buffer import HistoryBuffer
-    if not HistoryBuffer._statistics_methods:
-        # The defaults are only registered when a first HistoryBuffer is made, which a fresh process resuming from
-        # a checkpoint has not done yet when it loads the checkpoint.
-        HistoryBuffer()
-    registered = HistoryBuffer._statistics_methods  # min/max/current/mean and any register_statistics() method
-    if obj is HistoryBuffer and isinstance(name, str) and name in registered \
-            and getattr(HistoryBuffer, name, None) is registered[name]:
-        return registered[name]
-    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) in a weights_only checkpoint: only the '
-                                 'HistoryBuffer statistics methods are allowed')
-
-
-def mmengine_checkpoint_globals() -> list[Any]:
-    """The non-tensor globals found in checkpoints written by an mmengine 0.10.7 Runner.
-
-    Entries are objects, or ``(object, "module.name")`` pairs where a pickle may name the object by an alias (numpy 1
-    pickles say ``numpy.core.multiarray``; numpy 2 moved it to ``numpy._core``).
-    """
-    import numpy as np
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-
-    allowed: list[Any] = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
-                          (history_buffer_getattr, 'builtins.getattr'),
-                          (history_buffer_getattr, '__builtin__.getattr')]
-    for alias in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        allowed.append((multiarray._reconstruct, f'{alias}._reconstruct'))
-        allowed.append((multiarray.scalar, f'{alias}.scalar'))
-    # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.Float64DType, ...).
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        allowed.extend(getattr(dtypes, name) for name in dir(dtypes) if name.endswith('DType'))
-    return allowed
-
-
 def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` read mmengine Runner checkpoints (see module docstring)."""
-    import torch
-    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    """Safe loading of mmengine Runner checkpoints on every torch (see :mod:`shufflenet_det.utils.checkpoint`).
+
+    Allow-lists the mmengine globals for ``weights_only=True`` where torch can (>= 2.4) and routes mmengine's
+    local-file checkpoint loader through the project's safe reader, which passes ``weights_only=True`` explicitly
+    (or, on older torch, reads through a restricted unpickler).
+    """
+    from .utils import checkpoint
+    checkpoint.install_safe_globals()
+    checkpoint.install_mmengine_loader()
 
 
 def check_torchvision() -> None:

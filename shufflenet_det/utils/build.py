@@ -1,0 +1,167 @@
+"""Configs and models from files: the one place that turns a config, a backbone spec or a checkpoint into a model.
+
+* :func:`load_config` - an ``mmengine.Config`` from a path (``mmdet::`` and ``shufflenet_det::`` names too) with the
+  registries initialised, ``--cfg-options`` merged; :class:`ConfigError` naming the file otherwise;
+* :func:`build_backbone` / :func:`build_detector` - registered models, weights read safely and loaded strictly
+  (:mod:`.checkpoint`), or their own initialisation without its log;
+* :func:`prepare_for_export` - the reference copy and the deployable copy (BN folded) of a model, both in eval mode.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from .checkpoint import load_weights
+
+#: Config name prefixes resolved inside installed packages (``<package>/.mim/configs/...``), as mmengine does.
+PACKAGE_SCOPES = ('mmdet', 'shufflenet_det')
+
+
+class ConfigError(ValueError):
+    """A config file that is missing, unreadable or describes no buildable model."""
+
+
+def resolve_config_path(config: str | os.PathLike) -> str:
+    """A config path; ``mmdet::x/y.py`` and ``shufflenet_det::x/y.py`` name configs shipped inside those packages."""
+    config = str(config)
+    scope, sep, rest = config.partition('::')
+    if sep and scope in PACKAGE_SCOPES:
+        import importlib
+        package = importlib.import_module(scope)
+        config = os.path.join(os.path.dirname(package.__file__), '.mim', 'configs', rest)
+    return config
+
+
+def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> Any:
+    """``mmengine.Config`` of ``config`` (a path, a package-scoped name or a Config) with mmdet's registries ready.
+
+    Raises :class:`ConfigError` naming the file when it is missing, is not a file or cannot be parsed.
+    """
+    import shufflenet_det  # noqa: F401  - registers the backbones, applies the compatibility fixes
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules(init_default_scope=True)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        path = resolve_config_path(config)
+        if not Path(path).exists():
+            raise ConfigError(f'config {str(config)!r} does not exist')
+        if not Path(path).is_file():
+            raise ConfigError(f'config {str(config)!r} is not a file')
+        try:
+            cfg = Config.fromfile(path)
+        except SyntaxError as exc:
+            raise ConfigError(f'config {str(config)!r} is not valid Python: {exc.msg} (line {exc.lineno})') from exc
+        except (FileNotFoundError, ImportError, KeyError, TypeError, ValueError, AttributeError, NameError) as exc:
+            raise ConfigError(f'config {str(config)!r} cannot be loaded: {type(exc).__name__}: {exc}') from exc
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def quiet_init_weights(model: nn.Module) -> None:
+    """``model.init_weights()`` without mmengine's per-parameter INFO log (hundreds of lines per detector)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def registered_backbones() -> list[str]:
+    """The ShuffleNet-family backbone types of mmdet's MODELS (for error messages)."""
+    import shufflenet_det  # noqa: F401
+    from mmdet.registry import MODELS
+
+    from ..models.backbones.base import ShuffleBackboneBase
+    return sorted(name for name, cls in MODELS.module_dict.items()
+                  if isinstance(cls, type) and issubclass(cls, ShuffleBackboneBase))
+
+
+def build_backbone(backbone_cfg: Mapping[str, Any], checkpoint: str | os.PathLike | None = None,
+                   init: bool = False) -> nn.Module:
+    """A registered backbone from ``dict(type=..., **kwargs)``.
+
+    With ``checkpoint``: weights loaded strictly (a backbone checkpoint, or a detector checkpoint whose
+    ``backbone.`` keys are used) and any ``init_cfg`` dropped; else ``init=True`` runs its own initialisation
+    (``init_cfg`` kept). ValueError naming the type when it is not registered or its arguments are wrong.
+    """
+    import shufflenet_det  # noqa: F401  (registers the backbones)
+    from mmdet.registry import MODELS
+
+    if not isinstance(backbone_cfg, Mapping) or 'type' not in backbone_cfg:
+        raise ValueError(f'backbone config {backbone_cfg!r} must be a dict with a "type" key')
+    cfg = copy.deepcopy(dict(backbone_cfg))
+    if MODELS.get(cfg['type']) is None:
+        raise ValueError(f"backbone type {cfg['type']!r} is not registered in mmdet's MODELS; ShuffleNet-family "
+                         f'types: {registered_backbones()}')
+    if checkpoint is not None:
+        cfg['init_cfg'] = None
+    try:
+        model = MODELS.build(cfg)
+    except TypeError as exc:  # an unknown keyword argument
+        raise ValueError(f"cannot build backbone {cfg['type']!r}: {exc}") from exc
+    if checkpoint is not None:
+        load_weights(model, checkpoint, prefix='backbone.')
+    elif init:
+        quiet_init_weights(model)
+    return model
+
+
+def build_detector(config: Any, checkpoint: str | os.PathLike | None = None,
+                   cfg_options: Mapping[str, Any] | None = None) -> nn.Module:
+    """The detector of ``config`` (a path or a loaded Config) in eval mode, its config as ``model.cfg``.
+
+    Weights come from ``checkpoint`` (every key and shape must match) or the model's own initialisation; the
+    backbone's ``Pretrained`` init is dropped either way (nothing is downloaded or required).
+    """
+    from mmdet.registry import MODELS
+    cfg = load_config(config, cfg_options)
+    if 'model' not in cfg:
+        raise ConfigError(f'config {getattr(cfg, "filename", config)!r} has no model')
+    model_cfg = copy.deepcopy(cfg.model)
+    if 'backbone' in model_cfg:
+        model_cfg.backbone['init_cfg'] = None
+    model = MODELS.build(model_cfg)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    else:
+        quiet_init_weights(model)
+    model.cfg = cfg
+    return model.eval()
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Call ``switch_to_deploy()`` on ``model`` or, for a detector, on each submodule that has it; in place."""
+    if hasattr(model, 'switch_to_deploy'):
+        if not getattr(model, 'deployed', False):
+            model.switch_to_deploy()
+        return model
+    for m in list(model.modules()):
+        if m is not model and hasattr(m, 'switch_to_deploy') and not getattr(m, 'deployed', False):
+            m.switch_to_deploy()
+    return model
+
+
+def prepare_for_export(model: nn.Module, fold_bn: bool = True) -> tuple[nn.Module, nn.Module]:
+    """``(reference, deployable)``: two deep copies in eval mode, the second with every BN folded (``fold_bn``).
+
+    The caller's model is not changed. ValueError when ``fold_bn`` is asked of a model with nothing to fold it.
+    """
+    reference = copy.deepcopy(model).eval()
+    deployable = copy.deepcopy(model).eval()
+    if fold_bn:
+        if not hasattr(deployable, 'switch_to_deploy') and \
+                not any(hasattr(m, 'switch_to_deploy') for m in deployable.modules()):
+            raise ValueError(f'{type(model).__name__} has no switch_to_deploy() anywhere; pass fold_bn=False')
+        fold_batchnorm(deployable)
+    return reference, deployable.eval()
