@@ -1,15 +1,30 @@
 # The two README commands. Both run the idempotent set-up first (seconds once installed).
 #   make main   set-up, mini COCO dataset, train + evaluate RetinaNet-ShuffleNetV2 on CPU
-#   make test   set-up, then the test suite
+#   make test   set-up, lint (ruff), the full test suite on the pinned stack, then the compatibility suite on the
+#               OpenMMLab-standard stack (torch 2.1.2 + torchvision 0.16.2, numpy 1.x, mmpretrain)
+# Parts: make test-pinned, make test-openmmlab, make lint.
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
+PY_OPENMMLAB := $(CURDIR)/.venv-openmmlab/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test main
+.PHONY: setup setup-openmmlab lint test test-pinned test-openmmlab main
 setup:
 	bash tools/setup.sh
 
-test: setup
+setup-openmmlab:
+	STACK=openmmlab bash tools/setup.sh
+
+lint: setup
+	$(PY) -m ruff check .
+
+test-pinned: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The compatibility suite: the tests marked `compat` (pyproject.toml), on the openmmlab stack.
+test-openmmlab: setup-openmmlab
+	SHUFFLENET_DET_REQUIRE_PEERS=1 $(PY_OPENMMLAB) -m pytest tests -m compat $(PYTEST_ARGS)
+
+test: test-pinned test-openmmlab
 
 main: setup
 	$(PY) tools/main_job.py

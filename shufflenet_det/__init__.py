@@ -1,15 +1,16 @@
 """shufflenet_det: the ShuffleNet family for MMDetection 3.x.
 
 ``import shufflenet_det`` (or ``custom_imports=dict(imports=['shufflenet_det'])`` in an mmdet config) applies the
-torch 2.13 compatibility fixes of :mod:`shufflenet_det.compat`, registers the backbones in
-``mmdet.registry.MODELS`` and the crash-safe checkpoint hook in ``mmdet.registry.HOOKS``.
+compatibility fixes of :mod:`shufflenet_det.compat` (each only where its problem exists), registers the backbones in
+``mmdet.registry.MODELS`` and the crash-safe checkpoint hook in ``mmdet.registry.HOOKS``, and adds the
+``shufflenet_det`` config scope (:mod:`shufflenet_det.registry`).
 """
-from .version import __version__
 from . import compat
+from .version import __version__
 
 compat.apply()
 
-from . import models  # noqa: E402,F401  (registers the backbones)
-from . import engine  # noqa: E402,F401  (registers AtomicCheckpointHook and the atomic file backend)
+# Registration runs after the fixes above (the imports below build mmdet's registries).
+from . import engine, models, registry  # noqa: E402,F401,I001
 
-__all__ = ['__version__', 'compat', 'engine', 'models']
+__all__ = ['__version__', 'compat', 'engine', 'models', 'registry']

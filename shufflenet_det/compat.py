@@ -1,32 +1,37 @@
-"""Compatibility fixes for the pinned stack on torch 2.13 (mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0).
+"""Compatibility fixes for the stacks the plugin supports (torch 2.1-2.13, mmengine 0.10.x, mmcv 2.1, mmdet 3.3).
 
 Every fix is gathered here, applied once by ``import shufflenet_det`` (so ``custom_imports`` applies it in any mmdet
-project), and names the upstream issue it works around.
+project), feature-detected - it changes something only where its problem exists and is harmless where the API it
+patches is missing - and names the upstream issue it works around.
 
 * Safe checkpoint loading (open-mmlab/mmengine#1655). torch >= 2.6 made ``torch.load(weights_only=True)`` the
   default; mmengine 0.10.7 calls ``torch.load`` without the argument, so its own checkpoints (which hold a
   ``HistoryBuffer`` and numpy objects) fail to load, and a ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the environment
   would switch the restriction off. :func:`allow_mmengine_checkpoints` installs the policy of
-  :mod:`shufflenet_det.utils.checkpoint`: exactly the mmengine globals allow-listed where torch can, and mmengine's
-  local checkpoint loader reading through the project's safe reader (explicit ``weights_only=True``, or a restricted
-  unpickler on torch < 2.4). ``weights_only=False`` is never used.
-* The Runner without torchvision. On a CPU-only machine the project installs no torchvision (the PyPI build is a CUDA
-  build whose import raises beside a CPU torch). mmengine only imports it lazily (``torchvision://`` checkpoints),
-  and mmengine's ``Visualizer``/mmdet evaluation do not need it; :func:`check_torchvision` turns a *broken*
-  torchvision (present but failing to import) into an actionable error message instead of
-  an unrelated traceback deep inside the Runner.
+  :mod:`shufflenet_det.utils.checkpoint`: exactly the mmengine globals allow-listed where torch can (>= 2.4), and
+  mmengine's local checkpoint loader reading through the project's safe reader (explicit ``weights_only=True``, or
+  a restricted unpickler on torch < 2.4). ``weights_only=False`` is never used.
+* The Runner without torchvision. On a CPU-only machine the pinned stack installs no torchvision (the PyPI build is a
+  CUDA build whose import raises beside a CPU torch). mmengine only imports it lazily (``torchvision://``
+  checkpoints); :func:`check_torchvision` turns a *broken* torchvision (present but failing to import) into an
+  actionable warning instead of an unrelated traceback deep inside the Runner.
 * Distributed training without CUDA. mmengine 0.10.7's launchers (``_init_dist_pytorch``/``_slurm``/``_mpi``) call
   ``torch.cuda.set_device(local_rank)`` unconditionally, which raises on a CPU-only torch, so ``tools/dist_train.sh``
-  with the gloo backend cannot start (the call was last reworked upstream in open-mmlab/mmengine#973, which kept
-  it unconditional; no upstream issue tracks CPU-only launches).
-* mmdeploy 1.3.1 on torch 2.13: :mod:`shufflenet_det.deploy.compat_mmdeploy` (pytorch/pytorch#159646 made the dynamo
-  exporter the default; pytorch/pytorch#164641 removed ``symbolic_opset9._cast_Long``; the TorchScript exporter moved
-  to ``torch.onnx._internal``), applied from here. :func:`allow_cpu_distributed` skips only that call, only while one of those
-  launchers runs, and only when CUDA is unavailable.
+  with the gloo backend cannot start (last reworked upstream in open-mmlab/mmengine#973, which kept it
+  unconditional). :func:`allow_cpu_distributed` skips only that call, only while one of those launchers runs, and
+  only when CUDA is unavailable.
+* mmdeploy 1.3.1 on torch >= 2.9: :mod:`shufflenet_det.deploy.compat_mmdeploy` (pytorch/pytorch#159646 made the
+  dynamo exporter the default; pytorch/pytorch#164641 removed ``symbolic_opset9._cast_Long``; the TorchScript
+  exporter moved to ``torch.onnx._internal``), applied from here; each of its fixes checks for its own problem.
+* ``shufflenet_det::`` config names. mmengine 0.10.x resolves ``pkg::path`` base configs only for the OpenMMLab
+  packages of its ``MODULE2PACKAGE`` table (open-mmlab/mmengine#1410; the fix open-mmlab/mmengine#1411 was closed
+  unmerged) and finds a package's folder from its distribution location, which a PEP 660 editable install lacks.
+  :func:`register_config_package` adds this package, whose configs ship in ``shufflenet_det/.mim/configs``. Config
+  files are parsed before their ``custom_imports`` run, so the name resolves in processes that imported
+  ``shufflenet_det`` first (this project's tools, ``python -m shufflenet_det.apps.mmdet_tool``, a user's script).
 * The ``pkg_resources`` deprecation warning. mmengine 0.10.7 imports ``pkg_resources`` inside its package helpers
-  (``mmengine/utils/package_utils.py``; replaced by ``importlib`` upstream in open-mmlab/mmengine#1676, after
-  0.10.7), so every tool printed setuptools' "pkg_resources is deprecated as an API" warning three times. The stack
-  pins setuptools < 82 precisely so that pkg_resources exists; :func:`silence_pkg_resources_warning` hides that one
+  (replaced by ``importlib`` upstream in open-mmlab/mmengine#1676, after 0.10.7), so every tool printed setuptools'
+  "pkg_resources is deprecated as an API" warning three times. :func:`silence_pkg_resources_warning` hides that one
   message (matched exactly, ``UserWarning`` only) and nothing else.
 """
 from __future__ import annotations
@@ -85,9 +90,38 @@ def allow_cpu_distributed() -> None:
     """Let mmengine's distributed launchers start on a CPU-only torch (see module docstring)."""
     from mmengine.dist import utils as dist_utils
     for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
-        fn = getattr(dist_utils, name)
-        if not getattr(fn, '_shufflenet_det_cpu_safe', False):
+        fn = getattr(dist_utils, name, None)
+        if fn is not None and not getattr(fn, '_shufflenet_det_cpu_safe', False):
             setattr(dist_utils, name, _skip_cuda_set_device_without_cuda(fn))
+
+
+def register_config_package() -> None:
+    """Let mmengine resolve ``shufflenet_det::<path>`` config names (see module docstring)."""
+    try:
+        from mmengine.config import utils as config_utils
+    except ImportError:  # pragma: no cover - mmengine is a dependency
+        return
+    table = getattr(config_utils, 'MODULE2PACKAGE', None)
+    if isinstance(table, dict):  # mmengine 0.10.x only resolves the packages listed there
+        table.setdefault('shufflenet_det', 'shufflenet_det')
+    try:
+        from mmengine.config import config as config_module
+    except ImportError:  # pragma: no cover
+        return
+    current = getattr(config_module, 'get_installed_path', None)
+    if current is None or getattr(current, '_shufflenet_det_aware', False):
+        return
+
+    def get_installed_path(package: str) -> str:
+        # mmengine derives the folder from the distribution's location, which an editable (PEP 660) install does
+        # not have; the imported package knows where it is.
+        if package == 'shufflenet_det':
+            import os
+            return os.path.dirname(os.path.abspath(__file__))
+        return current(package)
+
+    get_installed_path._shufflenet_det_aware = True  # type: ignore[attr-defined]
+    config_module.get_installed_path = get_installed_path
 
 
 PKG_RESOURCES_WARNING = r'pkg_resources is deprecated as an API'
@@ -106,6 +140,7 @@ def apply() -> None:
     silence_pkg_resources_warning()
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
+    register_config_package()
     check_torchvision()
     # mmdeploy 1.3.1 on torch 2.13 (TorchScript exporter, the removed _cast_Long, its _model_to_graph rewriter):
     # see shufflenet_det/deploy/compat_mmdeploy.py; cheap, and a no-op when mmdeploy is not installed.

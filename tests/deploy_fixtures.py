@@ -1,32 +1,18 @@
 """Small models and inputs shared by the deploy tests (export, ncnn, mmdeploy, benchmark)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, randomize_bn
+
 MINI_CFG = REPO / 'configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py'
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that folding them is really tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-    return model
 
 
 def backbone(widen_factor: float = 1.0, out_indices=(1, 2, 3), seed: int = 0) -> torch.nn.Module:
     """A ShuffleNetV2 with random BN statistics, in eval mode."""
-    import shufflenet_det  # noqa: F401
     from mmdet.registry import MODELS
+
+    import shufflenet_det  # noqa: F401
     torch.manual_seed(seed)
     model = MODELS.build(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=out_indices))
     model.init_weights()
@@ -39,7 +25,7 @@ def spread_retinanet(seed: int = 0, **cfg_options) -> torch.nn.Module:
     An untrained RetinaNet scores every anchor ~0.01 (its prior), which leaves nothing above the test threshold
     and only near-ties below it; scaling the classifier gives well separated scores and real detections to compare.
     """
-    from shufflenet_det.deploy.loading import build_detector
+    from shufflenet_det.utils import build_detector
     torch.manual_seed(seed)
     model = build_detector(MINI_CFG, cfg_options=cfg_options or None)
     randomize_bn(model, seed)
@@ -53,5 +39,5 @@ def spread_retinanet(seed: int = 0, **cfg_options) -> torch.nn.Module:
 
 def images(model: torch.nn.Module, size=(128, 160), num: int = 2, seed: int = 0) -> list[torch.Tensor]:
     """Normalised generated pictures of ``size`` (H, W) for ``model``."""
-    from shufflenet_det.deploy.loading import check_images
+    from shufflenet_det.deploy.images import check_images
     return check_images(model, size, None, num, seed)[0]

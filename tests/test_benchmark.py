@@ -5,20 +5,19 @@ import importlib.util
 import json
 from pathlib import Path
 
+import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import pytest
 import torch
 
 import deploy_fixtures as fx
+from helpers import load_script
 
-import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('benchmark_tool', fx.REPO / 'tools/analysis_tools/benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_script('tools/analysis_tools/benchmark.py', 'benchmark_tool')
 
 
 def test_backbone_benchmark_writes_json_and_plot(tmp_path: Path, capsys) -> None:
@@ -64,16 +63,34 @@ def test_backbone_benchmark_writes_json_and_plot(tmp_path: Path, capsys) -> None
 
 
 def test_detector_benchmark_rows(tmp_path: Path) -> None:
-    from shufflenet_det.deploy.bench import run_benchmark
+    from shufflenet_det.benchmark import run_benchmark
     detector = fx.spread_retinanet()
     rows = run_benchmark([('mini', detector)], [(128, 128)], ['torch-plain', 'torch-cl', 'ort-deploy', 'ncnn'],
-                         runs=2, warmup=1, threads=1, progress=False)
+                         runs=2, warmup=1, threads=1, progress=False, ncnn_runner=RUNNER)
     assert [r.status for r in rows] == ['ok'] * 4, [(r.backend, r.note) for r in rows]
     assert rows[1].vs_torch_plain is not None
+    assert 'ncnn_runner.py' in rows[3].note and 'post-processing' in rows[3].note
+
+
+def test_backend_table_and_ncnn_without_runner() -> None:
+    """Every backend name has a builder; the library never looks for the runner script itself."""
+    from shufflenet_det.benchmark import ALL_BACKENDS, BACKENDS, DEFAULT_BACKENDS, run_benchmark
+    assert set(BACKENDS) == set(ALL_BACKENDS) and set(DEFAULT_BACKENDS) <= set(ALL_BACKENDS)
+    assert all(callable(build) for build in BACKENDS.values())
+    model = fx.backbone(widen_factor=0.5, out_indices=(3,))
+    rows = run_benchmark([('bb', model)], [(64, 64)], ['torch-plain', 'ncnn'], runs=2, warmup=0, threads=1,
+                         progress=False)
+    assert [r.status for r in rows] == ['ok', 'unavailable'], [(r.backend, r.note) for r in rows]
+    assert 'runner' in rows[1].note and rows[1].median_ms is None
+    with pytest.raises(ValueError, match='unknown backends'):
+        run_benchmark([('bb', model)], [(64, 64)], ['tpu'], progress=False)
+    assert _tool().parse_args(['--backbone', 'ShuffleNetV2']).ncnn_runner == RUNNER
+    with pytest.raises(SystemExit):
+        _tool().parse_args(['--backbone', 'ShuffleNetV2', '--ncnn-runner', str(fx.REPO / 'no_such_runner.py')])
 
 
 def test_map_plot_from_results_files(tmp_path: Path) -> None:
-    from shufflenet_det.deploy.bench import Row, plot
+    from shufflenet_det.benchmark import Row, plot
     results = tmp_path / 'results.json'
     results.write_text(json.dumps(dict(config='configs/mini/a-b.py', metrics=dict(bbox_mAP=0.61))))
     args = _tool().parse_args(['--backbone', 'ShuffleNetV2', '--results', str(results), '--map', 'x=0.3'])
@@ -102,7 +119,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_time_in_rounds_blocks_rewarm_and_failures() -> None:
     """Each callable runs in consecutive blocks, re-warmed at each switch; a failing one is reported, not fatal."""
-    from shufflenet_det.deploy.bench import time_in_rounds
+    from shufflenet_det.benchmark import time_in_rounds
     calls: list[str] = []
 
     def boom() -> None:

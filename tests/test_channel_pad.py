@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import onnxruntime as ort
 from shufflenet_det.deploy.channel_pad import pad_depthwise_chains
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.runner import Runner, load_checkpoint
+from mmengine.structures import InstanceData
 from torch.utils.data import Dataset
 
 import shufflenet_det  # noqa: F401  (applies compat)
-from mmengine.runner import Runner, load_checkpoint
-from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmengine.structures import InstanceData
 
 
 class _TinyBoxes(Dataset):

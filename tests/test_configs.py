@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
-
-import shufflenet_det  # noqa: F401  (registers the backbones and hooks)
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / 'configs'
+import shufflenet_det  # noqa: F401  (registers the backbones and hooks)
+from helpers import REPO
+
+CONFIG_ROOT = REPO / 'configs'
 SKIP_DIRS = {'_base_', 'deploy'}
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob('*.py') if not SKIP_DIRS & set(p.relative_to(CONFIG_ROOT).parts[:-1]))
 IDS = [str(p.relative_to(CONFIG_ROOT)) for p in CONFIGS]

@@ -2,7 +2,6 @@
 re-implementation of the official networks, refusals, and the command line."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +10,14 @@ import pytest
 import torch
 
 import shufflenet_det  # noqa: F401
+from helpers import REPO as ROOT
+from helpers import load_script
 from official_refs.megvii_searched import build_official, official_checkpoint, randomize_
-from shufflenet_det.converters import (ConversionError, available_converters, convert_checkpoint,
-                                       load_state_dict_file)
-from shufflenet_det.converters.core import build_backbone
+from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, target_backbone
 from shufflenet_det.models.backbones.archs import DETNAS_ARCHS, ONESHOT_ARCH, SHUFFLENET_V2_PLUS_ARCHS
 from shufflenet_det.models.backbones.spos_blocks import deinterleave_index
+from shufflenet_det.utils.checkpoint import read_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL5 = (0, 1, 2, 3, 4)
 CASES = [('DetNAS', 'COCO-FPN-300M', DETNAS_ARCHS['COCO-FPN-300M']),
          ('DetNAS', 'VOC-RetinaNet-300M', DETNAS_ARCHS['VOC-RetinaNet-300M']),
@@ -47,8 +46,8 @@ def test_round_trip_matches_official(tmp_path: Path, family: str, arch, spec: di
     """last conv equal; stage k equal to the official stage k permuted by the de-interleave index."""
     ref, src = _write_official(tmp_path, family, spec)
     out = convert_checkpoint('megvii', family, src, tmp_path / 'converted.pth', _kwargs(arch))
-    state = load_state_dict_file(out)
-    model = build_backbone(family, _kwargs(arch)).eval()
+    state = read_state_dict(out)
+    model = target_backbone(family, _kwargs(arch)).eval()
     model.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -65,7 +64,7 @@ def test_round_trip_matches_official(tmp_path: Path, family: str, arch, spec: di
 def test_detnas_stem_bias_is_folded(tmp_path: Path) -> None:
     ref, src = _write_official(tmp_path, 'DetNAS', DETNAS_ARCHS['COCO-FPN-300M'], seed=3)
     assert ref.first_conv.conv.bias.abs().sum() > 0
-    state = load_state_dict_file(convert_checkpoint('megvii', 'DetNAS', src, tmp_path / 'o.pth', {}))
+    state = read_state_dict(convert_checkpoint('megvii', 'DetNAS', src, tmp_path / 'o.pth', {}))
     assert 'conv1.0.bias' not in state
     torch.testing.assert_close(state['conv1.1.running_mean'],
                                ref.first_conv.bn.running_mean - ref.first_conv.conv.bias)
@@ -77,10 +76,10 @@ def test_checkpoint_without_batch_counters(tmp_path: Path) -> None:
     ckpt = official_checkpoint(ref)
     ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items() if not k.endswith('num_batches_tracked')}
     torch.save(ckpt, tmp_path / 'old.pth')
-    state = load_state_dict_file(convert_checkpoint('megvii', 'OneShot', tmp_path / 'old.pth', tmp_path / 'o.pth',
-                                                    dict(out_indices=(4,))))
+    state = read_state_dict(convert_checkpoint('megvii', 'OneShot', tmp_path / 'old.pth', tmp_path / 'o.pth',
+                                               dict(out_indices=(4,))))
     assert int(state['conv1.1.num_batches_tracked']) == 0
-    model = build_backbone('OneShot', dict(out_indices=(4,))).eval()
+    model = target_backbone('OneShot', dict(out_indices=(4,))).eval()
     model.load_state_dict(state)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -107,17 +106,15 @@ def test_cli_converts_detnas(tmp_path: Path) -> None:
                            'DetNAS', '--arch', 'VOC-FPN-300M', str(src), str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    model = build_backbone('DetNAS', dict(arch='VOC-FPN-300M', out_indices=(4,))).eval()
-    model.load_state_dict(load_state_dict_file(out), strict=True)
+    model = target_backbone('DetNAS', dict(arch='VOC-FPN-300M', out_indices=(4,))).eval()
+    model.load_state_dict(read_state_dict(out), strict=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], ref.forward_features(x)[1], rtol=0, atol=1e-5)
 
 
 def test_cli_refuses_unknown_arch(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location('convert_weights', ROOT / 'tools/model_converters/convert_weights.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script('tools/model_converters/convert_weights.py')
     _, src = _write_official(tmp_path, 'OneShot', ONESHOT_ARCH)
     assert cli.main(['--src', 'megvii', '--type', 'DetNAS', '--arch', 'COCO-FPN-500M', str(src),
                      str(tmp_path / 'x.pth')]) == 1

@@ -15,17 +15,19 @@ import pytest
 import torch
 
 import shufflenet_det.converters as converters
-from shufflenet_det.converters import ConversionError, core, get_converter, load_state_dict_file
-from shufflenet_det.converters.megvii_v1v2 import megvii_v2_stage_permutations, megvii_v2_unit_plan
-from shufflenet_det.converters.mmpretrain import regroup_shuffle
+from helpers import REPO as ROOT
+from helpers import load_script
 from official_refs import randomize_
 from official_refs.megvii_v1 import MegviiShuffleNetV1
 from official_refs.megvii_v2 import MegviiShuffleNetV2
 from official_refs.mmpretrain_v1 import MMPretrainShuffleNetV1
 from official_refs.mmpretrain_v2 import MMPretrainShuffleNetV2
 from official_refs.torchvision_v2 import TorchvisionShuffleNetV2
+from shufflenet_det.converters import ConversionError, core, get_converter
+from shufflenet_det.converters.megvii_v1v2 import megvii_v2_stage_permutations, megvii_v2_unit_plan
+from shufflenet_det.converters.mmpretrain import regroup_shuffle
+from shufflenet_det.utils.checkpoint import CheckpointError, read_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / 'tools' / 'model_converters' / 'convert_weights.py'
 ATOL = 1e-5
 
@@ -41,7 +43,7 @@ def _convert_and_run(source: str, backbone_type: str, ref: torch.nn.Module, kwar
     converted state dict)."""
     converted = get_converter(source, backbone_type)(state_dict or ref.state_dict(), dict(kwargs))
     out_indices = (1, 2, 3, 4) if backbone_type == 'ShuffleNetV2' else (1, 2, 3)
-    model = core.build_backbone(backbone_type, dict(kwargs, out_indices=out_indices))
+    model = core.target_backbone(backbone_type, dict(kwargs, out_indices=out_indices))
     model.load_state_dict(converted, strict=True)
     model.double().eval()
     ref.double().eval()
@@ -94,7 +96,7 @@ def test_megvii_v2_permutation_algebra(image):
 
     # the permutations are needed: renaming alone computes another function
     naive = {k: ref.state_dict()[k2] for k, k2 in _megvii_v2_names(converted).items()}
-    model = core.build_backbone('ShuffleNetV2', dict(widen_factor=0.5, out_indices=(4,)))
+    model = core.target_backbone('ShuffleNetV2', dict(widen_factor=0.5, out_indices=(4,)))
     model.load_state_dict(naive, strict=True)
     with torch.no_grad():
         wrong = model.double().eval()(image)[0]
@@ -125,7 +127,7 @@ def test_megvii_v2_plans_keep_parity_at_every_width():
             units.append([(2, cin, cout // 2)] + [(1, cout, cout // 2)] * (repeats - 1))
             cin = cout
         for stage, plan in zip(units, megvii_v2_unit_plan(units)):
-            for (stride, _, half), entry in zip(stage, plan):
+            for (_, _, half), entry in zip(stage, plan):
                 assert torch.equal(torch.sort(entry['pi_out']).values, torch.arange(2 * half))
 
 
@@ -253,8 +255,8 @@ def _write_pickle_bomb(path: Path, marker: Path) -> None:
 def test_safe_load_refuses_pickled_objects(tmp_path):
     bomb, marker = tmp_path / 'bomb.pth', tmp_path / 'executed'
     _write_pickle_bomb(bomb, marker)
-    with pytest.raises(ConversionError, match='weights_only=True'):
-        load_state_dict_file(bomb)
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        read_state_dict(bomb)
     assert not marker.exists()
 
 
@@ -286,8 +288,8 @@ def test_cli_end_to_end_and_pretrained_init(torchvision_file, tmp_path):
     assert set(saved) == {'state_dict', 'meta'}
     assert saved['meta']['source'] == 'torchvision'
     assert saved['meta']['backbone'] == dict(type='ShuffleNetV2', widen_factor=0.5)
-    model = core.build_backbone('ShuffleNetV2', dict(widen_factor=0.5,
-                                                     init_cfg=dict(type='Pretrained', checkpoint=str(out))))
+    model = core.target_backbone('ShuffleNetV2', dict(widen_factor=0.5,
+                                                      init_cfg=dict(type='Pretrained', checkpoint=str(out))))
     model.init_weights()
     source = torch.load(torchvision_file, weights_only=True)
     loaded = model.state_dict()
@@ -305,11 +307,7 @@ def test_cli_wrong_widen_factor_exits_nonzero(torchvision_file, tmp_path):
 
 
 def _cli_main(argv: list[str]) -> int:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('convert_weights', CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_script(CLI).main(argv)
 
 
 @pytest.mark.parametrize('case', ['extra_key', 'garbage', 'missing', 'pickle', 'bad_argument', 'bad_width'])
@@ -373,7 +371,7 @@ def test_cli_megvii_v2_layout(tmp_path, capsys):
     assert _cli_main(args + ['--cfg-options', 'layout=megvii']) == 0
     saved = torch.load(out, map_location='cpu', weights_only=True)
     assert saved['meta']['backbone'] == dict(type='ShuffleNetV2', widen_factor=1.0, layout='megvii')
-    model = core.build_backbone('ShuffleNetV2', dict(widen_factor=1.0, layout='megvii'))
+    model = core.target_backbone('ShuffleNetV2', dict(widen_factor=1.0, layout='megvii'))
     model.load_state_dict(saved['state_dict'], strict=True)
 
 

@@ -68,7 +68,7 @@ def test_distributed_session_destroys_the_group(monkeypatch, fail: bool):
     """The group is gone after the block, also when it raises (then without the barrier, which could hang)."""
     import torch.distributed as dist
 
-    from shufflenet_det.engine.launch import distributed_session
+    from shufflenet_det.apps.launch import distributed_session
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
     barriers = []
     real_barrier = dist.barrier

@@ -6,19 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import ncnn  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import numpy as np
+import pnnx  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import pytest
 import torch
 
 import deploy_fixtures as fx
-
-import ncnn  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import pnnx  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-
-from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, run_ncnn  # noqa: E402
-from shufflenet_det.deploy.onnx_export import ExportError, torch_detections  # noqa: E402
-from shufflenet_det.deploy.parity import compare_detections  # noqa: E402
+from shufflenet_det.deploy.export_common import ExportError
+from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, run_ncnn
+from shufflenet_det.deploy.parity import compare_detections
+from shufflenet_det.utils.predict import predict_detections, preprocess_meta
 
 RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
 
@@ -79,12 +78,12 @@ def test_detector_ncnn_and_runner_match_mmdet(tmp_path: Path) -> None:
     dets = result['detections']
     assert len(dets) > 10
     # the same picture through mmdet (read by OpenCV, normalised by the detector's preprocessor settings)
-    from shufflenet_det.deploy.loading import preprocess_meta, prepare_image
+    from shufflenet_det.deploy.images import prepare_image
     img = mmcv.imread(str(ppm))
     assert img.shape[:2] == size
     x, scale = prepare_image(img, size, preprocess_meta(detector))
     assert scale == 1.0
-    ref = torch_detections(detector, x)[0]
+    ref = predict_detections(detector, x)[0]
     got = dict(boxes=np.array([d['box'] for d in dets]), scores=np.array([d['score'] for d in dets]),
                labels=np.array([d['label'] for d in dets]))
     res = compare_detections(ref, got, box_atol=0.05, score_atol=1e-3)  # the runner rounds boxes to 0.01 px

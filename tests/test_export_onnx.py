@@ -5,19 +5,19 @@ import json
 import os
 from pathlib import Path
 
+import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import numpy as np
+import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import pytest
 import torch
 
 import deploy_fixtures as fx
-
-import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-
-from shufflenet_det.deploy.detector import DetectorExportWrapper  # noqa: E402
-from shufflenet_det.deploy.onnx_export import (ExportError, export_backbone_onnx, export_detector_onnx,  # noqa: E402
-                                               ort_session, torch_detections, unpad_detections)
-from shufflenet_det.deploy.parity import compare_detections  # noqa: E402
+from helpers import load_script
+from shufflenet_det.deploy.detector import DetectorExportWrapper
+from shufflenet_det.deploy.export_common import ExportError, unpad_detections
+from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx, ort_session
+from shufflenet_det.deploy.parity import compare_detections
+from shufflenet_det.utils.predict import predict_detections, preprocess_meta
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +81,7 @@ def test_wrapper_reproduces_mmdet_predict(detector) -> None:
     # the in-graph post-processing, run eagerly, equals mmdet's RetinaHead.predict_by_feat
     wrapper = DetectorExportWrapper(detector).eval()
     for x in fx.images(detector, (128, 160), 2, seed=3):
-        ref = torch_detections(detector, x)[0]
+        ref = predict_detections(detector, x)[0]
         assert len(ref['boxes']) > 10
         with torch.no_grad():
             got = unpad_detections(*[t.numpy() for t in wrapper(x)])[0]
@@ -112,7 +112,7 @@ def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector, static_ex
     import mmcv
 
     from shufflenet_det.deploy.evaluate import evaluate_onnx
-    from shufflenet_det.deploy.loading import prepare_image, preprocess_meta, synthetic_image
+    from shufflenet_det.deploy.images import prepare_image, synthetic_image
     size, pre = (128, 160), preprocess_meta(detector)
     classes = ['a', 'b', 'c', 'd']
     images, anns = [], []
@@ -121,7 +121,7 @@ def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector, static_ex
         mmcv.imwrite(img, str(tmp_path / f'{i}.png'))
         images.append(dict(id=i + 1, file_name=f'{i}.png', height=100, width=150))
         x, scale = prepare_image(img, size, pre)
-        ref = torch_detections(detector, x)[0]
+        ref = predict_detections(detector, x)[0]
         for box, label in zip(ref['boxes'][:5] / scale, ref['labels'][:5]):  # its 5 best boxes as ground truth
             x1, y1, x2, y2 = box.tolist()
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(label) + 1, iscrowd=0,
@@ -146,7 +146,7 @@ def test_detector_dynamic_size_and_batch(tmp_path: Path, detector) -> None:
     a, b = fx.images(detector, (128, 160), 2, seed=11)
     n, boxes, scores, labels = ort_session(out).run(None, {'input': torch.cat([a, b]).numpy()})
     for i, x in enumerate((a, b)):
-        ref = torch_detections(detector, x)[0]
+        ref = predict_detections(detector, x)[0]
         got = dict(boxes=boxes[i, :n[i]], scores=scores[i, :n[i]], labels=labels[i, :n[i]])
         assert compare_detections(ref, got, 1e-2, 1e-4)['passed']
 
@@ -197,7 +197,7 @@ def test_failed_exports_leave_nothing(tmp_path: Path) -> None:
 def test_atomic_outputs_cleans_up_when_a_later_file_fails(tmp_path: Path, monkeypatch) -> None:
     import tempfile
 
-    from shufflenet_det.deploy.atomic import atomic_outputs
+    from shufflenet_det.utils.io import atomic_outputs
     real = tempfile.mkstemp
     calls = []
 
@@ -220,10 +220,7 @@ def test_atomic_outputs_cleans_up_when_a_later_file_fails(tmp_path: Path, monkey
 
 
 def test_cli_backbone(tmp_path: Path, capsys) -> None:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('export_onnx_cli', fx.REPO / 'tools/deploy/export_onnx.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script('tools/deploy/export_onnx.py', 'export_onnx_cli')
     out = tmp_path / 'cli.onnx'
     rc = cli.main(['--backbone', 'ShuffleNetV2', '--backbone-args', '{"widen_factor": 0.5, "out_indices": [3]}',
                    '--shape', '64', '64', '--out', str(out)])

@@ -1,7 +1,6 @@
 """Multiply-adds and parameters: every published variant against its reference, the counter, the CLI."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,10 +11,16 @@ import torch
 from torch import nn
 
 import shufflenet_det  # noqa: F401
-from shufflenet_det.analysis import (PUBLISHED_VARIANTS, PublishedVariant, classifier_complexity, model_complexity,
-                                     published_variants, register_published_variant)
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO as ROOT
+from helpers import load_script
+from shufflenet_det.analysis import (
+    PUBLISHED_VARIANTS,
+    PublishedVariant,
+    classifier_complexity,
+    model_complexity,
+    published_variants,
+    register_published_variant,
+)
 
 
 @pytest.mark.parametrize('variant', PUBLISHED_VARIANTS, ids=[v.name for v in PUBLISHED_VARIANTS])
@@ -66,8 +71,8 @@ def _hook_macs(model: nn.Module, size: int) -> int:
 @pytest.mark.parametrize('backbone', [dict(type='ShuffleNetV1', groups=8, widen_factor=0.5),
                                       dict(type='ShuffleNetV2', widen_factor=1.0)])
 def test_mmengine_count_equals_independent_hook_count(backbone: dict) -> None:
-    from shufflenet_det.analysis import ImageClassifier, build_backbone
-    net = build_backbone(backbone)
+    from shufflenet_det.analysis import ImageClassifier, last_output_backbone
+    net = last_output_backbone(backbone)
     model = ImageClassifier(net, net.out_channels[-1], 1000, bias=False)
     assert model_complexity(model, 224)['flops'] == _hook_macs(model, 224)
 
@@ -92,9 +97,8 @@ def test_counter_is_exact_on_a_known_model() -> None:
 
 def test_detector_counted_in_tensor_mode(tmp_path, capsys) -> None:
     """A whole detector: extract_feat + head forward, equal to the sum of its parts counted separately."""
-    from mmengine.registry import init_default_scope
-
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     cfg = dict(
         type='RetinaNet',
@@ -128,10 +132,7 @@ def test_detector_counted_in_tensor_mode(tmp_path, capsys) -> None:
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location('get_flops', ROOT / 'tools/analysis_tools/get_flops.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('tools/analysis_tools/get_flops.py')
 
 
 def _run_cli_on_config(model_cfg: dict, tmp_path: Path, capsys) -> dict:

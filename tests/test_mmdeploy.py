@@ -5,15 +5,14 @@ import importlib.util
 import json
 from pathlib import Path
 
+import mmdeploy  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import numpy as np
+import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import pytest
 import torch
 
 import deploy_fixtures as fx
-
-import mmdeploy  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-
+from helpers import load_script
 from shufflenet_det.deploy import compat_mmdeploy  # noqa: E402
 
 DEPLOY_CFGS = sorted((fx.REPO / 'configs/deploy').glob('detection_*.py'))
@@ -78,8 +77,15 @@ def test_export_from_mmdeploy_modules_uses_the_torchscript_exporter(tmp_path: Pa
 
 @pytest.mark.parametrize('cfg_path', DEPLOY_CFGS, ids=[p.stem for p in DEPLOY_CFGS])
 def test_deploy_configs_follow_the_mmdeploy_schema(cfg_path: Path) -> None:
-    from mmdeploy.utils import (get_backend, get_codebase, get_dynamic_axes, get_input_shape, get_ir_config,
-                                get_task_type, load_config)
+    from mmdeploy.utils import (
+        get_backend,
+        get_codebase,
+        get_dynamic_axes,
+        get_input_shape,
+        get_ir_config,
+        get_task_type,
+        load_config,
+    )
     cfg = load_config(str(cfg_path))[0]
     assert get_codebase(cfg).value == 'mmdet' and get_task_type(cfg).value == 'ObjectDetection'
     assert get_ir_config(cfg)['type'] == 'onnx' and get_ir_config(cfg)['opset_version'] >= 11
@@ -105,14 +111,12 @@ def test_deploy_mini_retinanet_and_run_in_onnxruntime(tmp_path: Path, capsys) ->
     detector = fx.spread_retinanet()
     ckpt = tmp_path / 'tiny.pth'
     torch.save({'state_dict': detector.state_dict()}, ckpt)
-    from shufflenet_det.deploy.loading import synthetic_image
+    from shufflenet_det.deploy.images import synthetic_image
     images = []
     for i in range(2):
         images.append(tmp_path / f'img{i}.png')
         mmcv.imwrite(synthetic_image(200, 240, seed=i), str(images[-1]))
-    spec = importlib.util.spec_from_file_location('mmdeploy_deploy', fx.REPO / 'tools/deploy/mmdeploy_deploy.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/deploy/mmdeploy_deploy.py', 'mmdeploy_deploy')
     work = tmp_path / 'work'
     rc = tool.main([str(fx.REPO / 'configs/deploy/detection_onnxruntime_static-256x256.py'), str(fx.MINI_CFG),
                     str(ckpt), *map(str, images), '--work-dir', str(work)])

@@ -1,4 +1,5 @@
-"""ShuffleNet V1 backbone: every variant, the official tables and structure, the mmdet backbone contract."""
+"""ShuffleNet V1 backbone: the official channel tables and the rule for the other variants, the official structure
+and formulation, the family's own arguments (the mmdet backbone contract: ``test_backbone_contract.py``)."""
 from __future__ import annotations
 
 import itertools
@@ -7,15 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-import contract_checks as cc
-from shufflenet_det.models.backbones.shufflenet_v1 import (SHUFFLENET_V1_ARCH, ShuffleNetV1,
-                                                           shufflenet_v1_channels, shufflenet_v1_rule_channels)
+from helpers import randomize_bn
+from shufflenet_det.models.backbones.shufflenet_v1 import (
+    SHUFFLENET_V1_ARCH,
+    ShuffleNetV1,
+    shufflenet_v1_channels,
+    shufflenet_v1_rule_channels,
+)
+from shufflenet_det.models.layers import count_batchnorm
 
 GROUPS = (1, 2, 3, 4, 8)
 WIDTHS = (0.25, 0.5, 1.0, 1.5, 2.0)
-SMALL = dict(type='ShuffleNetV1', groups=3, widen_factor=0.5)
 
 # Megvii ShuffleNet-Series ShuffleNetV1/network.py stage_out_channels[1:] = [stem, stage2, stage3, stage4]
 OFFICIAL = {
@@ -23,12 +27,6 @@ OFFICIAL = {
     (3, 2.0): (48, 480, 960, 1920), (8, 0.5): (16, 192, 384, 768), (8, 1.0): (24, 384, 768, 1536),
     (8, 1.5): (24, 576, 1152, 2304), (8, 2.0): (48, 768, 1536, 3072),
 }
-
-
-@pytest.mark.parametrize('groups,width', list(itertools.product(GROUPS, WIDTHS)))
-def test_every_variant_outputs_match_declared(groups: int, width: float) -> None:
-    cc.check_outputs_match_declared(dict(type='ShuffleNetV1', groups=groups, widen_factor=width,
-                                         out_indices=(0, 1, 2, 3)), size=64)
 
 
 @pytest.mark.parametrize('key', sorted(OFFICIAL))
@@ -81,6 +79,7 @@ def test_structure_mirrors_official_block() -> None:
     units = [k.split('.')[:2] for k in sd if k.startswith('stage')]
     assert len({tuple(u) for u in units}) == 16
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert count_batchnorm(model) == 1 + 16 * 3  # stem + per unit: after each of the three convs
 
 
 def _official_forward(sd: dict, x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -111,7 +110,7 @@ def _official_forward(sd: dict, x: torch.Tensor, groups: int) -> torch.Tensor:
 
 @pytest.mark.parametrize('groups', [3, 8])
 def test_matches_official_formulation(groups: int) -> None:
-    model = cc.randomize_bn(ShuffleNetV1(groups=groups, widen_factor=0.5, out_indices=(3,))).eval()
+    model = randomize_bn(ShuffleNetV1(groups=groups, widen_factor=0.5, out_indices=(3,)))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ours = model(x)[0]
@@ -119,58 +118,9 @@ def test_matches_official_formulation(groups: int) -> None:
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('frozen', [-1, 0, 2])
-def test_frozen_stages(frozen: int) -> None:
-    cc.check_frozen_stages(SMALL, frozen)
-
-
-def test_norm_eval() -> None:
-    cc.check_norm_eval(SMALL)
-
-
-def test_with_cp() -> None:
-    cc.check_with_cp(dict(SMALL, out_indices=(0, 1, 2, 3)))
-
-
-@pytest.mark.parametrize('groups', [1, 8])
-def test_deploy_fold(groups: int) -> None:
-    cc.check_deploy_fold(dict(type='ShuffleNetV1', groups=groups, widen_factor=0.5, out_indices=(0, 1, 2, 3)))
-
-
-def test_norm_cfg_syncbn_and_gn() -> None:
-    sync = cc.build(dict(SMALL, norm_cfg=dict(type='SyncBN'), norm_eval=True))
-    norms = [m for m in sync.modules() if isinstance(m, _BatchNorm)]
-    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
-    sync.train()
-    assert all(not m.training for m in norms)
-    gn = cc.build(dict(SMALL, norm_cfg=dict(type='GN', num_groups=2), out_indices=(3,)))
-    assert not any(isinstance(m, _BatchNorm) for m in gn.modules())
-    assert sum(isinstance(m, nn.GroupNorm) for m in gn.modules()) == 1 + 16 * 3
-    assert gn(torch.randn(1, 3, 64, 64))[0].shape == (1, 480, 2, 2)
-
-
-@pytest.mark.parametrize('act', [dict(type='ReLU6'), dict(type='HSwish')])
-def test_act_cfg(act: dict) -> None:
-    model = cc.build(dict(SMALL, act_cfg=act, out_indices=(3,)))
-    expected = {'ReLU6': nn.ReLU6, 'HSwish': nn.Hardswish}[act['type']]
-    assert not any(type(m) is nn.ReLU for m in model.modules())
-    # stem + per unit: act after the first pw and after the merge
-    assert sum(isinstance(m, expected) for m in model.modules()) == 1 + 16 * 2
-    assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 480, 2, 2)
-
-
-def test_init_cfg_pretrained_with_prefix(tmp_path) -> None:
-    cc.check_init_cfg_pretrained_prefix(SMALL, tmp_path)
-
-
 @pytest.mark.parametrize('kwargs,argument', [
     (dict(groups=5), 'groups'),
     (dict(widen_factor=0.3), 'widen_factor'),
-    (dict(out_indices=(6,)), 'out_indices'),
-    (dict(out_indices=(4,)), 'out_indices'),
-    (dict(frozen_stages=9), 'frozen_stages'),
-    (dict(norm_cfg=dict(type='NoSuchNorm')), 'norm_cfg'),
-    (dict(act_cfg=dict(type='NoSuchAct')), 'act_cfg'),
 ])
 def test_bad_arguments(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):

@@ -1,26 +1,23 @@
-"""ShuffleNet V2 backbone: variants, torchvision layout and numerical equivalence, the mmdet backbone contract."""
+"""ShuffleNet V2 backbone: the paper's channel table, torchvision's layout and numerical equivalence with it, the
+official Megvii layout, the family's own arguments (the mmdet backbone contract: ``test_backbone_contract.py``)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-import contract_checks as cc
+from helpers import randomize_bn
 from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH, ShuffleNetV2
 
 # Paper Table 5 = torchvision stages_out_channels: [stem, stage2, stage3, stage4, conv5]
 PAPER = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024), 1.5: (24, 176, 352, 704, 1024),
          2.0: (24, 244, 488, 976, 2048)}
-SMALL = dict(type='ShuffleNetV2', widen_factor=0.5)
 
 
 @pytest.mark.parametrize('width', sorted(PAPER))
-def test_every_variant_outputs_match_declared(width: float) -> None:
-    cfg = dict(type='ShuffleNetV2', widen_factor=width, out_indices=(0, 1, 2, 3, 4))
-    cc.check_outputs_match_declared(cfg, size=64)
-    model = cc.build(cfg)
+def test_declared_outputs_are_the_paper_table(width: float) -> None:
+    model = ShuffleNetV2(widen_factor=width, out_indices=(0, 1, 2, 3, 4))
     assert model.out_channels == PAPER[width]
     assert model.out_strides == (4, 8, 16, 32, 32)
 
@@ -133,7 +130,12 @@ def test_state_dict_keys_are_torchvision_keys_for_every_width() -> None:
 def test_keys_do_not_depend_on_act_cfg() -> None:
     keys = set(ShuffleNetV2(widen_factor=0.5).state_dict())
     assert set(ShuffleNetV2(widen_factor=0.5, act_cfg=None).state_dict()) == keys
-    assert set(ShuffleNetV2(widen_factor=0.5, act_cfg=dict(type='HSwish')).state_dict()) == keys
+    hswish = ShuffleNetV2(widen_factor=0.5, act_cfg=dict(type='HSwish'))
+    assert set(hswish.state_dict()) == keys
+    unit = hswish.stage2[0]  # the activation slots: branch2.2 and .7, branch1.4
+    assert all(isinstance(m, nn.Hardswish) for m in (unit.branch2[2], unit.branch2[7], unit.branch1[4]))
+    plain = ShuffleNetV2(widen_factor=0.5, act_cfg=None)
+    assert isinstance(plain.stage2[0].branch2[2], nn.Identity) and isinstance(plain.conv5[2], nn.Identity)
 
 
 def test_real_torchvision_if_available() -> None:
@@ -142,7 +144,7 @@ def test_real_torchvision_if_available() -> None:
     except Exception as exc:  # noqa: BLE001  (a broken torchvision install raises more than ImportError)
         pytest.skip(f'torchvision not importable: {exc}')
     torch.manual_seed(0)
-    tv = cc.randomize_bn(shufflenet_v2_x0_5()).eval()
+    tv = randomize_bn(shufflenet_v2_x0_5())
     model = ShuffleNetV2(widen_factor=0.5, out_indices=(4,)).eval()
     model.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith('fc.')}, strict=True)
     x = torch.randn(1, 3, 64, 64)
@@ -152,71 +154,10 @@ def test_real_torchvision_if_available() -> None:
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
 
 
-# ---------------------------------------------------------------- contract
-@pytest.mark.parametrize('frozen', [-1, 0, 2, 4])
-def test_frozen_stages(frozen: int) -> None:
-    cc.check_frozen_stages(dict(SMALL, out_indices=(0, 1, 2, 3, 4)), frozen)
-
-
-@pytest.mark.parametrize('out_indices', [(1, 2, 3), (2,)])
-def test_groups_after_the_last_output_are_kept_but_frozen(out_indices: tuple) -> None:
-    """conv5 (and stage4 for out_indices=(2,)) stay in the state dict for checkpoints but take no gradient."""
-    cc.check_frozen_stages(dict(SMALL, out_indices=out_indices), -1)
-    model = cc.build(dict(SMALL, out_indices=out_indices))
-    assert any(k.startswith('conv5.') for k in model.state_dict())
-    model.train()
-    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
-    for name, p in model.named_parameters():  # every trainable parameter gets a gradient: DDP needs nothing more
-        assert (p.grad is not None) == p.requires_grad, name
-
-
-def test_norm_eval() -> None:
-    cc.check_norm_eval(SMALL)
-
-
-def test_with_cp() -> None:
-    cc.check_with_cp(dict(SMALL, out_indices=(0, 1, 2, 3, 4)))
-
-
-def test_deploy_fold() -> None:
-    cc.check_deploy_fold(dict(SMALL, out_indices=(0, 1, 2, 3, 4)))
-
-
-def test_norm_cfg_syncbn_and_gn() -> None:
-    sync = cc.build(dict(SMALL, norm_cfg=dict(type='SyncBN'), norm_eval=True))
-    norms = [m for m in sync.modules() if isinstance(m, _BatchNorm)]
-    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
-    sync.train()
-    assert all(not m.training for m in norms)
-    gn = cc.build(dict(SMALL, norm_cfg=dict(type='GN', num_groups=4), out_indices=(4,)))
-    assert not any(isinstance(m, _BatchNorm) for m in gn.modules())
-    assert set(gn.state_dict()) - {k for k in ShuffleNetV2(widen_factor=0.5).state_dict()
-                                   if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))} == set()
-    assert gn(torch.randn(1, 3, 64, 64))[0].shape == (1, 1024, 2, 2)
-
-
-@pytest.mark.parametrize('act', [dict(type='ReLU6'), dict(type='HSwish')])
-def test_act_cfg(act: dict) -> None:
-    model = cc.build(dict(SMALL, act_cfg=act, out_indices=(4,)))
-    expected = {'ReLU6': nn.ReLU6, 'HSwish': nn.Hardswish}[act['type']]
-    assert not any(type(m) is nn.ReLU for m in model.modules())
-    # conv1 + conv5 + 2 per unit (branch2 pw, pw) + 1 per stride-2 unit (branch1 pw)
-    assert sum(isinstance(m, expected) for m in model.modules()) == 2 + 16 * 2 + 3
-    assert isinstance(model.stage2[0].branch2[2], expected) and isinstance(model.stage2[0].branch1[4], expected)
-    assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 1024, 2, 2)
-
-
-def test_init_cfg_pretrained_with_prefix(tmp_path) -> None:
-    cc.check_init_cfg_pretrained_prefix(SMALL, tmp_path)
-
-
+# ---------------------------------------------------------------- family arguments
 @pytest.mark.parametrize('kwargs,argument', [
     (dict(widen_factor=0.3), 'widen_factor'),
     (dict(widen_factor=0.25), 'widen_factor'),
-    (dict(out_indices=(6,)), 'out_indices'),
-    (dict(out_indices=()), 'out_indices'),
-    (dict(frozen_stages=9), 'frozen_stages'),
-    (dict(norm_cfg=dict(type='NoSuchNorm')), 'norm_cfg'),
 ])
 def test_bad_arguments(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
@@ -224,16 +165,11 @@ def test_bad_arguments(kwargs: dict, argument: str) -> None:
 
 
 # ---------------------------------------------------------------- layout='megvii' (official formulation)
-MEGVII = dict(type='ShuffleNetV2', widen_factor=1.0, layout='megvii')
-
-
 @pytest.mark.parametrize('width', sorted(PAPER))
 def test_megvii_layout_every_width(width: float) -> None:
-    """Every width builds; outputs match the declared channels/strides (the same as torchvision's layout); stage 2's
-    first unit splits ``stem + (c2 - stem)`` like the official network, later units split halves."""
-    cfg = dict(MEGVII, widen_factor=width, out_indices=(0, 1, 2, 3, 4))
-    cc.check_outputs_match_declared(cfg, size=32)
-    model = cc.build(cfg)
+    """Every width builds with the declared channels/strides of torchvision's layout; stage 2's first unit splits
+    ``stem + (c2 - stem)`` like the official network, later units split halves."""
+    model = ShuffleNetV2(widen_factor=width, layout='megvii', out_indices=(0, 1, 2, 3, 4))
     assert model.layout == 'megvii'
     assert model.out_channels == PAPER[width] and model.out_strides == (4, 8, 16, 32, 32)
     stem, c2, c3 = PAPER[width][:3]
@@ -256,7 +192,7 @@ def test_megvii_layout_same_keys_other_shapes() -> None:
 
 def test_megvii_units_route_channels_like_the_official_block() -> None:
     """Stride 1: ``cat(even, main(odd))``, no shuffle after; stride 2: ``cat(proj(x), main(x))``, no shuffle."""
-    model = cc.randomize_bn(ShuffleNetV2(widen_factor=0.5, layout='megvii')).eval()
+    model = randomize_bn(ShuffleNetV2(widen_factor=0.5, layout='megvii'))
     unit = model.stage2[1]
     x = torch.randn(2, 48, 8, 8)
     with torch.no_grad():
@@ -272,18 +208,6 @@ def test_megvii_units_route_channels_like_the_official_block() -> None:
     img = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (tv(img)[0] - mg(img)[0]).abs().max() > 1e-3
-
-
-def test_megvii_layout_with_cp() -> None:
-    cc.check_with_cp(dict(MEGVII, out_indices=(0, 1, 2, 3, 4)))
-
-
-def test_megvii_layout_deploy_fold() -> None:
-    cc.check_deploy_fold(dict(MEGVII, out_indices=(0, 1, 2, 3, 4)))
-
-
-def test_megvii_layout_frozen_stages() -> None:
-    cc.check_frozen_stages(dict(MEGVII, widen_factor=0.5, out_indices=(0, 1, 2, 3, 4)), 2)
 
 
 @pytest.mark.parametrize('layout', ['Megvii', 'official', None])

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from shufflenet_det.apps.launch import load_run_config, select_dist_backend
 from shufflenet_det.datasets import DatasetCheckError, check_config_data, layout
-from shufflenet_det.engine import AtomicCheckpointHook, write_atomic
-from shufflenet_det.engine.launch import load_config, select_dist_backend
-
+from shufflenet_det.engine import AtomicCheckpointHook
+from shufflenet_det.utils.io import write_bytes_atomic
 from tiny_mini_coco import REPO, load_script, make_dataset, run_tool, write_config
 
 DEFAULT_CONFIG = REPO / 'configs' / 'retinanet_shufflenetv2.py'
@@ -41,7 +41,7 @@ def no_runner(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError('the model/Runner was built before the data check')
     monkeypatch.setattr(MODELS, 'build', forbidden)
-    monkeypatch.setattr('shufflenet_det.engine.launch.build_runner', forbidden)
+    monkeypatch.setattr('shufflenet_det.apps.launch.build_runner', forbidden)
 
 
 # --------------------------------------------------------------------------------------------- early errors
@@ -111,7 +111,7 @@ def test_bad_annotation_files(broken_copy, tmp_path, damage, expected):
         ann.write_text(json.dumps(data))
     elif damage == 'no_images':
         ann.write_text(json.dumps(dict(json.loads(text), images=[])))
-    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    cfg = load_run_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
     with pytest.raises(DatasetCheckError) as exc:
         check_config_data(cfg, ('train', 'val'))
     assert str(ann) in str(exc.value) and expected in str(exc.value)
@@ -120,7 +120,7 @@ def test_bad_annotation_files(broken_copy, tmp_path, damage, expected):
 
 def test_large_annotation_files_get_a_cheap_truncation_check(broken_copy, tmp_path, monkeypatch):
     monkeypatch.setattr(layout, 'FULL_PARSE_LIMIT', 10)
-    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    cfg = load_run_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
     check_config_data(cfg, ('train', 'val'))
     ann = broken_copy / 'annotations' / 'instances_val2017.json'
     ann.write_text(ann.read_text()[:-300])
@@ -130,13 +130,13 @@ def test_large_annotation_files_get_a_cheap_truncation_check(broken_copy, tmp_pa
 
 def test_image_folder_missing(broken_copy, tmp_path):
     (broken_copy / 'val2017').unlink()
-    cfg = load_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
+    cfg = load_run_config(str(write_config(tmp_path / 'cfg.py', broken_copy)))
     with pytest.raises(DatasetCheckError, match=r"image folder '.*val2017/?' .* does not exist"):
         check_config_data(cfg, ('val',))
 
 
 def test_gloo_without_cuda():
-    base = load_config(str(DEFAULT_CONFIG), launcher='pytorch')
+    base = load_run_config(str(DEFAULT_CONFIG), launcher='pytorch')
     cfg = copy.deepcopy(base)
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'
     assert select_dist_backend(cfg, cuda_available=False) == 'gloo'
@@ -157,15 +157,15 @@ def test_gloo_without_cuda():
 
 
 # --------------------------------------------------------------------------------------------- atomic checkpoints
-def test_write_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
+def test_write_bytes_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / 'f.bin'
-    write_atomic(b'old', target)
+    write_bytes_atomic(b'old', target)
 
     def failing_replace(src, dst):
         raise OSError('power cut')
     monkeypatch.setattr(os, 'replace', failing_replace)
     with pytest.raises(OSError):
-        write_atomic(b'new', target)
+        write_bytes_atomic(b'new', target)
     assert target.read_bytes() == b'old' and sorted(os.listdir(tmp_path)) == ['f.bin']
 
 
@@ -176,7 +176,7 @@ def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
-    from shufflenet_det.engine import atomic_io
+    from shufflenet_det.utils import io as atomic_io
 
     class Toy(BaseModel):
         def __init__(self):
@@ -277,7 +277,7 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
     compares two such records."""
     from PIL import Image
 
-    from shufflenet_det.engine.mini_job import format_table, interleaved_step_times, run_job
+    from shufflenet_det.apps.mini_job import format_table, interleaved_step_times, run_job
     from tiny_mini_coco import TINY_SPEC
     cfg = write_config(tmp_path / 'tiny.py', tiny_data, max_epochs=1)
     work = tmp_path / 'job'

@@ -1,16 +1,14 @@
 """Helpers for the tool tests: a tiny mini-COCO dataset and a config that trains on it in seconds."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
+from helpers import REPO, load_script  # noqa: F401  (re-exported for the tool tests)
 from shufflenet_det.datasets.mini_coco import MiniCocoSpec, generate
 
-REPO = Path(__file__).resolve().parents[1]
 MINI_RETINANET = REPO / 'configs' / 'mini' / 'retinanet_shufflenetv2-1x_fpn_mini-coco.py'
 TINY_SPEC = MiniCocoSpec(num_train=16, num_val=4, image_width=64, image_height=64, min_objects=1, max_objects=2,
                          min_size=12, max_size=28)
@@ -58,12 +56,3 @@ def run_tool(args: list[str], timeout: float = 300, **kwargs) -> subprocess.Comp
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
-
-
-def load_script(relative_path: str) -> ModuleType:
-    """Import a script of the repository (e.g. ``'tools/train.py'``) as a module, to call its ``main(argv)``."""
-    path = REPO / relative_path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

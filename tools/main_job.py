@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 # OpenMP threads that spin while waiting for work make CPU training many times slower as soon as another process
@@ -24,11 +25,13 @@ from typing import Optional, Sequence
 # explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python tools/main_job.py` from a checkout
+    sys.path.insert(0, str(REPO))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from shufflenet_det.engine.mini_job import MINI_CONFIGS, format_table, run_job  # noqa: E402
+from shufflenet_det.apps.mini_job import MINI_CONFIGS, format_table, mini_config, run_job  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -52,15 +55,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    config = args.config or MINI_CONFIGS[args.model]
+    config = args.config or mini_config(args.model, REPO / 'configs')
     name = os.path.splitext(os.path.basename(config))[0]
     work_dir = args.work_dir or os.path.join('work_dirs', 'main_job', name)
+    from shufflenet_det.apps.launch import PretrainedWeightsMissing
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.engine.launch import PretrainedWeightsMissing
+    from shufflenet_det.utils.build import ConfigError
     try:
         results = run_job(config, work_dir, data_root=args.data_root, cfg_options=args.cfg_options,
                           num_vis=args.num_vis, resume=args.resume)
-    except (DatasetCheckError, PretrainedWeightsMissing, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetCheckError, PretrainedWeightsMissing, FileExistsError, FileNotFoundError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     print('\n' + format_table(results))

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up of shufflenet_det: one virtualenv with the OpenMMLab stack that works on torch 2.13.
+# Idempotent set-up of shufflenet_det: a virtualenv with an OpenMMLab stack and this package (editable).
 #
-#   bash tools/setup.sh            # called by `make test` and `make main`; returns in seconds once done
-#   SETUP_FORCE=1 bash tools/setup.sh   # re-run every step
+#   bash tools/setup.sh                   # the pinned stack (torch 2.13) in .venv; `make test` / `make main` call it
+#   STACK=openmmlab bash tools/setup.sh   # the OpenMMLab-standard stack (torch 2.1.2 + torchvision 0.16.2, numpy 1.x,
+#                                         # mmpretrain) in .venv-openmmlab; `make test-openmmlab` calls it
+#   SETUP_FORCE=1 bash tools/setup.sh     # re-run every step
 #
-# Environment: the active virtualenv ($VIRTUAL_ENV) is used when there is one, else .venv in the repo root is made.
+# Both return in seconds once done. Pinned stack: the active virtualenv ($VIRTUAL_ENV) is used when there is one,
+# else .venv in the repo root is made. openmmlab stack: always .venv-openmmlab (or $OPENMMLAB_VENV).
 # CUDA: when `nvidia-smi -L` lists a GPU, torch 2.13 comes from PyPI's CUDA build with the matching torchvision 0.28,
 # and mmcv's ops are built with CUDA where nvcc exists. Without a GPU: the CPU wheel of torch and NO torchvision
 # (the PyPI torchvision is a CUDA build; a broken `import torchvision` crashes mmengine's Runner).
@@ -13,13 +16,20 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-CONSTRAINTS="$ROOT/requirements/constraints.txt"
+STACK="${STACK:-pinned}"
+case "$STACK" in
+  pinned) CONSTRAINTS="$ROOT/requirements/constraints.txt" ;;
+  openmmlab) CONSTRAINTS="$ROOT/requirements/constraints-openmmlab.txt" ;;
+  *) printf '[setup] ERROR: STACK=%s is not a stack; allowed: pinned (default), openmmlab\n' "$STACK" >&2; exit 2 ;;
+esac
 TOTAL=7
 step() { printf '\n[setup %s/%s] %s\n' "$1" "$TOTAL" "$2"; }
 die() { printf '\n[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- 0. where to install
-if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+if [[ $STACK == openmmlab ]]; then
+  VENV="${OPENMMLAB_VENV:-$ROOT/.venv-openmmlab}"
+elif [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
   VENV="$VIRTUAL_ENV"
 else
   VENV="$ROOT/.venv"
@@ -29,7 +39,8 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 STAMP="$VENV/.shufflenet_det_setup"
 
 fingerprint() {
-  cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt "$ROOT/tools/setup.sh" | sha256sum | cut -d' ' -f1
+  { echo "$STACK"; cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt "$ROOT/tools/setup.sh"; } \
+    | sha256sum | cut -d' ' -f1
 }
 
 # Fast path: same inputs as the last successful set-up and the stack still imports.
@@ -74,10 +85,14 @@ fi
 "${PIP[@]}" install -q -c "$CONSTRAINTS" "setuptools>=77,<82" wheel ninja psutil
 
 # ---------------------------------------------------------------- 3. torch
-step 3 "torch 2.13 ($([[ $has_gpu == 1 ]] && echo 'CUDA build + torchvision 0.28' || echo 'CPU build, no torchvision'))"
-if [[ $has_gpu == 1 ]]; then
+if [[ $STACK == openmmlab ]]; then
+  step 3 "torch 2.1.2 + torchvision 0.16.2 (PyPI's CUDA builds; they also run on a CPU) and numpy 1.x"
+  "${PIP[@]}" install -c "$CONSTRAINTS" "torch==2.1.2" "torchvision==0.16.2" "numpy<2"
+elif [[ $has_gpu == 1 ]]; then
+  step 3 "torch 2.13 (CUDA build + torchvision 0.28)"
   "${PIP[@]}" install -c "$CONSTRAINTS" "torch==2.13.0" "torchvision==0.28.0"
 else
+  step 3 "torch 2.13 (CPU build, no torchvision)"
   "${PIP[@]}" install -c "$CONSTRAINTS" "torch==2.13.0"
   if "$PY" -c "import importlib.util as u; import sys; sys.exit(u.find_spec('torchvision') is None)"; then
     if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
@@ -98,16 +113,24 @@ if [[ $need_build == 1 ]]; then
     export FORCE_CUDA=0
     echo "  building the CPU ops: about 8-10 min on 2 cores the first time (pip caches the wheel afterwards)"
   fi
-  "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation "mmcv==2.1.0"
+  # pip caches the built wheel keyed on the sdist only, not on the torch it was compiled against: the openmmlab
+  # stack must not reuse the pinned stack's wheel (or the other way round), so mmcv is built without the cache.
+  "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation --no-cache-dir "mmcv==2.1.0"
 else
   echo "  mmcv 2.1.0 with ops already installed"
 fi
 
 # ---------------------------------------------------------------- 5. the project and its stack
-step 5 "mmengine, mmdet, pycocotools and shufflenet_det (editable, with the dev extra)"
-"${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[dev]"
+EXTRAS=dev
+[[ $STACK == openmmlab ]] && EXTRAS=dev,mmpretrain
+step 5 "mmengine, mmdet, pycocotools and shufflenet_det (editable, extras: $EXTRAS)"
+"${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[$EXTRAS]"
 
 # ---------------------------------------------------------------- 6. deployment packages
+if [[ $STACK == openmmlab ]]; then
+  step 6 "export packages (onnx, onnxruntime, onnxslim)"
+  "${PIP[@]}" install -c "$CONSTRAINTS" onnx onnxruntime onnxslim
+else
 step 6 "deployment packages (onnx, onnxruntime, onnxslim, pnnx, ncnn; mmdeploy 1.3.1 without its pins)"
 if [[ -f "$ROOT/requirements/deploy.txt" ]]; then
   "${PIP[@]}" install -c "$CONSTRAINTS" -r "$ROOT/requirements/deploy.txt"
@@ -116,16 +139,21 @@ if [[ -f "$ROOT/requirements/mmdeploy.txt" ]]; then
   # mmdeploy 1.3.1 pins old onnx/protobuf: its own requirements are replaced by requirements/deploy.txt.
   "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps -r "$ROOT/requirements/mmdeploy.txt"
 fi
+fi
 
 # ---------------------------------------------------------------- 7. verify
 step 7 "verifying the stack"
-(cd / && "$PY" - <<'EOF'
-import importlib.util, sys
+(cd / && STACK="$STACK" "$PY" - <<'EOF'
+import importlib.util, os, sys
 import setuptools, torch, mmcv, mmengine, mmdet
 from mmcv.ops import nms  # the compiled ops
 import shufflenet_det
 from mmdet.registry import MODELS
-assert torch.__version__.startswith('2.13'), torch.__version__
+expected = {'pinned': '2.13', 'openmmlab': '2.1.2'}[os.environ['STACK']]
+assert torch.__version__.startswith(expected), f'torch {torch.__version__}, expected {expected}'
+if os.environ['STACK'] == 'openmmlab':
+    import mmpretrain, numpy, torchvision  # the standard stack has all three, and they import
+    assert numpy.__version__.startswith('1.'), numpy.__version__
 assert int(setuptools.__version__.split('.')[0]) < 82, f'setuptools {setuptools.__version__} lacks pkg_resources'
 if importlib.util.find_spec('torchvision') is not None:
     import torchvision  # must import cleanly when present

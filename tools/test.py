@@ -41,13 +41,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from mmdet.engine.hooks.utils import trigger_visualization_hook
     from mmdet.evaluation import DumpDetResults
     from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+
+    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
+    from shufflenet_det.apps.launch import (
+        build_runner,
+        distributed_session,
+        load_run_config,
+        prepare_for,
+        set_local_rank_env,
+    )
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.engine.launch import (build_runner, distributed_session, load_config, prepare_for,
-                                              set_local_rank_env)
+    from shufflenet_det.utils.build import ConfigError
 
     set_local_rank_env(args.local_rank)
     register_all_modules(init_default_scope=False)
@@ -55,7 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
 
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    try:
+        cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    except ConfigError as exc:
+        raise SystemExit(f'error: {exc}') from None
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

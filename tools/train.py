@@ -41,17 +41,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+
+    import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
+    from shufflenet_det.apps.launch import (
+        PretrainedWeightsMissing,
+        build_runner,
+        distributed_session,
+        load_run_config,
+        prepare_for,
+        set_local_rank_env,
+    )
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.engine.launch import (PretrainedWeightsMissing, build_runner, distributed_session,
-                                              load_config, prepare_for, set_local_rank_env)
+    from shufflenet_det.utils.build import ConfigError
 
     set_local_rank_env(args.local_rank)
     register_all_modules(init_default_scope=False)
     setup_cache_size_limit_of_dynamo()
 
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    try:
+        cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    except ConfigError as exc:
+        raise SystemExit(f'error: {exc}') from None
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

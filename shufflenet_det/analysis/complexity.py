@@ -11,12 +11,14 @@ Element-wise ops (activations, adds, concat, channel shuffle, max/avg pooling) a
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from torch import nn
+
+from ..utils.build import build_backbone
+from ..utils.predict import tensor_mode
 
 #: mmengine/fvcore operator handles kept by ``op_set='macs'``: convolutions and matrix products.
 MAC_OPS: tuple[str, ...] = ('aten::_convolution', 'aten::addmm', 'aten::linear', 'aten::matmul', 'aten::mm',
@@ -63,51 +65,6 @@ def _as_input_shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-class _TensorOutputs(nn.Module):
-    """Run ``module(x, **kwargs)`` and flatten nested lists/tuples/dicts of tensors into a tuple (what JIT tracing
-    accepts)."""
-
-    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
-        super().__init__()
-        self.module = module
-        self.kwargs = kwargs
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(_flatten_tensors(self.module(x, **self.kwargs)))
-
-
-def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _flatten_tensors(item)]
-    return []
-
-
-def _detector_wrapper(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-    """``model(inputs, data_samples, mode='tensor')``: ``extract_feat`` + head forward, no post-processing."""
-    from mmdet.structures import DetDataSample
-
-    n, _, h, w = shape
-    samples = []
-    for _ in range(n):
-        sample = DetDataSample()
-        sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                                 scale_factor=(1.0, 1.0)))
-        samples.append(sample)
-    return _TensorOutputs(model, data_samples=samples, mode='tensor')
-
-
-def _is_mmdet_detector(model: nn.Module) -> bool:
-    try:
-        from mmdet.models.detectors import BaseDetector
-    except ImportError:  # pragma: no cover - mmdet is a dependency
-        return False
-    return isinstance(model, BaseDetector)
-
-
 def model_complexity(model: nn.Module, input_shape: int | Sequence[int] = 224, op_set: str = 'macs') -> dict:
     """Multiply-adds and parameters of ``model`` on a random input of ``input_shape``.
 
@@ -125,7 +82,7 @@ def model_complexity(model: nn.Module, input_shape: int | Sequence[int] = 224, o
     was_training = model.training
     model.eval()
     try:
-        wrapper = _detector_wrapper(model, shape) if _is_mmdet_detector(model) else _TensorOutputs(model)
+        wrapper = tensor_mode(model, shape)
         param = next(model.parameters(), None)
         x = torch.randn(shape, device=param.device if param is not None else 'cpu')
         with torch.no_grad():
@@ -173,22 +130,13 @@ class ImageClassifier(nn.Module):
         return self.fc(feat.mean((2, 3)))
 
 
-def build_backbone(backbone_cfg: dict, last_output_only: bool = True) -> nn.Module:
-    """Build a backbone from its config through mmdet's MODELS (with its last output only, by default)."""
-    import shufflenet_det  # noqa: F401  (registers the backbones)
-    from mmdet.registry import MODELS
-
-    if not isinstance(backbone_cfg, dict) or 'type' not in backbone_cfg:
+def last_output_backbone(backbone_cfg: Mapping[str, Any]) -> nn.Module:
+    """The backbone of ``backbone_cfg`` (built by :func:`shufflenet_det.utils.build.build_backbone`) returning only
+    its last output (``out_indices=(last,)``), as the ImageNet classifier of the papers uses it."""
+    if not isinstance(backbone_cfg, Mapping):
         raise ValueError(f'backbone_cfg={backbone_cfg!r} must be a dict with a "type" key')
-    if MODELS.get(backbone_cfg['type']) is None:
-        known = sorted(k for k in MODELS.module_dict if 'Shuffle' in k or 'DetNAS' in k or 'OneShot' in k)
-        raise ValueError(f"backbone type {backbone_cfg['type']!r} is not registered in mmdet MODELS; "
-                         f'ShuffleNet-family types: {known}')
-    cfg = copy.deepcopy(backbone_cfg)
-    if last_output_only:
-        probe = MODELS.build(dict(cfg, out_indices=(0,)))
-        cfg['out_indices'] = (probe.num_outputs - 1,)
-    return MODELS.build(cfg)
+    probe = build_backbone({**backbone_cfg, 'out_indices': (0,)})
+    return build_backbone({**backbone_cfg, 'out_indices': (probe.num_outputs - 1,)})
 
 
 def classifier_complexity(backbone_cfg: dict,
@@ -203,7 +151,7 @@ def classifier_complexity(backbone_cfg: dict,
     (e.g. ShuffleNetV2+'s SE + ``Linear(1280, 1280)`` + h-swish + classifier). Returns :func:`model_complexity`'s
     dict plus ``out_channels`` and ``out_strides`` of the full backbone (every output index).
     """
-    backbone = build_backbone(backbone_cfg, last_output_only=True)
+    backbone = last_output_backbone(backbone_cfg)
     head_factory = CLASSIFIER_HEADS.get(backbone_cfg['type'])
     head = head_factory(backbone.out_channels[-1], num_classes, classifier_bias) if head_factory else None
     model = ImageClassifier(backbone, backbone.out_channels[-1], num_classes, bias=classifier_bias, head=head)

@@ -1,6 +1,6 @@
-"""What ``tools/train.py`` and ``tools/test.py`` do before handing a config to mmengine's Runner.
+"""What ``tools/train.py``, ``tools/test.py`` and the mini job do before handing a config to mmengine's Runner.
 
-They behave like mmdet's own tools (same flags, same ``work_dirs/<config name>`` default) and add three checks that
+The tools behave like mmdet's own tools (same flags, same ``work_dirs/<config name>`` default) and add three checks that
 fail in seconds with an actionable message instead of minutes later with a traceback:
 
 * the data the config reads exists and is readable (:func:`shufflenet_det.datasets.check_config_data`);
@@ -15,10 +15,15 @@ import gc
 import logging
 import os
 import os.path as osp
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+from ..utils.build import load_config
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 CONVERT_HINT = ('convert the ImageNet weights with tools/model_converters/convert_weights.py (the comment at the top '
                 'of the config gives the exact command), or train from scratch with '
@@ -34,21 +39,22 @@ def default_work_dir(config_path: str) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def load_config(config_path: str,
-                cfg_options: Optional[dict] = None,
-                launcher: str = 'none',
-                work_dir: Optional[str] = None) -> Config:
-    """Load ``config_path``, merge ``--cfg-options``, set the launcher and the work dir (CLI > config > name)."""
-    if not osp.isfile(config_path):
-        raise FileNotFoundError(f'config file {config_path!r} does not exist')
-    cfg = Config.fromfile(config_path)
+def load_run_config(config: str,
+                    cfg_options: Optional[Mapping[str, Any]] = None,
+                    launcher: str = 'none',
+                    work_dir: Optional[str] = None) -> Config:
+    """The config of a training / testing run: ``config`` loaded by :func:`shufflenet_det.utils.build.load_config`
+    (:class:`~shufflenet_det.utils.build.ConfigError` naming the file when it is missing or broken), with the
+    launcher set, ``--cfg-options`` merged (after the launcher, so they may override it) and the work dir set
+    (CLI > config > ``work_dirs/<config name>``)."""
+    cfg = load_config(config)
     cfg.launcher = launcher
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        cfg.merge_from_dict(dict(cfg_options))
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(config_path)
+        cfg.work_dir = default_work_dir(config)
     return cfg
 
 
@@ -110,11 +116,10 @@ def check_pretrained_files(cfg: Mapping[str, Any]) -> None:
                 f'{os.getcwd()}); {CONVERT_HINT}')
 
 
-def build_runner(cfg: Config):
+def build_runner(cfg: Config) -> Runner:
     """mmengine's default Runner, or the registered one named by ``runner_type`` (as mmdet's tools)."""
-    from mmengine.runner import Runner
-
     from mmdet.registry import RUNNERS
+    from mmengine.runner import Runner
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
@@ -145,14 +150,15 @@ def distributed_session() -> Iterator[None]:
 
 
 def set_local_rank_env(local_rank: int) -> None:
-    """``torch.distributed.launch`` passes ``--local-rank``; torchrun sets ``LOCAL_RANK``. Keep the env authoritative."""
+    """Set ``LOCAL_RANK`` from ``--local-rank`` (what ``torch.distributed.launch`` passes) unless it is set already
+    (torchrun sets it): the environment stays authoritative."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
 
 
 def prepare_for(cfg: Config, phases: Sequence[str], check_pretrained: bool) -> None:
     """The checks and settings both tools apply before building the Runner (see module docstring)."""
-    from shufflenet_det.datasets import check_config_data
+    from ..datasets import check_config_data
     check_config_data(cfg, phases)
     if check_pretrained:
         check_pretrained_files(cfg)

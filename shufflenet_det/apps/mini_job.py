@@ -1,13 +1,14 @@
 """The mini-COCO job: make the synthetic dataset, train a detector on the CPU, evaluate COCO bbox mAP, draw detections.
 
-Used by ``tools/main_job.py`` (one detector) and ``tools/analysis_tools/side_by_side.py`` (ShuffleNet V2 vs ResNet-18
-on the same data and schedule). Every run writes ``<work_dir>/results.json`` (metrics, timings, parameters,
-multiply-adds, environment) and ``<work_dir>/detections.png`` (ground truth | prediction for validation images).
+The body of ``tools/main_job.py`` (one detector) and of ``tools/analysis_tools/side_by_side.py`` (ShuffleNet V2 vs
+ResNet-18 on the same data and schedule, :mod:`.side_by_side`). Every run writes ``<work_dir>/results.json``
+(metrics, timings, parameters, multiply-adds, environment) and ``<work_dir>/detections.png`` (ground truth |
+prediction for validation images). Config paths come from the caller: the library never assumes where a checkout
+keeps its ``configs/`` (:func:`mini_config` joins a name of :data:`MINI_CONFIGS` to the folder the tool passes).
 """
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import time
@@ -19,19 +20,28 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from .atomic_io import write_atomic
+from ..utils.io import atomic_outputs, write_json_atomic
+from ..utils.predict import tensor_mode
 
 if TYPE_CHECKING:
-    from shufflenet_det.datasets import MiniCocoSpec
+    from mmengine.runner import Runner
 
-REPO = Path(__file__).resolve().parents[2]
-#: Short names of the mini configs (configs/mini/).
+    from ..datasets import MiniCocoSpec
+
+#: Short names of the mini configs -> their paths relative to a configs folder (the repository's ``configs/``).
 MINI_CONFIGS = {
-    'retinanet': 'configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py',
-    'faster-rcnn': 'configs/mini/faster-rcnn_shufflenetv2-1x_fpn_mini-coco.py',
-    'retinanet-r18': 'configs/mini/retinanet_r18_fpn_mini-coco.py',
+    'retinanet': 'mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py',
+    'faster-rcnn': 'mini/faster-rcnn_shufflenetv2-1x_fpn_mini-coco.py',
+    'retinanet-r18': 'mini/retinanet_r18_fpn_mini-coco.py',
 }
 METRIC_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+
+
+def mini_config(name: str, config_root: str | os.PathLike) -> str:
+    """The path of the mini config ``name`` (a key of :data:`MINI_CONFIGS`) inside the folder ``config_root``."""
+    if name not in MINI_CONFIGS:
+        raise ValueError(f'unknown mini config {name!r}; choose one of {sorted(MINI_CONFIGS)}')
+    return str(Path(config_root) / MINI_CONFIGS[name])
 
 
 class _JobRecorder(Hook):
@@ -44,19 +54,20 @@ class _JobRecorder(Hook):
         self.iter_times: list[float] = []
         self._start = 0.0
 
-    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+    def before_train_iter(self, runner: Runner, batch_idx: int, data_batch: Optional[Any] = None) -> None:
         self._start = time.perf_counter()
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+    def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Optional[Any] = None,
+                         outputs: Optional[Any] = None) -> None:
         self.iter_times.append(time.perf_counter() - self._start)
 
-    def after_val_epoch(self, runner, metrics=None) -> None:
+    def after_val_epoch(self, runner: Runner, metrics: Optional[dict[str, float]] = None) -> None:
         self.metrics = dict(metrics or {})
 
 
 def point_config_at(cfg: Config, data_root: str) -> None:
     """Make every dataset and evaluator of ``cfg`` read the mini COCO layout under ``data_root``."""
-    from shufflenet_det.datasets.layout import iter_datasets
+    from ..datasets.layout import iter_datasets
     root = data_root.rstrip('/') + '/'
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(key):
@@ -69,7 +80,8 @@ def point_config_at(cfg: Config, data_root: str) -> None:
                 item['ann_file'] = root + 'annotations/' + os.path.basename(item['ann_file'])
 
 
-def draw_detections(runner, out_file: Path, num_images: int = 8, score_thr: float = 0.3, columns: int = 2) -> Path:
+def draw_detections(runner: Runner, out_file: Path, num_images: int = 8, score_thr: float = 0.3,
+                    columns: int = 2) -> Path:
     """Predict the first ``num_images`` validation images and save ground truth | prediction pairs as one PNG."""
     from mmengine.dataset import pseudo_collate
     from PIL import Image
@@ -96,22 +108,19 @@ def draw_detections(runner, out_file: Path, num_images: int = 8, score_thr: floa
     for k, tile in enumerate(tiles):
         r, c = divmod(k, columns)
         grid[r * h:r * h + tile.shape[0], c * w:c * w + tile.shape[1]] = tile
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f'.{out_file.name}.tmp.png')
-    Image.fromarray(grid).save(tmp)
-    os.replace(tmp, out_file)
+    with atomic_outputs([out_file], 'detections picture') as (tmp,):
+        Image.fromarray(grid).save(tmp, format='PNG')
     return out_file
 
 
 def used_parameters(model: torch.nn.Module, image_size: Sequence[int]) -> int:
     """Parameters that take part in the forward pass (those a backward pass reaches): a backbone keeps the modules
     of outputs it does not return (e.g. ShuffleNet V2's conv5), which cost nothing at run time."""
-    from shufflenet_det.analysis.complexity import _detector_wrapper
     was_training = model.training
     model.eval()
     try:
         model.zero_grad(set_to_none=True)
-        outputs = _detector_wrapper(model, (1, 3, *image_size))(torch.randn(1, 3, *image_size))
+        outputs = tensor_mode(model, (1, 3, *image_size))(torch.randn(1, 3, *image_size))
         sum(o.float().sum() for o in outputs).backward()
         used = sum(p.numel() for p in model.parameters() if p.grad is not None)
         model.zero_grad(set_to_none=True)
@@ -126,16 +135,13 @@ def run_job(config: str,
             cfg_options: Optional[dict] = None,
             num_vis: int = 8,
             resume: bool = False,
-            spec: Optional['MiniCocoSpec'] = None) -> dict[str, Any]:
+            spec: Optional[MiniCocoSpec] = None) -> dict[str, Any]:
     """Generate the dataset (``spec``, default: the generator's defaults) if needed, train ``config``, evaluate,
     draw; return (and write) the results dict."""
-    import shufflenet_det  # noqa: F401
-    from mmdet.utils import register_all_modules
-    from shufflenet_det.analysis import model_complexity
-    from shufflenet_det.datasets import MiniCocoSpec, ensure
-    from shufflenet_det.engine.launch import build_runner, load_config, prepare_for
+    from ..analysis import model_complexity
+    from ..datasets import MiniCocoSpec, ensure
+    from .launch import build_runner, load_run_config, prepare_for
 
-    register_all_modules(init_default_scope=False)
     job_start = time.perf_counter()
     spec = spec or MiniCocoSpec()
     t0 = time.perf_counter()
@@ -145,7 +151,7 @@ def run_job(config: str,
           f'({spec.num_train} train / {spec.num_val} val images, {spec.image_width}x{spec.image_height}) '
           f'in {data_s:.1f} s', flush=True)
 
-    cfg = load_config(config, cfg_options, 'none', work_dir)
+    cfg = load_run_config(config, cfg_options, 'none', work_dir)
     point_config_at(cfg, data_root)
     if resume:
         cfg.resume, cfg.load_from = True, None
@@ -185,7 +191,7 @@ def run_job(config: str,
                          processor=platform.processor() or platform.machine(),
                          load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None),
     )
-    write_atomic(json.dumps(results, indent=2).encode(), Path(work_dir) / 'results.json')
+    write_json_atomic(results, Path(work_dir) / 'results.json', what='results')
     return results
 
 
@@ -197,24 +203,22 @@ def interleaved_step_times(configs: dict[str, str], data_root: str, rounds: int 
     whatever else ran at the time; stepping the models in turn on the same batch of real training images puts both
     under the same conditions, which makes the ratio meaningful.
     """
+    from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import Runner
 
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from shufflenet_det.engine.launch import load_config
+    from ..utils.build import load_config, quiet_init_weights
 
-    register_all_modules(init_default_scope=True)  # the dataset and transforms are looked up in mmdet's scope
     models, wrappers, batch = {}, {}, None
     for name, config in configs.items():
-        cfg = load_config(config)
+        cfg = load_config(config)  # also initialises mmdet's scope, where the dataset and transforms are looked up
         point_config_at(cfg, data_root)
         if batch is None:
             loader_cfg = copy.deepcopy(cfg.train_dataloader)
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False)
             batch = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
         models[name] = MODELS.build(cfg.model)
-        models[name].init_weights()
+        quiet_init_weights(models[name])
         models[name].train()
         wrappers[name] = build_optim_wrapper(models[name], cfg.optim_wrapper)
     times: dict[str, list[float]] = {name: [] for name in configs}

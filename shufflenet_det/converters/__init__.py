@@ -1,8 +1,22 @@
-"""Checkpoint converters (torchvision, Megvii ShuffleNet-Series, mmpretrain) into this project's layouts."""
-from .core import (ConversionError, available_converters, convert_checkpoint, get_converter,
-                   load_state_dict_file, register_converter, save_atomic)
-from . import megvii_v1v2, mmpretrain, torchvision  # noqa: F401,E402  (register the V1/V2 converters)
-from . import megvii_searched  # noqa: F401,E402  (register the DetNAS / ShuffleNetV2+ / OneShot converters)
+"""Checkpoint converters (torchvision, Megvii ShuffleNet-Series, mmpretrain) into this project's layouts.
 
-__all__ = ['ConversionError', 'available_converters', 'convert_checkpoint', 'get_converter',
-           'load_state_dict_file', 'register_converter', 'save_atomic']
+Input files are read by :func:`shufflenet_det.utils.checkpoint.read_state_dict` and outputs written by
+:func:`shufflenet_det.utils.io.save_torch_atomic`; see :mod:`.core`.
+"""
+from . import (  # noqa: F401  (register the V1/V2 converters)
+                   megvii_searched,  # noqa: F401  (register the DetNAS / ShuffleNetV2+ / OneShot converters)
+                   megvii_v1v2,
+                   mmpretrain,
+                   torchvision,
+)
+from .core import (
+                   ConversionError,
+                   available_converters,
+                   convert_checkpoint,
+                   get_converter,
+                   register_converter,
+                   target_backbone,
+)
+
+__all__ = ['ConversionError', 'available_converters', 'convert_checkpoint', 'get_converter', 'register_converter',
+           'target_backbone']

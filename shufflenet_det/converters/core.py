@@ -1,35 +1,54 @@
-"""Weight conversion framework: safe loading, a registry of per-source converters, strict verification, atomic save.
+"""Weight conversion framework: a registry of per-source converters, strict verification, atomic save.
 
 A converter is a function ``fn(state_dict, backbone_kwargs) -> backbone_state_dict`` registered for a
-``(source, backbone_type)`` pair. :func:`convert_checkpoint` loads the input with ``weights_only=True``, runs the
-converter, builds the target backbone, checks the result with ``load_state_dict(strict=True)`` and only then writes
-``{'state_dict': ..., 'meta': ...}`` through a temporary file renamed into place.
+``(source, backbone_type)`` pair. :func:`convert_checkpoint` reads the input with the project's safe reader
+(:func:`shufflenet_det.utils.checkpoint.read_state_dict`: ``weights_only=True``, ``state_dict`` / ``model`` nesting
+and DataParallel's ``module.`` prefix removed), runs the converter, builds the target backbone, checks that every key
+and shape fits it and loads it with ``strict=True``, and only then writes ``{'state_dict': ..., 'meta': ...}``
+atomically (:func:`shufflenet_det.utils.io.save_torch_atomic`).
+
+Errors: a file that cannot be read raises :class:`~shufflenet_det.utils.checkpoint.CheckpointError`; a checkpoint
+that does not match the requested source, type or variant raises :class:`ConversionError` (a ``CheckpointError``).
 """
 from __future__ import annotations
 
+import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
+
+from ..utils.build import build_backbone
+from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_state_dict
+from ..utils.io import save_torch_atomic
 
 ConverterFn = Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]
 _CONVERTERS: dict[tuple[str, str], ConverterFn] = {}
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """Raised when a checkpoint does not match the requested source, backbone type or variant."""
 
 
 def register_converter(source: str, backbone_type: str) -> Callable[[ConverterFn], ConverterFn]:
-    """Decorator registering ``fn`` for ``(source, backbone_type)``."""
+    """Decorator registering ``fn`` for ``(source, backbone_type)``.
+
+    The registered (and returned) function takes any state dict the project's reader accepts: a DataParallel
+    ``module.`` prefix is removed (:func:`shufflenet_det.utils.checkpoint.extract_state_dict`) before ``fn`` sees it.
+    """
     def wrap(fn: ConverterFn) -> ConverterFn:
         key = (source, backbone_type)
         if key in _CONVERTERS:
             raise KeyError(f'a converter for {key} is already registered')
-        _CONVERTERS[key] = fn
-        return fn
+
+        @functools.wraps(fn)
+        def convert(state_dict: dict[str, torch.Tensor], backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+            return fn(extract_state_dict(state_dict, f'{source} state dict'), backbone_kwargs)
+
+        _CONVERTERS[key] = convert
+        return convert
     return wrap
 
 
@@ -47,76 +66,28 @@ def get_converter(source: str, backbone_type: str) -> ConverterFn:
                               f'{available_converters()}') from None
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a checkpoint safely (``weights_only=True``) and return its flat tensor state dict.
-
-    Accepts a bare state dict or one nested under ``state_dict`` / ``model``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f'input checkpoint {str(path)!r} does not exist or is not a file')
+def target_backbone(backbone_type: str, backbone_kwargs: dict[str, Any]) -> nn.Module:
+    """The backbone converted weights are for (:func:`shufflenet_det.utils.build.build_backbone`, no weights
+    loaded); an unknown type or bad arguments become a :class:`ConversionError`."""
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file is reported the same way
-        raise ConversionError(f'cannot read checkpoint {str(path)!r} with weights_only=True: {exc}') from exc
-    if isinstance(obj, dict):
-        for key in ('state_dict', 'model'):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConversionError(f'{str(path)!r} does not hold a state dict of tensors')
-    return dict(obj)
-
-
-def check_keys(actual: set[str], expected: set[str], what: str) -> None:
-    """Fail loudly (listing a few keys) when ``actual`` and ``expected`` differ."""
-    missing, unexpected = sorted(expected - actual), sorted(actual - expected)
-    if missing or unexpected:
-        raise ConversionError(f'{what}: {len(missing)} missing keys {missing[:8]}, '
-                              f'{len(unexpected)} unexpected keys {unexpected[:8]}')
-
-
-def save_atomic(obj: Any, out_path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the target folder, then rename: no half-written file is left."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{out_path.name}.', suffix='.tmp', dir=out_path.parent)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the result the permissions of a normal file
-        torch.save(obj, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_path
-
-
-def build_backbone(backbone_type: str, backbone_kwargs: dict[str, Any]) -> torch.nn.Module:
-    """Build a registered backbone from mmdet's MODELS (importing the project registers it)."""
-    import shufflenet_det  # noqa: F401
-    from mmdet.registry import MODELS
-    return MODELS.build(dict(type=backbone_type, **backbone_kwargs))
+        return build_backbone(dict(backbone_kwargs, type=backbone_type))
+    except (ValueError, TypeError, KeyError) as exc:
+        args = ', '.join(f'{k}={v!r}' for k, v in backbone_kwargs.items())
+        raise ConversionError(f'cannot build {backbone_type}({args}): {exc}') from exc
 
 
 def convert_checkpoint(source: str, backbone_type: str, in_path: str | os.PathLike,
                        out_path: str | os.PathLike, backbone_kwargs: dict[str, Any]) -> Path:
     """Convert ``in_path`` and write a checkpoint the backbone loads with ``strict=True``; return ``out_path``."""
     converter = get_converter(source, backbone_type)
-    src_sd = load_state_dict_file(in_path)
+    src_sd = read_state_dict(in_path, what='input checkpoint')
     new_sd = converter(src_sd, dict(backbone_kwargs))
-    model = build_backbone(backbone_type, backbone_kwargs)
-    check_keys(set(new_sd), set(model.state_dict()), f'converted {source} weights vs {backbone_type}'
-               f'({backbone_kwargs})')
-    for key, value in model.state_dict().items():
-        if tuple(new_sd[key].shape) != tuple(value.shape):
-            raise ConversionError(f'{key}: converted shape {tuple(new_sd[key].shape)} does not match the '
-                                  f'{backbone_type}({backbone_kwargs}) shape {tuple(value.shape)}; wrong variant?')
+    model = target_backbone(backbone_type, backbone_kwargs)
+    try:
+        check_state_dict_fits(model, new_sd, f'the {source} weights converted for {backbone_type}({backbone_kwargs})')
+    except CheckpointError as exc:
+        raise ConversionError(str(exc)) from exc
     model.load_state_dict(new_sd, strict=True)
     meta = dict(source=source, backbone=dict(type=backbone_type, **backbone_kwargs),
                 input=os.path.basename(str(in_path)), converter='shufflenet_det.converters')
-    return save_atomic({'state_dict': new_sd, 'meta': meta}, out_path)
+    return save_torch_atomic({'state_dict': new_sd, 'meta': meta}, out_path, what='output checkpoint')

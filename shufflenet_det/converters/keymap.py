@@ -1,5 +1,5 @@
-"""Key-map helpers shared by the converters: build the target backbone, rename a source state dict onto its keys,
-check keys and shapes with messages that name the culprit, and permute tensors along channel axes.
+"""Key-map helpers shared by the converters: the target backbone's state dict, renaming a source state dict onto its
+keys, checking keys and shapes with messages that name the culprit, and permuting tensors along channel axes.
 
 A converter describes a source layout by a function ``target_key -> source_key`` (built from the module names of the
 target backbone, so the map follows the same architecture table the backbone is built from) and a pattern of source
@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .core import ConversionError, build_backbone
+from .core import ConversionError, target_backbone
 
 BN_VECTORS = ('weight', 'bias', 'running_mean', 'running_var')
 BN_COUNTER = 'num_batches_tracked'
@@ -20,11 +20,7 @@ BN_COUNTER = 'num_batches_tracked'
 
 def target_state_dict(backbone_type: str, backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
     """State dict of the target backbone (the reference for keys and shapes); build errors become ConversionError."""
-    try:
-        model = build_backbone(backbone_type, dict(backbone_kwargs))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConversionError(f'cannot build {backbone_type}({_fmt_kwargs(backbone_kwargs)}): {exc}') from exc
-    return model.state_dict()
+    return target_backbone(backbone_type, dict(backbone_kwargs)).state_dict()
 
 
 def require_kwarg(backbone_kwargs: dict[str, Any], name: str, allowed: str, default: str, what: str,
@@ -34,13 +30,6 @@ def require_kwarg(backbone_kwargs: dict[str, Any], name: str, allowed: str, defa
     if value != allowed:
         raise ConversionError(f'{what}: {name}={value!r} is not supported for this source; it needs '
                               f'{name}={allowed!r}{hint}')
-
-
-def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Remove ``prefix`` from every key when *all* keys carry it (e.g. DataParallel's ``module.``)."""
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
 
 
 def rename_to_target(src: dict[str, torch.Tensor],
@@ -104,6 +93,3 @@ def stage_units(target: dict[str, torch.Tensor], stage_names: Iterable[str]) -> 
         out.append([f'{name}.{i}' for i in ids])
     return out
 
-
-def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
-    return ', '.join(f'{k}={v!r}' for k, v in kwargs.items())

@@ -3,7 +3,7 @@
 Registered as ``('megvii', 'DetNAS')``, ``('megvii', 'ShuffleNetV2Plus')`` and ``('megvii', 'OneShot')``, so
 ``tools/model_converters/convert_weights.py --src megvii --type DetNAS --arch COCO-FPN-300M`` (etc.) picks them up.
 
-Official layouts (``module.`` prefix from DataParallel, dropped here):
+Official layouts (``module.`` prefix from DataParallel, removed by the converter registry):
 
 * ShuffleNetV2+ / OneShot: ``first_conv.{0,1}``, ``features.N.branch_main.K`` (SE: ``...K.SE_opr.{1,2,4}``),
   ``features.N.branch_proj.K``, ``conv_last.{0,1}``; head ``LastSE``, ``fc``, ``classifier`` (dropped).
@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import ConversionError, build_backbone, register_converter
+from .core import ConversionError, register_converter, target_backbone
 
 #: Official head keys (ImageNet classifier), not part of the backbone.
 HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -41,11 +41,6 @@ HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
     'OneShot': ('classifier.',),
 }
 _BN_KEYS = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
-
-
-def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the DataParallel ``module.`` prefix wherever present."""
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
 
 
 def deinterleave_index(channels: int) -> torch.Tensor:
@@ -128,9 +123,9 @@ def _apply_deinterleave(sd: dict[str, torch.Tensor], model: Any) -> None:
 
 
 # ------------------------------------------------------------------ converters
-def _convert(family: str, state_dict: dict[str, torch.Tensor], backbone_kwargs: dict[str, Any]) -> dict:
-    src = strip_module_prefix(state_dict)
-    model = build_backbone(family, backbone_kwargs)
+def _convert(family: str, src: dict[str, torch.Tensor], backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The official ``family`` state dict ``src`` (no ``module.`` prefix) as a state dict of our backbone."""
+    model = target_backbone(family, backbone_kwargs)
     target = model.state_dict()
     head = HEAD_PREFIXES[family]
     used, missing, out = set(), [], {}

@@ -1,8 +1,8 @@
 """Megvii ShuffleNet-Series (official) ShuffleNet V1 / V2 checkpoints -> this project's backbones.
 
-Official checkpoints are ``{'state_dict': {'module.<key>': tensor}}`` (saved from ``DataParallel``) with the keys
-``first_conv.{0,1}``, ``features.N.*`` (every unit of every stage numbered in one sequence), ``conv_last.{0,1}`` (V2
-only) and ``classifier.0.weight`` (dropped).
+Official checkpoints are ``{'state_dict': {'module.<key>': tensor}}`` (saved from ``DataParallel``; the converter
+registry removes the prefix) with the keys ``first_conv.{0,1}``, ``features.N.*`` (every unit of every stage numbered
+in one sequence), ``conv_last.{0,1}`` (V2 only) and ``classifier.0.weight`` (dropped).
 
 ShuffleNet V1 (:class:`~shufflenet_det.models.backbones.shufflenet_v1.ShuffleNetV1`) mirrors the official units,
 including their channel shuffle (view ``(c/g, g)``, transpose), so ``first_conv -> conv1`` and ``features.N ->
@@ -64,7 +64,7 @@ import torch
 from ..models.backbones.shufflenet_v1 import SHUFFLENET_V1_ARCH
 from ..models.backbones.shufflenet_v2 import DEFAULT_LAYOUT, SHUFFLENET_V2_ARCH
 from .core import ConversionError, register_converter
-from .keymap import permute_in, permute_out, rename_to_target, stage_units, strip_prefix, target_state_dict
+from .keymap import permute_in, permute_out, rename_to_target, stage_units, target_state_dict
 
 #: Official classifier keys (not part of a backbone).
 MEGVII_IGNORED = r'classifier\..*'
@@ -198,16 +198,19 @@ def convert_megvii_shufflenet_v2(state_dict: dict[str, torch.Tensor],
     """Official ShuffleNetV2 -> ShuffleNetV2: rename only (``layout='megvii'``), or rename then permute channels
     (``layout='torchvision'``, 0.5x only); see the module docstring."""
     what = f'megvii ShuffleNetV2 -> ShuffleNetV2({backbone_kwargs})'
-    src = strip_prefix(state_dict, 'module.')
     target = target_state_dict('ShuffleNetV2', backbone_kwargs)
     names, shapes = _v2_units(target)
     unit_index = _unit_index(names)
     renames = {'conv1': 'first_conv', 'conv5': 'conv_last'}
+
+    def source_key(key: str) -> str:
+        return _megvii_key(key, unit_index, renames)
+
     if backbone_kwargs.get('layout', DEFAULT_LAYOUT) == 'megvii':  # same formulation: names differ, nothing else
-        return rename_to_target(src, target, lambda k: _megvii_key(k, unit_index, renames), MEGVII_IGNORED, what)
-    _check_v2_split(src, unit_index, [u for stage, sh in zip(names, shapes) for u, (s, _, _) in zip(stage, sh)
-                                      if s == 2])
-    sd = rename_to_target(src, target, lambda k: _megvii_key(k, unit_index, renames), MEGVII_IGNORED, what)
+        return rename_to_target(state_dict, target, source_key, MEGVII_IGNORED, what)
+    _check_v2_split(state_dict, unit_index, [u for stage, sh in zip(names, shapes) for u, (s, _, _) in zip(stage, sh)
+                                             if s == 2])
+    sd = rename_to_target(state_dict, target, source_key, MEGVII_IGNORED, what)
     for stage, plan in zip(names, megvii_v2_unit_plan(shapes)):
         for unit, entry in zip(stage, plan):
             pi, beta = entry['pi_in'], entry['beta']
@@ -231,8 +234,7 @@ def convert_megvii_shufflenet_v1(state_dict: dict[str, torch.Tensor],
                                  backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Official ShuffleNetV1 (g3/g8, any width) -> ShuffleNetV1: the units mirror the official ones; rename only."""
     what = f'megvii ShuffleNetV1 -> ShuffleNetV1({backbone_kwargs})'
-    src = strip_prefix(state_dict, 'module.')
     target = target_state_dict('ShuffleNetV1', backbone_kwargs)
     unit_index = _unit_index(stage_units(target, SHUFFLENET_V1_ARCH['stage_names']))
-    return rename_to_target(src, target, lambda k: _megvii_key(k, unit_index, {'conv1': 'first_conv'}),
+    return rename_to_target(state_dict, target, lambda k: _megvii_key(k, unit_index, {'conv1': 'first_conv'}),
                             MEGVII_IGNORED, what)

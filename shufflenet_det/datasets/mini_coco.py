@@ -11,20 +11,21 @@ and masks come from the rasterised shapes themselves, so the annotations are exa
 
 Image ``i`` of a split is drawn from its own random stream, seeded by ``(seed, split, i)``: the same spec always gives
 the same JSON and the same pixels, and changing one split's count leaves the other split untouched. The whole tree is
-written into a temporary sibling folder and renamed into place, so a crash never leaves a half-written dataset.
+written into a temporary sibling folder and renamed into place (:func:`shufflenet_det.utils.io.atomic_directory`), so
+a crash never leaves a half-written dataset.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..utils.io import atomic_directory, write_text_atomic
 
 GENERATOR_NAME = 'shufflenet_det mini COCO'
 SPLITS = ('train2017', 'val2017')
@@ -150,12 +151,14 @@ class MiniCocoSpec:
                              'enlarge the image')
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready values (what the annotation files record)."""
         d = asdict(self)
         d['classes'] = list(self.classes)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> 'MiniCocoSpec':
+    def from_dict(cls, d: dict[str, Any]) -> MiniCocoSpec:
+        """The spec of :meth:`to_dict`'s output; ValueError naming unknown or invalid options."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -276,6 +279,7 @@ def build_split(spec: MiniCocoSpec, split: str, image_dir: Path | None) -> dict[
 
 # --------------------------------------------------------------------------------------------- on disk
 def annotation_path(root: str | os.PathLike, split: str) -> Path:
+    """``<root>/annotations/instances_<split>.json``."""
     return Path(root) / 'annotations' / f'instances_{split}.json'
 
 
@@ -301,42 +305,20 @@ def read_spec(root: str | os.PathLike) -> MiniCocoSpec | None:
 
 
 def generate(root: str | os.PathLike, spec: MiniCocoSpec, overwrite: bool = False) -> Path:
-    """Write the dataset of ``spec`` at ``root`` atomically and return ``root``.
+    """Write the dataset of ``spec`` at ``root`` atomically (:func:`shufflenet_det.utils.io.atomic_directory`) and
+    return ``root``.
 
-    Raises FileExistsError if ``root`` exists and ``overwrite`` is False.
+    Raises FileExistsError if ``root`` exists and ``overwrite`` is False (or if it is a file).
     """
     root = Path(root)
-    if root.exists() and not overwrite:
-        raise FileExistsError(f'{root} already exists; pass overwrite=True (--overwrite) to replace it')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
-    try:
+    with atomic_directory(root, overwrite=overwrite, what='dataset folder') as tmp:
         (tmp / 'annotations').mkdir()
         for split in SPLITS:
             (tmp / split).mkdir()
             coco = build_split(spec, split, tmp / split)
-            with open(annotation_path(tmp, split), 'w', encoding='utf-8') as f:
-                json.dump(coco, f)
-        _swap_into_place(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            # compact JSON, as COCO's own files (and byte-identical to datasets generated before)
+            write_text_atomic(json.dumps(coco), annotation_path(tmp, split), what='annotation file')
     return root
-
-
-def _swap_into_place(new: Path, root: Path) -> None:
-    if not root.exists():
-        os.rename(new, root)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f'.{root.name}.old-', dir=root.parent))
-    os.rmdir(old)
-    os.rename(root, old)
-    try:
-        os.rename(new, root)
-    except BaseException:
-        os.rename(old, root)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure(root: str | os.PathLike, spec: MiniCocoSpec) -> bool:

@@ -3,17 +3,20 @@
 * :mod:`.onnx_export` - backbone / detector export with a parity check against PyTorch;
 * :mod:`.detector` - the export wrapper of RetinaNet-like detectors (decode + ONNX NonMaxSuppression in the graph);
 * :mod:`.ncnn_export` - pnnx-based conversion to ncnn ``.param``/``.bin`` with an fp16-tolerance parity check;
+* :mod:`.export_common` - what both exporters share (errors, input checks, tuple outputs, report fields);
 * :mod:`.numpy_postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
 * :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;
-* :mod:`.bench` - the latency benchmark behind ``tools/analysis_tools/benchmark.py``;
-* :mod:`.loading`, :mod:`.cli` - models, weights and check images for the tools;
-* :mod:`.atomic`, :mod:`.parity` - all-or-nothing writing and the comparison helpers.
+* :mod:`.evaluate` - COCO mAP of an exported detector next to PyTorch's;
+* :mod:`.images`, :mod:`.cli` - check images and the argument handling of the export tools;
+* :mod:`.parity` - the comparison helpers.
 
-See configs/deploy/README.md for the commands.
+Models, configs and checkpoints come from :mod:`shufflenet_det.utils` (``build_detector``, ``build_backbone``,
+``prepare_for_export``), every file is written through :mod:`shufflenet_det.utils.io`; the latency benchmark is
+:mod:`shufflenet_det.benchmark`. See configs/deploy/README.md for the commands.
 """
-from .atomic import atomic_outputs, write_json_atomic
+# numpy only here: `import shufflenet_det` imports this package (compat_mmdeploy) and must stay light
 from .parity import compare_detections, compare_tensors, format_report
 
-__all__ = ['atomic_outputs', 'write_json_atomic', 'compare_detections', 'compare_tensors', 'format_report']
+__all__ = ['compare_detections', 'compare_tensors', 'format_report']

@@ -1,4 +1,4 @@
-"""Argument handling shared by ``tools/deploy/export_onnx.py`` and ``tools/deploy/export_ncnn.py``."""
+"""Argument handling shared by ``tools/deploy/export_onnx.py``, ``tools/deploy/export_ncnn.py`` and the benchmark."""
 from __future__ import annotations
 
 import argparse
@@ -38,15 +38,34 @@ def parse_backbone_args(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f'error: --backbone-args is not valid JSON ({exc}): {text!r}')
+        raise SystemExit(f'error: --backbone-args is not valid JSON ({exc}): {text!r}') from None
     if not isinstance(value, dict):
         raise SystemExit(f'error: --backbone-args must be a JSON object, got {text!r}')
     return value
 
 
+def backbone_from_args(backbone_type: str | None, backbone_args: dict[str, Any], cfg: Any = None,
+                       checkpoint: str | None = None) -> nn.Module:
+    """The backbone ``backbone_type`` or ``cfg.model.backbone``, updated with ``backbone_args``, in eval mode.
+
+    Weights come from ``checkpoint`` (a backbone checkpoint, or a detector one whose ``backbone.`` keys are used,
+    loaded strictly) or the backbone's own random initialisation; a config's ``init_cfg`` (``Pretrained``) is never
+    used. ValueError for an unknown type, wrong arguments or a checkpoint that does not fit.
+    """
+    from ..utils.build import build_backbone
+    base = dict(cfg.model.backbone) if cfg is not None else dict(type=backbone_type)
+    bb_cfg = {**base, **backbone_args, 'init_cfg': None}
+    return build_backbone(bb_cfg, checkpoint=checkpoint, init=checkpoint is None).eval()
+
+
 def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], Any]:
-    """``(what, model, (H, W), cfg)`` from the parsed model arguments."""
-    from .loading import build_backbone, build_detector, load_config
+    """``(what, model, (H, W), cfg)`` from the parsed model arguments; the config is parsed once.
+
+    The model is in eval mode, its weights from ``--checkpoint`` (loaded strictly) or its own initialisation; a
+    config's ``Pretrained`` init is never used. Errors in the config, backbone or checkpoint end the tool with a
+    message naming them.
+    """
+    from ..utils.build import build_detector, load_config
     if bool(args.config) == bool(args.backbone):
         raise SystemExit('error: give exactly one of --config and --backbone')
     what = args.what or ('detector' if args.config else 'backbone')
@@ -55,11 +74,14 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
     if args.num_images < 1:
         raise SystemExit('error: --num-images must be >= 1')
     bb_args = parse_backbone_args(args.backbone_args)
-    cfg = load_config(args.config, args.cfg_options) if args.config else None
-    if what == 'detector':
-        model = build_detector(args.config, args.checkpoint, args.cfg_options)
-    else:
-        model = build_backbone(args.backbone, bb_args, config=args.config, checkpoint=args.checkpoint)
+    try:
+        cfg = load_config(args.config, args.cfg_options) if args.config else None
+        if what == 'detector':
+            model = build_detector(cfg, args.checkpoint)
+        else:
+            model = backbone_from_args(args.backbone, bb_args, cfg, args.checkpoint)
+    except ValueError as exc:  # ConfigError, CheckpointError, an unknown backbone type or argument
+        raise SystemExit(f'error: {exc}') from exc
     if args.shape:
         shape = tuple(args.shape)
     elif cfg is not None and cfg.get('image_size') is not None:

@@ -44,9 +44,14 @@ def _called_from_mmdeploy(depth: int = 2) -> bool:
 
 def fix_onnx_export_default_exporter() -> bool:
     """Fix 1 (pytorch/pytorch#159646): mmdeploy's ``torch.onnx.export`` calls use the TorchScript exporter."""
+    import inspect
+
     import torch.onnx
     current = torch.onnx.export
     if getattr(current, '_shufflenet_det_torchscript_for_mmdeploy', False):
+        return False
+    dynamo = inspect.signature(current).parameters.get('dynamo')
+    if dynamo is None or dynamo.default is not True:  # torch < 2.9: the TorchScript exporter is the default
         return False
 
     @functools.wraps(current)

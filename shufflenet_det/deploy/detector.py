@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.predict import preprocess_meta
 from .nms import onnx_nms
 
 
@@ -61,13 +62,14 @@ def check_supported(detector: nn.Module) -> None:
 
 
 def postprocess_meta(detector: nn.Module) -> dict[str, Any]:
-    """Everything the numpy post-processing needs to reproduce the head's ``predict_by_feat`` (JSON-serialisable)."""
+    """Everything the numpy post-processing needs to reproduce the head's ``predict_by_feat`` (JSON-serialisable).
+
+    Its ``preprocess`` part is :func:`shufflenet_det.utils.predict.preprocess_meta` of the detector (how raw images
+    become the graph's input), so that a runner can prepare images without the config.
+    """
     check_supported(detector)
     head = _head_of(detector)
     pg, coder, cfg = head.prior_generator, head.bbox_coder, head.test_cfg
-    pre = getattr(detector, 'data_preprocessor', None)
-    mean = getattr(pre, 'mean', None)
-    std = getattr(pre, 'std', None)
     return dict(
         num_classes=int(head.num_classes),
         num_levels=int(pg.num_levels),
@@ -80,11 +82,7 @@ def postprocess_meta(detector: nn.Module) -> dict[str, Any]:
                       iou_threshold=float(cfg['nms'].get('iou_threshold', 0.5)),
                       max_per_img=int(cfg.get('max_per_img', 100)),
                       min_bbox_size=float(cfg.get('min_bbox_size', -1))),
-        preprocess=dict(mean=mean.flatten().tolist() if mean is not None else [0.0, 0.0, 0.0],
-                        std=std.flatten().tolist() if std is not None else [1.0, 1.0, 1.0],
-                        bgr_to_rgb=bool(getattr(pre, '_channel_conversion', False)),
-                        pad_size_divisor=int(getattr(pre, 'pad_size_divisor', 1)),
-                        pad_value=float(getattr(pre, 'pad_value', 0))),
+        preprocess=preprocess_meta(detector),
     )
 
 

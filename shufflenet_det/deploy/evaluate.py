@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 
@@ -26,7 +25,7 @@ def coco_eval(ann_file: str | os.PathLike, results: list[dict[str, Any]]) -> dic
     from pycocotools.cocoeval import COCOeval
     names = ['bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l']
     if not results:
-        return {n: 0.0 for n in names}
+        return dict.fromkeys(names, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
         dt = gt.loadRes(results)
@@ -53,13 +52,15 @@ def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img
     """mAP of the ONNX detector (and of ``reference`` in PyTorch) on a COCO-format set.
 
     ``size`` is the (H, W) the images are resized into (keep ratio) and padded to; ``preprocess`` holds ``mean``,
-    ``std`` and ``bgr_to_rgb`` (see ``loading.preprocess_meta``); ``classes`` maps labels to the annotation file's
-    category ids by name, as mmdet's CocoDataset does.
+    ``std`` and ``bgr_to_rgb`` (see :func:`shufflenet_det.utils.predict.preprocess_meta`); ``classes`` maps labels
+    to the annotation file's category ids by name, as mmdet's CocoDataset does.
     """
     import mmcv
 
-    from .loading import prepare_image
-    from .onnx_export import ort_session, torch_detections, unpad_detections
+    from ..utils.predict import predict_detections
+    from .export_common import unpad_detections
+    from .images import prepare_image
+    from .onnx_export import ort_session
     ann = json.loads(Path(ann_file).read_text())
     by_name = {c['name']: c['id'] for c in ann['categories']}
     missing = [c for c in classes if c not in by_name]
@@ -79,8 +80,7 @@ def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img
         onnx_results += _to_coco(info['id'], unpad_detections(*sess.run(None, {input_name: x.numpy()}))[0],
                                  scale, cat_ids)
         if reference is not None:
-            with torch.no_grad():
-                torch_results += _to_coco(info['id'], torch_detections(reference, x)[0], scale, cat_ids)
+            torch_results += _to_coco(info['id'], predict_detections(reference, x)[0], scale, cat_ids)
     subset = dict(ann)
     ids = {im['id'] for im in images}
     subset['images'] = images

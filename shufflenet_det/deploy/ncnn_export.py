@@ -13,7 +13,6 @@ the tolerances are those of half precision.
 """
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -26,9 +25,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_outputs, check_writable_dir, write_json_atomic
-from .onnx_export import ExportError, _TupleOutputs, check_input_shape
-from .parity import compare_detections, compare_tensors, format_report, summarize
+from ..utils.build import prepare_for_export
+from ..utils.io import atomic_outputs, check_writable_dir, write_json_atomic
+from ..utils.predict import predict_detections
+from .export_common import (
+    ExportError,
+    TupleOutputs,
+    backbone_meta,
+    check_input_shape,
+    detector_meta,
+    prepare_detector,
+    random_check_inputs,
+    require_parity,
+    with_second_size,
+)
+from .parity import compare_detections, compare_tensors, summarize
 
 
 def ncnn_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -151,8 +162,9 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
     parent = check_writable_dir(param, 'ncnn output')
     reference = reference if reference is not None else model
     t0 = time.perf_counter()
-    with atomic_outputs([param, bin_path]) as (tmp_param, tmp_bin):
-        workdir = Path(tempfile.mkdtemp(prefix='.pnnx-', dir=parent))
+    with atomic_outputs([param, bin_path], 'ncnn output') as (tmp_param, tmp_bin):
+        # named like utils.io's temporaries, so that the next write removes it if this process is killed
+        workdir = Path(tempfile.mkdtemp(prefix=f'.{param.name}.pnnx.{os.getpid()}.', suffix='.tmpdir', dir=parent))
         try:
             dyn = None
             if dynamic:
@@ -164,7 +176,7 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                 pnnx_convert(model, inputs[0], tmp_param, tmp_bin, workdir, dyn, fp16_weights)
             except ExportError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # any converter failure becomes one clear error
                 raise ExportError(f'pnnx conversion to {str(param)!r} failed: {type(exc).__name__}: {exc}') from exc
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -174,7 +186,7 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
         checks = []
         with torch.no_grad():
             for i, x in enumerate(inputs):
-                ref = [r.numpy()[0] for r in _TupleOutputs(reference)(x)]
+                ref = [r.numpy()[0] for r in TupleOutputs(reference)(x)]
                 got = run_ncnn(tmp_param, tmp_bin, {in_blobs[0]: x.numpy()[0]}, out_blobs)
                 scale = max(float(np.abs(r).max()) for r in ref)
                 res = compare_tensors(ref, got, atol + rtol * scale, out_blobs)
@@ -194,11 +206,8 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                       input_shape=list(inputs[0].shape), fp16_weights=fp16_weights,
                       layer_types=_layer_types(tmp_param), torch=torch.__version__,
                       export_seconds=round(time.perf_counter() - t0, 2), **(meta or {}), parity=parity)
-        if verbose:
-            print(f'[export] {param.name}: {format_report(parity)}')
-        if not parity['passed']:
-            raise ExportError(f'parity check failed for {str(param)!r}; nothing written: {format_report(parity)}')
-    write_json_atomic(report, report_path)
+        require_parity(param, parity, verbose)
+    write_json_atomic(report, report_path, 'ncnn report')
     return report
 
 
@@ -208,18 +217,10 @@ def export_backbone_ncnn(backbone: nn.Module, out: str | os.PathLike, input_shap
                          verbose: bool = True) -> dict[str, Any]:
     """Backbone -> ncnn (BN folded), checked against the unfolded PyTorch backbone on random inputs."""
     shape = check_input_shape(input_shape)
-    reference = copy.deepcopy(backbone).eval()
-    model = copy.deepcopy(backbone).eval()
-    if fold_bn:
-        model.switch_to_deploy()
-    gen = torch.Generator().manual_seed(seed)
-    inputs = [torch.randn(shape, generator=gen)]
-    if dynamic:
-        inputs.append(torch.randn((1, 3, shape[2] + 32, shape[3] + 64), generator=gen))
-    meta = dict(what='backbone', backbone=type(backbone).__name__, bn_folded=fold_bn,
-                out_channels=list(getattr(backbone, 'out_channels', [])) or None,
-                out_strides=list(getattr(backbone, 'out_strides', [])) or None)
-    return export_ncnn(_TupleOutputs(model), out, inputs, _TupleOutputs(reference), dynamic=dynamic,
+    reference, model = prepare_for_export(backbone, fold_bn)
+    inputs = random_check_inputs(shape, dynamic, seed, second_batch=1)  # ncnn runs one image at a time
+    meta = backbone_meta(backbone, fold_bn)
+    return export_ncnn(TupleOutputs(model), out, inputs, TupleOutputs(reference), dynamic=dynamic,
                        fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, verbose=verbose)
 
 
@@ -234,19 +235,12 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
     labels).
     """
     from .detector import DetectorExportWrapper, postprocess_meta
-    from .onnx_export import class_names, torch_detections, with_second_size
     images = with_second_size(images, dynamic)
-    reference = copy.deepcopy(detector).eval()
-    model = copy.deepcopy(detector).eval()
-    if fold_bn:
-        for m in model.modules():
-            if m is not model and hasattr(m, 'switch_to_deploy'):
-                m.switch_to_deploy()
+    reference, model, folded = prepare_detector(detector, fold_bn)
     post = postprocess_meta(detector)
-    torch_dets = [torch_detections(reference, x)[0] for x in images]
+    torch_dets = [predict_detections(reference, x)[0] for x in images]
     det_check = dict(postprocess=post, torch_dets=torch_dets, box_atol=box_atol, score_atol=score_atol)
-    meta = dict(what='detector', detector=type(detector).__name__, backbone=type(detector.backbone).__name__,
-                bn_folded=fold_bn, with_nms=False, classes=class_names(detector), postprocess=post)
+    meta = detector_meta(detector, folded, False, post)
     return export_ncnn(DetectorExportWrapper(model, with_nms=False), out, images,
                        DetectorExportWrapper(reference, with_nms=False), dynamic=dynamic,
                        fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, det_check=det_check,

@@ -9,27 +9,36 @@ export of the same name). A failed export or a failed parity check leaves nothin
 """
 from __future__ import annotations
 
-import copy
+import inspect
 import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_outputs, write_json_atomic
-from .parity import compare_detections, compare_tensors, format_report, summarize
+from ..utils.build import prepare_for_export
+from ..utils.io import atomic_outputs, write_json_atomic
+from ..utils.predict import predict_detections
+from .export_common import (
+    ExportError,
+    TupleOutputs,
+    backbone_meta,
+    check_input_shape,
+    detector_meta,
+    prepare_detector,
+    random_check_inputs,
+    require_parity,
+    unpad_detections,
+    with_second_size,
+)
+from .parity import compare_detections, compare_tensors, summarize
 
 MIN_OPSET = 11  # NonMaxSuppression with the inputs used here, TopK with k as input, Resize of mmdet's FPN
 MAX_OPSET = 20  # highest opset of the TorchScript exporter of torch 2.13
 SIMPLIFIERS = ('onnxslim', 'onnxsim')
-
-
-class ExportError(RuntimeError):
-    """Raised when an export fails or its parity check does not pass (no file is written)."""
 
 
 def report_path_of(onnx_path: str | os.PathLike) -> Path:
@@ -43,14 +52,6 @@ def check_opset(opset: int) -> int:
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f'opset must be an integer in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}')
     return opset
-
-
-def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """ValueError unless ``shape`` is (batch, 3, height, width) with positive sizes."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or shape[1] != 3 or min(shape) <= 0:
-        raise ValueError(f'input shape must be (batch, 3, height, width) with positive sizes, got {shape}')
-    return shape  # type: ignore[return-value]
 
 
 def simplify_onnx(path: str | os.PathLike, method: str) -> str:
@@ -114,12 +115,17 @@ def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None,
 def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, input_names: Sequence[str],
                       output_names: Sequence[str], opset: int,
                       dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
-    """``torch.onnx.export`` through the TorchScript exporter, with export-time warnings silenced."""
+    """``torch.onnx.export`` through the TorchScript exporter, with export-time warnings silenced.
+
+    torch >= 2.9 defaults to the dynamo exporter and takes ``dynamo=False``; older torch has only the TorchScript
+    exporter and no such argument.
+    """
+    extra = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        torch.onnx.export(model, args, str(path), dynamo=False, input_names=list(input_names),
+        torch.onnx.export(model, args, str(path), input_names=list(input_names),
                           output_names=list(output_names), opset_version=opset, dynamic_axes=dynamic_axes,
-                          do_constant_folding=True, export_params=True)
+                          do_constant_folding=True, export_params=True, **extra)
 
 
 def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *, input_name: str,
@@ -136,7 +142,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
         raise ValueError(f'output {str(path)!r} must end with .onnx')
     report_path = report_path_of(path)
     t0 = time.perf_counter()
-    with atomic_outputs([path]) as (tmp,):
+    with atomic_outputs([path], 'ONNX model') as (tmp,):
         try:
             torch_onnx_export(model, (example,), tmp, [input_name], output_names, opset, dynamic_axes)
             onnx.checker.check_model(str(tmp))
@@ -144,7 +150,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
             rewrites = apply_graph_opt(tmp) if graph_opt else None
         except (ValueError, ExportError):
             raise
-        except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
+        except Exception as exc:  # any exporter failure becomes one clear error
             raise ExportError(f'ONNX export to {str(path)!r} failed: {type(exc).__name__}: {exc}') from exc
         parity = check(tmp)
         report = dict(model=path.name, format='onnx', opset=opset, dynamic=bool(dynamic_axes),
@@ -153,36 +159,12 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
                       torch=torch.__version__, onnx=onnx.__version__, export_seconds=None, **meta,
                       parity=parity)
         report['export_seconds'] = round(time.perf_counter() - t0, 2)
-        if verbose:
-            print(f'[export] {path.name}: {format_report(parity)}')
-        if not parity['passed']:
-            raise ExportError(f'parity check failed for {str(path)!r}; nothing written: {format_report(parity)}')
-    write_json_atomic(report, report_path)
+        require_parity(path, parity, verbose)
+    write_json_atomic(report, report_path, 'ONNX report')
     return report
 
 
 # ---------------------------------------------------------------------------------------------------- backbone
-class _TupleOutputs(nn.Module):
-    """Make a backbone return a tuple even when it has one output (stable output names)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        out = self.module(x)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-def _check_inputs(shape: tuple[int, ...], dynamic: bool, seed: int) -> list[torch.Tensor]:
-    """Check inputs: the export shape, plus (dynamic) a different batch and size."""
-    gen = torch.Generator().manual_seed(seed)
-    shapes = [shape]
-    if dynamic:
-        shapes.append((shape[0] + 1, 3, shape[2] + 32, shape[3] + 64))
-    return [torch.randn(s, generator=gen) for s in shapes]
-
-
 def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True,
                          simplify: str | None = None, atol: float = 1e-4, seed: int = 0,
@@ -195,14 +177,9 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
     conv -> depthwise -> conv chains whose width is not a multiple of 4 are zero-padded to one).
     """
     shape = check_input_shape(input_shape)
-    reference = copy.deepcopy(backbone).eval()
-    model = copy.deepcopy(backbone).eval()
-    if fold_bn:
-        if not hasattr(model, 'switch_to_deploy'):
-            raise ValueError(f'{type(model).__name__} has no switch_to_deploy(); pass fold_bn=False')
-        model.switch_to_deploy()
-    wrapped = _TupleOutputs(model).eval()
-    inputs = _check_inputs(shape, dynamic, seed)
+    reference, model = prepare_for_export(backbone, fold_bn)
+    wrapped = TupleOutputs(model).eval()
+    inputs = random_check_inputs(shape, dynamic, seed)
     with torch.no_grad():
         num_out = len(wrapped(inputs[0]))
     names = [f'feat{i}' for i in range(num_out)]
@@ -216,69 +193,20 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
         checks = []
         with torch.no_grad():
             for x in inputs:
-                ref = _TupleOutputs(reference)(x)
+                ref = TupleOutputs(reference)(x)
                 got = sess.run(None, {'input': x.numpy()})
                 res = compare_tensors(ref, got, atol, names)
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
         return summarize(checks)
 
-    meta = dict(what='backbone', backbone=type(backbone).__name__, input_shape=list(shape), bn_folded=fold_bn,
-                out_channels=list(getattr(backbone, 'out_channels', [])) or None,
-                out_strides=list(getattr(backbone, 'out_strides', [])) or None)
+    meta = backbone_meta(backbone, fold_bn, input_shape=list(shape))
     return export_checked(wrapped, inputs[0], path, input_name='input', output_names=names, opset=opset,
                           dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
                           graph_opt=graph_opt)
 
 
 # ---------------------------------------------------------------------------------------------------- detector
-def torch_detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, np.ndarray]]:
-    """Run mmdet's own ``predict`` (rescale=False) on a normalised batch; boxes in input-pixel coordinates."""
-    from mmdet.structures import DetDataSample
-    h, w = int(x.shape[2]), int(x.shape[3])
-    samples = []
-    for _ in range(x.shape[0]):
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                            scale_factor=(1.0, 1.0)))
-        samples.append(s)
-    with torch.no_grad():
-        results = detector.predict(x, samples, rescale=False)
-    return [dict(boxes=r.pred_instances.bboxes.numpy(), scores=r.pred_instances.scores.numpy(),
-                 labels=r.pred_instances.labels.numpy()) for r in results]
-
-
-def with_second_size(images: Sequence[torch.Tensor], dynamic: bool) -> list[torch.Tensor]:
-    """For a dynamic export whose check images share one size, add a crop of the first at another size."""
-    images = list(images)
-    if dynamic and len({tuple(im.shape) for im in images}) == 1:
-        h, w = images[0].shape[2:]
-        images.append(images[0][:, :, :max(32, (h * 3 // 4) // 32 * 32), :max(32, (w * 5 // 8) // 32 * 32)].clone())
-    return images
-
-
-def class_names(detector: nn.Module) -> list[str] | None:
-    """Class names from the detector's dataset meta or its config (``metainfo``), if any."""
-    meta = getattr(detector, 'dataset_meta', None) or {}
-    names = meta.get('classes')
-    cfg = getattr(detector, 'cfg', None)
-    if names is None and cfg is not None:
-        for getter in (lambda c: c.metainfo, lambda c: c.val_dataloader.dataset.metainfo):
-            try:
-                names = getter(cfg)['classes']
-                break
-            except (AttributeError, KeyError, TypeError):
-                continue
-    return list(names) if names is not None else None
-
-
-def unpad_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                     labels: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Split the padded (num_dets, boxes, scores, labels) outputs into one dict per image."""
-    return [dict(boxes=boxes[i, :n], scores=scores[i, :n], labels=labels[i, :n])
-            for i, n in enumerate(np.asarray(num_dets).reshape(-1).astype(int))]
-
-
 def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: Sequence[torch.Tensor],
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True, with_nms: bool = True,
                          simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
@@ -290,7 +218,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
     (``score_atol``) and labels (exactly, after one-to-one matching) with mmdet's post-processing; without NMS it
     compares the raw head tensors within ``raw_atol``.
     """
-    from .detector import DetectorExportWrapper
+    from .detector import DetectorExportWrapper, postprocess_meta
     if not images:
         raise ValueError('export_detector_onnx needs at least one check image')
     shape = check_input_shape(images[0].shape)
@@ -298,12 +226,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
         raise ValueError(f'static export at {shape}: every check image must have that shape, got '
                          f'{sorted({tuple(im.shape) for im in images})}')
     images = with_second_size(images, dynamic)
-    reference = copy.deepcopy(detector).eval()
-    model = copy.deepcopy(detector).eval()
-    if fold_bn:
-        for m in model.modules():
-            if m is not model and hasattr(m, 'switch_to_deploy'):
-                m.switch_to_deploy()
+    reference, model, folded = prepare_detector(detector, fold_bn)
     wrapper = DetectorExportWrapper(model, with_nms=with_nms).eval()
     names = wrapper.output_names
     axes = None
@@ -317,7 +240,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
         for x in images:
             got = sess.run(None, {'input': x.numpy()})
             if with_nms:
-                for ref, act in zip(torch_detections(reference, x), unpad_detections(*got)):
+                for ref, act in zip(predict_detections(reference, x), unpad_detections(*got)):
                     res = compare_detections(ref, act, box_atol, score_atol)
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
@@ -329,15 +252,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                 checks.append(res)
         return summarize(checks)
 
-    meta = dict(what='detector', detector=type(detector).__name__, backbone=type(detector.backbone).__name__,
-                input_shape=list(shape), bn_folded=fold_bn, with_nms=with_nms, classes=class_names(detector),
-                postprocess=wrapper_meta(detector))
+    meta = detector_meta(detector, folded, with_nms, postprocess_meta(detector), input_shape=list(shape))
     return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
                           dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
                           graph_opt=graph_opt)
-
-
-def wrapper_meta(detector: nn.Module) -> dict[str, Any]:
-    """The post-processing description stored with every detector export (see ``detector.postprocess_meta``)."""
-    from .detector import postprocess_meta
-    return postprocess_meta(detector)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os.path as osp
+from typing import TYPE_CHECKING
 
+from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
-from mmdet.registry import HOOKS
 
-from .atomic_io import ATOMIC_BACKEND, write_atomic
+from ..utils.io import write_text_atomic
+from .atomic_io import ATOMIC_BACKEND
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 
 @HOOKS.register_module()
@@ -23,13 +28,13 @@ class AtomicCheckpointHook(CheckpointHook):
     own semantics.
     """
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: Runner) -> None:
         out_dir = self.out_dir if self.out_dir is not None else runner.work_dir
         if self.file_client_args is None and self.backend_args is None and '://' not in str(out_dir):
             self.backend_args = dict(backend=ATOMIC_BACKEND)
         super().before_train(runner)
 
-    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+    def _save_checkpoint_with_step(self, runner: Runner, step: int, meta: dict) -> None:
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
@@ -52,7 +57,7 @@ class AtomicCheckpointHook(CheckpointHook):
             **self.args)
         if not is_main_process():
             return
-        write_atomic(str(self.last_ckpt).encode('utf-8'), osp.join(runner.work_dir, 'last_checkpoint'))
+        write_text_atomic(str(self.last_ckpt), osp.join(runner.work_dir, 'last_checkpoint'), what='last_checkpoint')
         for old in stale:
             path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
             if self.file_backend.isfile(path):

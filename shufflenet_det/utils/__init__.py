@@ -6,11 +6,26 @@
   ``prepare_for_export``);
 * :mod:`.predict` - running mmdet models on plain tensors and the preprocessing description.
 """
-from .build import (ConfigError, build_backbone, build_detector, fold_batchnorm, load_config, prepare_for_export,
-                    quiet_init_weights, resolve_config_path)
-from .checkpoint import (CheckpointError, load_weights, read_checkpoint, read_state_dict)
-from .io import (atomic_directory, atomic_outputs, check_writable_dir, save_torch_atomic, write_bytes_atomic,
-                 write_json_atomic, write_text_atomic)
+from .build import (
+                    ConfigError,
+                    build_backbone,
+                    build_detector,
+                    fold_batchnorm,
+                    load_config,
+                    prepare_for_export,
+                    quiet_init_weights,
+                    resolve_config_path,
+)
+from .checkpoint import CheckpointError, load_weights, read_checkpoint, read_state_dict
+from .io import (
+                    atomic_directory,
+                    atomic_outputs,
+                    check_writable_dir,
+                    save_torch_atomic,
+                    write_bytes_atomic,
+                    write_json_atomic,
+                    write_text_atomic,
+)
 
 __all__ = ['ConfigError', 'build_backbone', 'build_detector', 'fold_batchnorm', 'load_config', 'prepare_for_export',
            'quiet_init_weights', 'resolve_config_path', 'CheckpointError', 'load_weights', 'read_checkpoint',

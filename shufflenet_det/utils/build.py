@@ -42,9 +42,10 @@ def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> An
 
     Raises :class:`ConfigError` naming the file when it is missing, is not a file or cannot be parsed.
     """
-    import shufflenet_det  # noqa: F401  - registers the backbones, applies the compatibility fixes
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import shufflenet_det  # noqa: F401  - registers the backbones, applies the compatibility fixes
     register_all_modules(init_default_scope=True)
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
@@ -79,8 +80,9 @@ def quiet_init_weights(model: nn.Module) -> None:
 
 def registered_backbones() -> list[str]:
     """The ShuffleNet-family backbone types of mmdet's MODELS (for error messages)."""
-    import shufflenet_det  # noqa: F401
     from mmdet.registry import MODELS
+
+    import shufflenet_det  # noqa: F401
 
     from ..models.backbones.base import ShuffleBackboneBase
     return sorted(name for name, cls in MODELS.module_dict.items()
@@ -95,8 +97,9 @@ def build_backbone(backbone_cfg: Mapping[str, Any], checkpoint: str | os.PathLik
     ``backbone.`` keys are used) and any ``init_cfg`` dropped; else ``init=True`` runs its own initialisation
     (``init_cfg`` kept). ValueError naming the type when it is not registered or its arguments are wrong.
     """
-    import shufflenet_det  # noqa: F401  (registers the backbones)
     from mmdet.registry import MODELS
+
+    import shufflenet_det  # noqa: F401  (registers the backbones)
 
     if not isinstance(backbone_cfg, Mapping) or 'type' not in backbone_cfg:
         raise ValueError(f'backbone config {backbone_cfg!r} must be a dict with a "type" key')

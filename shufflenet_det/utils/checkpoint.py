@@ -136,8 +136,13 @@ _RESTRICTED_ALLOWED: dict[str, Any] | None = None
 def _restricted_allowed() -> dict[str, Any]:
     global _RESTRICTED_ALLOWED
     if _RESTRICTED_ALLOWED is None:
+        import codecs
+
         from torch import _weights_only_unpickler as wou
         allowed = dict(wou._get_allowed_globals())
+        # numpy arrays pickle their raw bytes through codecs.encode (a pure str -> bytes function; newer torch
+        # allow-lists it in its own weights-only unpickler too)
+        allowed['_codecs.encode'] = codecs.encode
         allowed.update(_qualified_names())
         _RESTRICTED_ALLOWED = allowed
     return _RESTRICTED_ALLOWED
@@ -180,8 +185,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu', what: st
     except pickle.UnpicklingError as exc:
         reason = _unpickling_reason(exc)
         if _is_refused_global(reason):
-            raise CheckpointError(f'{what} {str(path)!r} was refused by the safe loader: it pickles objects other '
-                                  f'than tensors and the mmengine checkpoint state ({reason})') from exc
+            raise CheckpointError(f'{what} {str(path)!r} was refused by the safe loader (weights_only=True): it '
+                                  'pickles objects other than tensors and the mmengine checkpoint state '
+                                  f'({reason})') from exc
         raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint (truncated, corrupt or '
                               f'another format): {reason}') from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, TypeError, AttributeError) as exc:

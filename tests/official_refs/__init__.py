@@ -5,26 +5,27 @@ in that layout can be created, converted, and the converted backbone compared nu
 """
 from __future__ import annotations
 
+from typing import Container, Iterable, Optional
+
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from helpers import randomize_bn
 
 
-@torch.no_grad()
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random conv/linear weights (std 1/sqrt(fan_in)) and random BN affine + running statistics, in place."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) / fan_in ** 0.5)
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-        elif isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
-    return model.eval()
+    """A reproducible random reference network, in place and in eval mode: random conv / linear weights and random BN
+    affine parameters, running statistics and counters (:func:`helpers.randomize_bn` with ``with_weights``)."""
+    return randomize_bn(model, seed, with_weights=True)
+
+
+def run_collecting(x: torch.Tensor, modules: Iterable[nn.Module],
+                   keep: Optional[Container[int]] = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``modules`` one after the other on ``x``; return the last output and the outputs of the modules whose
+    index is in ``keep`` (every module's when ``keep`` is None): the stage outputs of a reference network."""
+    kept = []
+    for i, module in enumerate(modules):
+        x = module(x)
+        if keep is None or i in keep:
+            kept.append(x)
+    return x, kept

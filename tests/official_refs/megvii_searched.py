@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import randomize_  # noqa: F401  (re-exported: random weights + BN statistics)
+from . import randomize_, run_collecting  # noqa: F401  (randomize_ re-exported: random weights + BN statistics)
 
 BLOCKS_KEY = ('shufflenet_3x3', 'shufflenet_5x5', 'shufflenet_7x7', 'xception_3x3')
 
@@ -82,17 +82,16 @@ class OfficialUnit(nn.Module):
 
 
 class _StagesMixin:
-    """``forward_features``: stem, features, last conv; returns the four stage outputs and the last conv output."""
+    """``forward``: stem, features, last conv (``_last``), ImageNet head (``_head``); ``forward_features``: the four
+    stage outputs and the last conv output."""
 
     stage_ends: list[int]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head(self._last(self.features(self.first_conv(x))))
+
     def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        x = self.first_conv(x)
-        stages = []
-        for i, unit in enumerate(self.features):
-            x = unit(x)
-            if i in self.stage_ends:
-                stages.append(x)
+        x, stages = run_collecting(self.first_conv(x), self.features, self.stage_ends)
         return stages, self._last(x)
 
 
@@ -127,8 +126,7 @@ class OfficialOneShot(_StagesMixin, nn.Module):
     def _last(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_last(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_last(self.features(self.first_conv(x)))
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x.mean((2, 3)))
 
 
@@ -157,8 +155,7 @@ class OfficialV2Plus(_StagesMixin, nn.Module):
     def _last(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_last(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_last(self.features(self.first_conv(x)))
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.LastSE(x.mean((2, 3), keepdim=True)).view(-1, self.last)
         return self.classifier(self.fc(x))
 
@@ -254,8 +251,7 @@ class OfficialDetNAS(_StagesMixin, nn.Module):
     def _last(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_conv(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.last_conv(self.features(self.first_conv(x)))
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean((2, 3)))
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import run_collecting
+
 #: ``[stem, stage2, stage3, stage4]`` per (group, model size), the official tables.
 CHANNELS = {
     (3, '0.5x'): (12, 120, 240, 480), (3, '1.0x'): (24, 240, 480, 960), (3, '1.5x'): (24, 360, 720, 1440),
@@ -65,10 +67,4 @@ class MegviiShuffleNetV1(nn.Module):
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of stage 2, 3 and 4."""
-        x = self.maxpool(self.first_conv(x))
-        outs = []
-        for n, block in enumerate(self.features):
-            x = block(x)
-            if n in self.stage_ends:
-                outs.append(x)
-        return outs
+        return run_collecting(self.maxpool(self.first_conv(x)), self.features, self.stage_ends)[1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import run_collecting
+
 #: ``[stem, stage2, stage3, stage4, conv_last]`` per official model size.
 CHANNELS = {'0.5x': (24, 48, 96, 192, 1024), '1.0x': (24, 116, 232, 464, 1024),
             '1.5x': (24, 176, 352, 704, 1024), '2.0x': (24, 244, 488, 976, 2048)}
@@ -62,10 +64,5 @@ class MegviiShuffleNetV2(nn.Module):
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of stage 2, 3, 4 and of ``conv_last``."""
-        x = self.maxpool(self.first_conv(x))
-        outs = []
-        for n, block in enumerate(self.features):
-            x = block(x)
-            if n in self.stage_ends:
-                outs.append(x)
+        x, outs = run_collecting(self.maxpool(self.first_conv(x)), self.features, self.stage_ends)
         return outs + [self.conv_last(x)]

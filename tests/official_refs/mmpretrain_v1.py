@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import run_collecting
 from .mmpretrain_v2 import ConvBN, Head, shuffle
 
 PAPER_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
@@ -63,12 +64,7 @@ class Backbone(nn.Module):
         self.out_channels = cin
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        return outs
+        return run_collecting(self.maxpool(self.conv1(x)), self.layers)[1]
 
 
 class MMPretrainShuffleNetV1(nn.Module):

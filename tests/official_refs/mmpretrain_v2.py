@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import run_collecting
+
 CHANNELS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),
             2.0: (244, 488, 976, 2048)}
 
@@ -68,12 +70,7 @@ class Backbone(nn.Module):
         self.layers.append(ConvBN(cin, ch[3], 1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        return outs
+        return run_collecting(self.maxpool(self.conv1(x)), self.layers)[1]
 
 
 class Head(nn.Module):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import run_collecting
+
 CHANNELS = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024), 1.5: (24, 176, 352, 704, 1024),
             2.0: (24, 244, 488, 976, 2048)}
 
@@ -57,9 +59,4 @@ class TorchvisionShuffleNetV2(nn.Module):
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of stage 2, 3, 4 and conv5."""
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for name in ('stage2', 'stage3', 'stage4', 'conv5'):
-            x = getattr(self, name)(x)
-            outs.append(x)
-        return outs
+        return run_collecting(self.maxpool(self.conv1(x)), (self.stage2, self.stage3, self.stage4, self.conv5))[1]

@@ -1,12 +1,13 @@
 """Latency and throughput of ShuffleNet backbones and detectors across deployment paths, one run, one machine.
 
-Backends (see shufflenet_det/deploy/bench.py): torch-plain (eager NCHW with BN: the torchvision formulation,
+Backends (see shufflenet_det/benchmark/backends.py): torch-plain (eager NCHW with BN: the torchvision formulation,
 baseline), torch-folded, torch-cl (BN folded + channels_last + inference_mode), torch-jit (trace + freeze +
 optimize_for_inference), torch-compile (opt-in), ort-plain (ONNX Runtime on the plain export: baseline), ort-deploy
 (BN folded + onnxslim + tuned session), ncnn, and on a GPU ort-cuda / cuda-fp32 / cuda-fp16 (skipped with a message
-when there is no CUDA device). A backbone run also lists the ShuffleNetV2 1.0x of torchvision and mmpretrain when they
-import (reported as unavailable otherwise, never emulated). Results: a table on stdout, JSON (--out), and a PNG with
---plot (latency vs input size, or mAP vs latency with --map).
+when there is no CUDA device). The ncnn rows are timed by the board runner tools/deploy/ncnn_runner.py in a child
+process (--ncnn-runner names another copy). A backbone run also lists the ShuffleNetV2 1.0x of torchvision and
+mmpretrain when they import (reported as unavailable otherwise, never emulated). Results: a table on stdout, JSON
+(--out), and a PNG with --plot (latency vs input size, or mAP vs latency with --map).
 
 Examples::
 
@@ -30,13 +31,17 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+#: The torch-free ncnn runner of this repository, which times the ncnn rows in a child process.
+NCNN_RUNNER = Path(__file__).resolve().parents[1] / 'deploy' / 'ncnn_runner.py'
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from shufflenet_det.deploy.bench import ALL_BACKENDS, DEFAULT_BACKENDS
+    from shufflenet_det.benchmark import ALL_BACKENDS, DEFAULT_BACKENDS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_argument_group('models (one of)')
     src.add_argument('--backbone', metavar='TYPE', help='a registered backbone type, e.g. ShuffleNetV2')
@@ -61,6 +66,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                           'all backends alike; each block is re-warmed (default 5)')
     run.add_argument('--no-peers', action='store_true', help='do not list torchvision / mmpretrain models')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
+    run.add_argument('--ncnn-runner', type=Path, default=NCNN_RUNNER, metavar='PY',
+                     help='the torch-free ncnn runner script that times the ncnn rows in a child process '
+                          '(default: tools/deploy/ncnn_runner.py of this repository)')
     out = parser.add_argument_group('output')
     out.add_argument('--out', help='JSON results file')
     out.add_argument('--plot', help='PNG: latency vs input size (or mAP vs latency with --map)')
@@ -78,6 +86,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f'{name} must be >= 1, got {value}')
     if args.warmup < 0:
         parser.error('--warmup must be >= 0')
+    if 'ncnn' in args.backends and not args.ncnn_runner.is_file():
+        parser.error(f'--ncnn-runner {str(args.ncnn_runner)!r} does not exist')
     try:
         args.sizes = [_size(s) for s in (args.sizes or ['224' if args.backbone or args.what == 'backbone'
                                                          else '320'])]
@@ -111,17 +121,23 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.atomic import write_json_atomic
-    from shufflenet_det.deploy.bench import (environment, format_summary, format_table, peer_models, plot,
-                                             run_benchmark, summarize)
-    from shufflenet_det.deploy.cli import parse_backbone_args
-    from shufflenet_det.deploy.loading import build_backbone, build_detector
+    from shufflenet_det.benchmark import (
+        environment,
+        format_summary,
+        format_table,
+        peer_models,
+        plot,
+        run_benchmark,
+        summarize,
+    )
+    from shufflenet_det.deploy.cli import backbone_from_args, parse_backbone_args
+    from shufflenet_det.utils import build_detector, write_json_atomic
 
     models = []
     if args.backbone:
         bb_args = parse_backbone_args(args.backbone_args)
         try:
-            model = build_backbone(args.backbone, bb_args)
+            model = backbone_from_args(args.backbone, bb_args)
         except ValueError as exc:
             print(f'error: {exc}', file=sys.stderr)
             return 2
@@ -144,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.time()
     rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
                          runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress,
-                         rounds=args.rounds)
+                         rounds=args.rounds, ncnn_runner=args.ncnn_runner)
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
     summary = summarize(rows)
@@ -155,10 +171,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{env.get("loadavg_1m_end")} (other processes on the machine make absolute numbers noisy; the ratios '
           'within this run are the comparable part)')
     if args.out:
-        write_json_atomic(dict(command=sys.argv, environment=env, settings=dict(
-            sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
-            warmup=args.warmup, rounds=args.rounds, backends=args.backends), rows=[r.as_dict() for r in rows], summary=summary),
-            args.out)
+        settings = dict(sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
+                        warmup=args.warmup, rounds=args.rounds, backends=args.backends)
+        write_json_atomic(dict(command=sys.argv, environment=env, settings=settings,
+                               rows=[r.as_dict() for r in rows], summary=summary), args.out, 'benchmark results')
         print(f'[benchmark] wrote {args.out}')
     if args.plot:
         plot(rows, args.plot, args.maps or None)

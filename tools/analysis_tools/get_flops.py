@@ -17,10 +17,8 @@ Examples (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -79,23 +77,6 @@ def _fmt(value: float, unit: float = 1e6, digits: int = 1) -> str:
     return f'{value / unit:.{digits}f}'
 
 
-def save_json_atomic(obj: Any, out_path: str | os.PathLike) -> Path:
-    """Write ``obj`` as JSON through a temporary file renamed into place (nothing half-written on failure)."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
-
-
 def run_table(args: argparse.Namespace) -> tuple[str, list[dict]]:
     """Count every published variant; return the markdown table and the per-variant results."""
     from shufflenet_det.analysis import classifier_complexity, published_variants
@@ -119,12 +100,14 @@ def run_table(args: argparse.Namespace) -> tuple[str, list[dict]]:
 
 
 def run_backbone(args: argparse.Namespace) -> dict:
-    from shufflenet_det.analysis import build_backbone, classifier_complexity, model_complexity
+    """Count ``--backbone`` as the ImageNet classifier, or (``--no-classifier``) the raw backbone."""
+    from shufflenet_det.analysis import classifier_complexity, model_complexity
+    from shufflenet_det.utils.build import build_backbone
 
     cfg = dict(args.cfg_options, type=args.backbone)
     shape = tuple(args.shape) if args.shape else (224,)
     if args.no_classifier:
-        backbone = build_backbone(cfg, last_output_only=False)
+        backbone = build_backbone(cfg)
         res = model_complexity(backbone, shape, op_set=args.op_set)
         res.update(out_channels=backbone.out_channels, out_strides=backbone.out_strides, mode='backbone')
     else:
@@ -136,17 +119,15 @@ def run_backbone(args: argparse.Namespace) -> dict:
 
 
 def run_detector(args: argparse.Namespace) -> dict:
-    from mmengine.config import Config
+    """Count the detector of the config (backbone + neck + head forward, no post-processing)."""
+    from mmdet.registry import MODELS
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    import shufflenet_det  # noqa: F401
-    from mmdet.registry import MODELS
     from shufflenet_det.analysis import model_complexity
+    from shufflenet_det.utils.build import load_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     shape = tuple(args.shape) if args.shape else (320, 320)
@@ -157,6 +138,7 @@ def run_detector(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    from shufflenet_det.utils.io import write_json_atomic
     try:
         if args.table:
             table, rows = run_table(args)
@@ -174,11 +156,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      if 'out_channels' in result else '')
                   + f"FLOPs (multiply-adds): {_fmt(result['flops'], 1e9, 3)} G ({result['flops']:,})\n"
                     f"params: {_fmt(result['params'], 1e6, 3)} M ({result['params']:,})")
-    except ValueError as exc:
+        if args.json_out:
+            print(f'saved {write_json_atomic(result, args.json_out, what="--json output")}')
+    except ValueError as exc:  # bad backbone arguments, a broken config (ConfigError), an unwritable --json
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    if args.json_out:
-        print(f'saved {save_json_atomic(result, args.json_out)}')
     return 0
 
 

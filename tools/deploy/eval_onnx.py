@@ -38,9 +38,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.atomic import write_json_atomic
     from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx
-    from shufflenet_det.deploy.loading import build_detector, load_config, preprocess_meta
+    from shufflenet_det.utils import build_detector, load_config, write_json_atomic
     model_path = Path(args.model)
     side = model_path.with_name(model_path.name + '.json')
     if not model_path.is_file() or not side.is_file():
@@ -62,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size = tuple(meta['input_shape'][2:])
         else:
             size = tuple(int(v) for v in cfg.image_size)[::-1]
-        reference = None if args.no_torch else build_detector(args.config, args.checkpoint)
+        reference = None if args.no_torch else build_detector(cfg, args.checkpoint)  # the config parsed above
         pre = meta['postprocess']['preprocess']
         result = evaluate_onnx(model_path, ann_file, img_dir, classes, size, pre, reference, args.limit,
                                args.threads)
@@ -77,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(line)
     if args.out:
         write_json_atomic(dict(model=str(model_path), config=args.config, checkpoint=args.checkpoint,
-                               size=list(size), **result), args.out)
+                               size=list(size), **result), args.out, 'evaluation results')
     return 0
 
 

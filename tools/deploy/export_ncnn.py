@@ -46,9 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.loading import check_images
+    from shufflenet_det.deploy.export_common import ExportError
+    from shufflenet_det.deploy.images import check_images
     from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, ncnn_paths
-    from shufflenet_det.deploy.onnx_export import ExportError
     what, model, (h, w), cfg = resolve(args)
     try:
         if what == 'backbone':

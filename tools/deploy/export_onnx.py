@@ -46,8 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.loading import check_images
-    from shufflenet_det.deploy.onnx_export import ExportError, export_backbone_onnx, export_detector_onnx
+    from shufflenet_det.deploy.export_common import ExportError
+    from shufflenet_det.deploy.images import check_images
+    from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx
     if args.batch < 1:
         raise SystemExit('error: --batch must be >= 1')
     what, model, (h, w), cfg = resolve(args)

@@ -70,8 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import shufflenet_det  # noqa: F401  - registers the backbones, safe checkpoint loading
     from shufflenet_det.deploy import compat_mmdeploy
-    from shufflenet_det.deploy.atomic import atomic_outputs, write_json_atomic
     from shufflenet_det.deploy.parity import compare_detections, format_report, summarize
+    from shufflenet_det.utils import atomic_outputs, save_torch_atomic, write_json_atomic
     if not compat_mmdeploy.mmdeploy_available():
         print('error: mmdeploy is not installed (pip install --no-deps -c requirements/constraints.txt '
               '-r requirements/deploy.txt)', file=sys.stderr)
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmdeploy.apis import torch2onnx
     from mmdeploy.apis.utils import build_task_processor, to_backend
     from mmdeploy.core import RewriterContext, patch_model
-    from mmdeploy.utils import (get_backend, get_input_shape, get_ir_config, get_onnx_config, load_config)
+    from mmdeploy.utils import get_backend, get_input_shape, get_ir_config, get_onnx_config, load_config
 
     deploy_cfg, model_cfg = load_config(args.deploy_cfg, args.model_cfg)
     if args.cfg_options:
@@ -102,8 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             register_all_modules()
             model = MODELS.build(model_cfg.model)  # not task.build_pytorch_model: that one folds BN already
             model.init_weights()
-            checkpoint = str(scratch / 'random_init.pth')
-            torch.save({'state_dict': model.state_dict()}, checkpoint)
+            checkpoint = str(save_torch_atomic({'state_dict': model.state_dict()}, scratch / 'random_init.pth'))
         torch2onnx(args.images[0], str(scratch), ir_file, deploy_cfg, model_cfg, checkpoint, args.device)
         onnx_path = scratch / ir_file
         backend_files = [str(onnx_path)]
@@ -137,18 +136,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parity = summarize(checks)
         print(f'[mmdeploy] {ir_file} ({backend}): {format_report(parity)}')
         if not parity['passed']:
-            print(f'error: backend outputs differ from the rewritten PyTorch model; nothing written',
+            print('error: backend outputs differ from the rewritten PyTorch model; nothing written',
                   file=sys.stderr)
             return 1
         final = [work_dir / Path(f).name for f in backend_files]
-        with atomic_outputs(final) as tmps:
+        with atomic_outputs(final, 'mmdeploy output') as tmps:
             for src, tmp in zip(backend_files, tmps):
                 shutil.copyfile(src, tmp)
         report = dict(deploy_cfg=args.deploy_cfg, model_cfg=args.model_cfg, checkpoint=args.checkpoint,
                       backend=backend, files=[str(f) for f in final], input_shape=input_shape,
                       mmdeploy=__import__('mmdeploy').__version__, torch=torch.__version__,
                       seconds=round(time.perf_counter() - t0, 2), parity=parity, detections=detections)
-        write_json_atomic(report, work_dir / (Path(ir_file).stem + '.json'))
+        write_json_atomic(report, work_dir / (Path(ir_file).stem + '.json'), 'mmdeploy report')
         for det in detections:
             print(f"[mmdeploy] {det['image']}: {len(det['scores'])} detections above score_thr"
                   + (f", best {max(det['scores']):.3f}" if det['scores'] else ''))

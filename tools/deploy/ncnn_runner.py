@@ -103,23 +103,22 @@ def read_image(path: str) -> np.ndarray:
         from PIL import Image
         return np.ascontiguousarray(np.asarray(Image.open(path).convert('RGB'))[..., ::-1])
     except ImportError:
-        raise ValueError(f'{path}: install opencv-python or Pillow to read {ext} files, or use .ppm / .npy')
+        raise ValueError(f'{path}: install opencv-python or Pillow to read {ext} files, or use .ppm / .npy') from None
 
 
-def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Coloured rectangles and discs on a noisy background (BGR uint8)."""
-    rng = np.random.default_rng(seed)
-    img = rng.integers(90, 160, size=(height, width, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[:height, :width]
-    for _ in range(int(rng.integers(3, 7))):
-        color = rng.integers(0, 256, size=3, dtype=np.uint8)
-        s = int(rng.integers(min(height, width) // 10, min(height, width) // 3))
-        cy, cx = int(rng.integers(s, height - s)), int(rng.integers(s, width - s))
-        if rng.random() < 0.5:
-            img[cy - s:cy + s, cx - s:cx + s] = color
-        else:
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 <= s * s] = color
-    return img
+def make_test_picture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A deterministic BGR uint8 test picture: a grainy colour ramp with a few solid square blocks on it."""
+    rng = np.random.RandomState(seed)
+    ramp_y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    ramp_x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    picture = 40.0 + ramp_y * rng.uniform(0, 120, size=3) + ramp_x * rng.uniform(0, 120, size=3)
+    picture = picture + rng.normal(0.0, 10.0, size=(height, width, 3))
+    short = min(height, width)
+    for _ in range(rng.randint(3, 8)):
+        side = rng.randint(max(2, short // 8), max(3, short // 3))
+        top, left = rng.randint(0, max(1, height - side)), rng.randint(0, max(1, width - side))
+        picture[top:top + side, left:left + side] = rng.randint(0, 256, size=3)
+    return np.clip(picture, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -246,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.image:
             img = read_image(args.image)
         else:
-            img = synthetic_image(int(shape[0]), int(shape[1]))
+            img = make_test_picture(int(shape[0]), int(shape[1]))
             if args.generate:
                 write_ppm(args.generate, img)
     except ValueError as exc:
@@ -276,9 +275,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keep = dets['scores'] >= (args.score_thr if args.score_thr is not None else -1.0)
         names = model.meta.get('classes')
         result['detections'] = [
-            dict(label=int(l), name=(names[int(l)] if names else None), score=round(float(s), 5),
+            dict(label=int(lab), name=(names[int(lab)] if names else None), score=round(float(s), 5),
                  box=[round(float(v), 2) for v in b])
-            for b, s, l in zip(dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep])]
+            for b, s, lab in zip(dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep])]
         print(f'{len(result["detections"])} detections')
         for d in result['detections'][:20]:
             print(f"  label {d['label']}{' ' + d['name'] if d['name'] else ''} score {d['score']:.3f} box {d['box']}")

@@ -25,7 +25,8 @@ loads the file always states the formulation it was converted for (it is also re
 
 ``--src`` / ``--type`` accept every converter registered with
 :func:`shufflenet_det.converters.register_converter`; extra backbone arguments go through ``--arch`` or
-``--cfg-options key=value``. Checkpoints are read with ``torch.load(weights_only=True)`` only.
+``--cfg-options key=value``. Checkpoints are read with ``torch.load(weights_only=True)`` only
+(:func:`shufflenet_det.utils.checkpoint.read_state_dict`).
 Exit status: 0 on success, 1 when the conversion is refused (message on stderr), 2 for command-line errors.
 """
 from __future__ import annotations
@@ -42,8 +43,8 @@ if str(ROOT) not in sys.path:  # run as `python tools/model_converters/convert_w
 
 from mmengine.config import DictAction  # noqa: E402
 
-from shufflenet_det.converters import (ConversionError, available_converters,  # noqa: E402
-                                       convert_checkpoint, get_converter)
+from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, get_converter  # noqa: E402
+from shufflenet_det.utils.checkpoint import CheckpointError  # noqa: E402
 
 
 class KeyValueAction(DictAction):
@@ -98,8 +99,9 @@ def backbone_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_backbone_arguments(backbone_type: str, kwargs: dict[str, Any]) -> None:
     """Every argument must be a parameter of the backbone's ``__init__`` (unless it takes ``**kwargs``)."""
-    import shufflenet_det  # noqa: F401  (registers the backbones)
     from mmdet.registry import MODELS
+
+    import shufflenet_det  # noqa: F401  (registers the backbones)
     cls = MODELS.get(backbone_type)
     if cls is None:
         raise ConversionError(f'--type {backbone_type}: not a registered backbone')
@@ -127,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         out = convert_checkpoint(args.src, args.backbone_type, args.src_path, args.dst_path, kwargs)
-    except (ConversionError, ValueError, TypeError, KeyError) as exc:  # the latter: backbone built with bad arguments
+    except (CheckpointError, ValueError, TypeError, KeyError) as exc:  # unreadable input, refused conversion, ...
         print(f'error: {args.src_path}: {exc}', file=sys.stderr)
         return 1
     print(f'wrote {out} ({args.src} -> {args.backbone_type}({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}))')

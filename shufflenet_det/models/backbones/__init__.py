@@ -1,9 +1,9 @@
 """Backbones, each registered in ``mmdet.registry.MODELS`` on import."""
 from .base import ShuffleBackboneBase
-from .shufflenet_v1 import ShuffleNetV1
-from .shufflenet_v2 import ShuffleNetV2
 from .detnas import DetNAS
 from .oneshot import OneShot
+from .shufflenet_v1 import ShuffleNetV1
+from .shufflenet_v2 import ShuffleNetV2
 from .shufflenet_v2_plus import ShuffleNetV2Plus
 
 __all__ = ['ShuffleBackboneBase', 'ShuffleNetV1', 'ShuffleNetV2', 'DetNAS', 'OneShot', 'ShuffleNetV2Plus']

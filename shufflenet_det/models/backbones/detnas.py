@@ -14,8 +14,6 @@ megvii-model/ShuffleNet-Series ``DetNAS`` convert with ``tools/model_converters/
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
-
 from mmdet.registry import MODELS
 
 from .archs.searched import parse_detnas_arch
@@ -27,28 +25,12 @@ class DetNAS(SearchedShuffleBackbone):
     """DetNAS backbone.
 
     Args:
-        arch: a published name (``'COCO-FPN-300M'``, ``'COCO-FPN-1.3G'``, ``'COCO-FPN-3.8G'``,
+        arch: a published name (``'COCO-FPN-300M'``, the default, ``'COCO-FPN-1.3G'``, ``'COCO-FPN-3.8G'``,
             ``'COCO-RetinaNet-300M'``, ``'VOC-FPN-300M'``, ``'VOC-RetinaNet-300M'``) or a dict encoding (see module
             docstring).
-        out_indices: outputs to return: 0-3 the four stages (strides 4, 8, 16, 32), 4 the last 1x1 conv.
-        frozen_stages: -1 freezes nothing; k freezes output groups 0..k (group 0 = stem + stage 1).
-        conv_cfg, norm_cfg: layer configs of every conv / norm.
-        act_cfg: activation used everywhere (ReLU in the published models).
-        norm_eval, with_cp, init_cfg: see :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`.
+        out_indices, act_cfg, **kwargs: see :class:`SearchedShuffleBackbone` (the published models use ReLU
+            everywhere, which ``act_cfg=None`` keeps).
     """
 
-    def __init__(self,
-                 arch: str | Mapping = 'COCO-FPN-300M',
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU'),
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 init_cfg: Optional[dict | list] = None) -> None:
-        spec = parse_detnas_arch(arch)
-        super().__init__(spec, out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, stem_act_cfg=act_cfg,
-                         stage_act_cfgs=[act_cfg] * len(spec.repeats), last_act_cfg=act_cfg, norm_eval=norm_eval,
-                         with_cp=with_cp, init_cfg=init_cfg)
+    default_arch = 'COCO-FPN-300M'
+    parse_arch = staticmethod(parse_detnas_arch)

@@ -8,11 +8,13 @@ Layout (module names and output indices of the project convention)::
     conv_last   1x1 conv + BN + act                                     out 4, stride 32
 
 The units are :class:`~shufflenet_det.models.backbones.spos_blocks.SearchedShuffleBlock`; their channel routing (and
-how it relates to the official implementation) is documented there.
+how it relates to the official implementation) is documented there. A family only declares how its ``arch`` argument
+is parsed (:attr:`SearchedShuffleBackbone.parse_arch`) and which encoding ``arch=None`` builds
+(:attr:`SearchedShuffleBackbone.default_arch`); the constructor is this one.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -22,51 +24,55 @@ from .base import ShuffleBackboneBase
 from .spos_blocks import SearchedShuffleBlock
 
 STAGE_NAMES: tuple[str, ...] = tuple(f'stage{i + 1}' for i in range(NUM_STAGES))
-OUTPUT_GROUPS: tuple[tuple[str, ...], ...] = (('conv1', 'stage1'), ('stage2',), ('stage3',), ('stage4',),
-                                              ('conv_last',))
+#: Per output index, the child modules producing it (output 0 = the stem and the first stage).
+OUTPUT_STAGE_MODULES: tuple[tuple[str, ...], ...] = (('conv1', 'stage1'), ('stage2',), ('stage3',), ('stage4',),
+                                                     ('conv_last',))
 OUTPUT_STRIDES: tuple[int, ...] = (4, 8, 16, 32, 32)
 
 
 class SearchedShuffleBackbone(ShuffleBackboneBase):
-    """Build stem, four stages of searched units and the last 1x1 conv from ``arch`` (see module docstring).
+    """Build stem, four stages of searched units and the last 1x1 conv from an encoding (see module docstring).
 
     Args:
-        arch: the validated encoding.
-        stem_act_cfg, stage_act_cfgs, last_act_cfg: activation of the stem, of each stage's units (4 entries) and of
-            the last conv (``None``: no activation).
-        The remaining arguments are those of :class:`ShuffleBackboneBase`.
+        arch: a published name of the family, a dict encoding, or ``None`` for :attr:`default_arch`.
+        out_indices: outputs to return: 0-3 the four stages (strides 4, 8, 16, 32), 4 the last 1x1 conv.
+        act_cfg: ``None`` (default) keeps the activations of the encoding (ReLU everywhere in DetNAS and OneShot,
+            ReLU / h-swish per position in ShuffleNetV2+); a config replaces every one of them, e.g.
+            ``dict(type='ReLU')`` for hardware without h-swish. A squeeze-excitation keeps its ReLU squeeze and
+            hard-sigmoid gate.
+        **kwargs: the other contract arguments of
+            :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase` (``frozen_stages``: k freezes output
+            stages 0..k, output stage 0 being the stem and stage 1; ``conv_cfg``, ``norm_cfg`` of every conv / norm,
+            the squeeze-excitation's included; ``norm_eval``, ``with_cp``, ``init_cfg``).
     """
 
+    #: Name of the published encoding built for ``arch=None``.
+    default_arch: ClassVar[str]
+    #: Validates ``arch`` (a published name or a dict encoding) into a :class:`SearchedArch`.
+    parse_arch: ClassVar[Callable[[Any], SearchedArch]]
+
     def __init__(self,
-                 arch: SearchedArch,
-                 out_indices: Sequence[int],
-                 frozen_stages: int,
-                 conv_cfg: Optional[dict],
-                 norm_cfg: Optional[dict],
-                 act_cfg: Optional[dict],
-                 stem_act_cfg: Optional[dict],
-                 stage_act_cfgs: Sequence[Optional[dict]],
-                 last_act_cfg: Optional[dict],
-                 norm_eval: bool,
-                 with_cp: bool,
-                 init_cfg: Optional[dict | list]) -> None:
-        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
-        self.arch = arch
+                 arch: Optional[str | Mapping] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 act_cfg: Optional[dict] = None,
+                 **kwargs: Any) -> None:
+        spec = self.parse_arch(self.default_arch if arch is None else arch)
+        super().__init__(out_indices=out_indices, act_cfg=act_cfg, **kwargs)
+        self.arch = spec
         cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
-        self.conv1 = nn.Sequential(*conv_norm_act(3, arch.stem_channels, 3, stride=2, act_cfg=stem_act_cfg, **cfg))
-        in_channels = arch.stem_channels
-        for stage, name in enumerate(STAGE_NAMES):
-            out_channels = arch.stage_channels[stage]
-            blocks = []
-            for j, unit in enumerate(arch.stage_blocks(stage)):
-                blocks.append(SearchedShuffleBlock(
-                    in_channels if j == 0 else out_channels, out_channels, stride=2 if j == 0 else 1,
-                    choice=arch.choices[unit], mid_channels=arch.mid_channels[unit],
-                    act_cfg=stage_act_cfgs[stage], with_se=arch.se_stages[stage], **cfg))
-            self.add_module(name, nn.Sequential(*blocks))
-            in_channels = out_channels
-        self.conv_last = nn.Sequential(*conv_norm_act(in_channels, arch.last_channels, 1, act_cfg=last_act_cfg,
+
+        def act(published: str) -> dict:
+            return dict(self.act_cfg) if self.act_cfg is not None else dict(type=published)
+
+        def build_units(stage: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+            return [SearchedShuffleBlock(in_channels if j == 0 else out_channels, out_channels,
+                                         stride=2 if j == 0 else 1, choice=spec.choices[unit],
+                                         mid_channels=spec.mid_channels[unit], act_cfg=act(spec.stage_acts[stage]),
+                                         with_se=spec.se_stages[stage], **cfg)
+                    for j, unit in enumerate(spec.stage_blocks(stage))]
+
+        self._add_stem(spec.stem_channels, act(spec.stem_act), with_maxpool=False)
+        last = self._add_stages(STAGE_NAMES, spec.stem_channels, spec.stage_channels, build_units)
+        self.conv_last = nn.Sequential(*conv_norm_act(last, spec.last_channels, 1, act_cfg=act(spec.last_act),
                                                       **cfg))
-        self._set_outputs(OUTPUT_GROUPS, tuple(arch.stage_channels) + (arch.last_channels,), OUTPUT_STRIDES)
+        self._set_outputs(OUTPUT_STAGE_MODULES, tuple(spec.stage_channels) + (spec.last_channels,), OUTPUT_STRIDES)

@@ -22,7 +22,7 @@ Channels: see :data:`SHUFFLENET_V1_ARCH` and :func:`shufflenet_v1_channels`.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -31,7 +31,7 @@ from torch import nn
 
 from ..layers import channel_shuffle, conv_norm_act
 from .base import ShuffleBackboneBase
-from .validation import check_choice
+from .validation import check_choice, check_unit_stride
 
 #: Architecture of ShuffleNet V1, as data. Channels are ``[stem, stage2, stage3, stage4]``.
 #:
@@ -103,11 +103,7 @@ class ShuffleV1Unit(nn.Module):
                  norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f'stride={stride!r} is not supported; allowed values: [1, 2]')
-        if stride == 1 and in_channels != out_channels:
-            raise ValueError(f'a stride-1 unit needs in_channels == out_channels, got {in_channels} and '
-                             f'{out_channels}')
+        check_unit_stride(in_channels, out_channels, stride)
         main_out = out_channels - in_channels if stride == 2 else out_channels
         mid = out_channels // 4
         pw_groups = 1 if first_group else groups
@@ -152,11 +148,9 @@ class ShuffleNetV1(ShuffleBackboneBase):
         widen_factor: width multiplier, one of 0.25, 0.5, 1.0, 1.5, 2.0. Channels: the official Megvii tables for
             groups 3/8 at 0.5x-2.0x, the documented rounding rule of :data:`SHUFFLENET_V1_ARCH` elsewhere.
         out_indices: output indices to return (see above).
-        frozen_stages: -1 freezes nothing; k freezes output groups 0..k.
-        conv_cfg, norm_cfg, act_cfg: mmcv layer configs (``act_cfg=None`` removes the activations).
-        norm_eval: keep every BatchNorm (SyncBN included) in eval mode while training.
-        with_cp: activation checkpointing of each unit.
-        init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+        **kwargs: the contract arguments of :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`
+            (``frozen_stages``, ``conv_cfg``, ``norm_cfg``, ``act_cfg``, ``norm_eval``, ``with_cp``, ``init_cfg``);
+            ``act_cfg=None`` removes the activations.
     """
 
     arch = SHUFFLENET_V1_ARCH
@@ -165,33 +159,20 @@ class ShuffleNetV1(ShuffleBackboneBase):
                  groups: int = 3,
                  widen_factor: float = 1.0,
                  out_indices: Sequence[int] = (1, 2, 3),
-                 frozen_stages: int = -1,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU'),
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 init_cfg: Optional[dict | list] = None) -> None:
-        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                 **kwargs: Any) -> None:
+        super().__init__(out_indices=out_indices, **kwargs)
         self.groups = check_choice('groups', groups, self.arch['groups'])
         self.widen_factor = check_choice('widen_factor', widen_factor, self.arch['widen_factors'])
         channels = shufflenet_v1_channels(groups, widen_factor)
         self.stage_channels = channels
-        stem = channels[0]
-        self.conv1 = nn.Sequential(*conv_norm_act(3, stem, 3, stride=2, conv_cfg=conv_cfg, norm_cfg=self.norm_cfg,
-                                                  act_cfg=self.act_cfg))
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_channels = stem
-        for stage_idx, (name, repeats, out_channels) in enumerate(
-                zip(self.arch['stage_names'], self.arch['stage_repeats'], channels[1:])):
-            units = []
-            for i in range(repeats):
-                units.append(ShuffleV1Unit(in_channels, out_channels, groups, stride=2 if i == 0 else 1,
-                                           first_group=stage_idx == 0 and i == 0, conv_cfg=conv_cfg,
-                                           norm_cfg=self.norm_cfg, act_cfg=self.act_cfg))
-                in_channels = out_channels
-            self.add_module(name, nn.Sequential(*units))
-        self._set_outputs(groups=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',)],
+        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+
+        def build_units(stage: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+            return [ShuffleV1Unit(in_channels if i == 0 else out_channels, out_channels, groups,
+                                  stride=2 if i == 0 else 1, first_group=stage == 0 and i == 0, **cfg)
+                    for i in range(self.arch['stage_repeats'][stage])]
+
+        self._add_stem(channels[0], self.act_cfg, with_maxpool=True)
+        self._add_stages(self.arch['stage_names'], channels[0], channels[1:], build_units)
+        self._set_outputs(stage_modules=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',)],
                           channels=channels, strides=(4, 8, 16, 32))

@@ -27,7 +27,7 @@ Only slicing, ``cat`` and reshape/transpose are used, so both layouts export to 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from mmdet.registry import MODELS
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..layers import channel_shuffle, channel_split, conv_norm_act
 from .base import ShuffleBackboneBase
-from .validation import check_choice
+from .validation import check_choice, check_unit_stride
 
 #: Architecture of ShuffleNet V2, as data: paper Table 5 channels ``[stem, stage2, stage3, stage4, conv5]`` per width
 #: (identical to torchvision's ``stages_out_channels``) and the units per stage.
@@ -84,15 +84,11 @@ class ShuffleV2Unit(nn.Module):
                  norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f'stride={stride!r} is not supported; allowed values: [1, 2]')
+        check_unit_stride(in_channels, out_channels, stride)
         if out_channels % 2:
             raise ValueError(f'out_channels={out_channels} must be even (the unit splits it into two halves)')
         mid = out_channels // 2
         if stride == 1:
-            if in_channels != out_channels:
-                raise ValueError(f'a stride-1 unit needs in_channels == out_channels, got {in_channels} and '
-                                 f'{out_channels}')
             if proj_channels is not None:
                 raise ValueError('proj_channels applies to stride-2 units only')
             proj = mid
@@ -140,13 +136,11 @@ class ShuffleNetV2(ShuffleBackboneBase):
             ShuffleNet-Series implementation and its checkpoints); see the module docstring. Output channels and
             strides do not depend on it.
         out_indices: output indices to return (see above).
-        frozen_stages: -1 freezes nothing; k freezes output groups 0..k.
-        conv_cfg, norm_cfg, act_cfg: mmcv layer configs (``act_cfg=None`` puts ``nn.Identity`` in the activation
-            slots, so the state-dict keys do not change).
-        norm_eval: keep every BatchNorm (SyncBN included) in eval mode while training.
-        with_cp: activation checkpointing of each unit.
-        init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint='shufflenetv2_x1-5666bf0f80.pth')``
-            (torchvision weights: the ``fc.*`` keys are reported as unexpected and ignored by mmengine).
+        **kwargs: the contract arguments of :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`
+            (``frozen_stages``, ``conv_cfg``, ``norm_cfg``, ``act_cfg``, ``norm_eval``, ``with_cp``, ``init_cfg``).
+            ``act_cfg=None`` puts ``nn.Identity`` in the activation slots, so the state-dict keys do not change.
+            ``init_cfg=dict(type='Pretrained', checkpoint='shufflenetv2_x1-5666bf0f80.pth')`` loads torchvision
+            weights (their ``fc.*`` keys are reported as unexpected and ignored by mmengine).
     """
 
     arch = SHUFFLENET_V2_ARCH
@@ -155,34 +149,26 @@ class ShuffleNetV2(ShuffleBackboneBase):
                  widen_factor: float = 1.0,
                  layout: str = DEFAULT_LAYOUT,
                  out_indices: Sequence[int] = (1, 2, 3),
-                 frozen_stages: int = -1,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU'),
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 init_cfg: Optional[dict | list] = None) -> None:
-        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                 **kwargs: Any) -> None:
+        super().__init__(out_indices=out_indices, **kwargs)
         self.widen_factor = check_choice('widen_factor', widen_factor, list(self.arch['channels']))
         self.layout = check_choice('layout', layout, list(self.arch['layouts']))
         wiring = self.arch['layouts'][self.layout]
         channels = self.arch['channels'][float(widen_factor)]
         self.stage_channels = channels
-        cfg = dict(conv_cfg=conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-        self.conv1 = nn.Sequential(*conv_norm_act(3, channels[0], 3, stride=2, **cfg))
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_channels = channels[0]
-        for name, repeats, out_channels in zip(self.arch['stage_names'], self.arch['stage_repeats'], channels[1:4]):
-            units = [ShuffleV2Unit(in_channels, out_channels, stride=2,
-                                   proj_channels=in_channels if wiring['proj'] == 'input' else None,
-                                   shuffle_after=wiring['shuffle_after'], **cfg)]
-            units += [ShuffleV2Unit(out_channels, out_channels, stride=1,
-                                    interleaved_split=wiring['interleaved_split'],
-                                    shuffle_after=wiring['shuffle_after'], **cfg) for _ in range(repeats - 1)]
-            self.add_module(name, nn.Sequential(*units))
-            in_channels = out_channels
-        self.conv5 = nn.Sequential(*conv_norm_act(in_channels, channels[4], 1, **cfg))
-        self._set_outputs(groups=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',), ('conv5',)],
+        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+
+        def build_units(stage: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+            first = ShuffleV2Unit(in_channels, out_channels, stride=2,
+                                  proj_channels=in_channels if wiring['proj'] == 'input' else None,
+                                  shuffle_after=wiring['shuffle_after'], **cfg)
+            return [first] + [ShuffleV2Unit(out_channels, out_channels, stride=1,
+                                            interleaved_split=wiring['interleaved_split'],
+                                            shuffle_after=wiring['shuffle_after'], **cfg)
+                              for _ in range(self.arch['stage_repeats'][stage] - 1)]
+
+        self._add_stem(channels[0], self.act_cfg, with_maxpool=True)
+        last = self._add_stages(self.arch['stage_names'], channels[0], channels[1:4], build_units)
+        self.conv5 = nn.Sequential(*conv_norm_act(last, channels[4], 1, **cfg))
+        self._set_outputs(stage_modules=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',), ('conv5',)],
                           channels=channels, strides=(4, 8, 16, 32, 32))

@@ -19,8 +19,6 @@ OneShot implementation, only the first depthwise conv has the stride.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
-
 import torch
 from mmdet.registry import MODELS
 from torch import nn
@@ -35,36 +33,16 @@ class ShuffleNetV2Plus(SearchedShuffleBackbone):
     """ShuffleNetV2+ backbone.
 
     Args:
-        arch: ``'Small'``, ``'Medium'``, ``'Large'`` or a dict encoding (keys of DetNAS plus optional ``stem_act``,
-            ``stage_acts``, ``last_act`` in ``'ReLU'``/``'HSwish'`` and ``se_stages``).
-        out_indices: outputs to return: 0-3 the four stages (strides 4, 8, 16, 32), 4 the last 1x1 conv.
-        frozen_stages: -1 freezes nothing; k freezes output groups 0..k (group 0 = stem + stage 1).
-        conv_cfg, norm_cfg: layer configs of every conv / norm (the SE's too).
-        act_cfg: ``None`` (default) keeps the published activations (ReLU / h-swish per position, see module
-            docstring); a config replaces every one of them, e.g. ``dict(type='ReLU')`` for hardware without
-            h-swish. The SE squeeze keeps ReLU and its hard-sigmoid gate.
-        norm_eval, with_cp, init_cfg: see :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`.
+        arch: ``'Small'`` (default), ``'Medium'``, ``'Large'`` or a dict encoding (keys of DetNAS plus optional
+            ``stem_act``, ``stage_acts``, ``last_act`` in ``'ReLU'``/``'HSwish'`` and ``se_stages``).
+        out_indices, act_cfg, **kwargs: see :class:`SearchedShuffleBackbone`. ``act_cfg=None`` (default) keeps the
+            published activations (ReLU / h-swish per position, see module docstring); a config replaces every one
+            of them, e.g. ``dict(type='ReLU')`` for hardware without h-swish. The SE squeeze keeps ReLU and its
+            hard-sigmoid gate.
     """
 
-    def __init__(self,
-                 arch: str | Mapping = 'Small',
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = dict(type='BN'),
-                 act_cfg: Optional[dict] = None,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 init_cfg: Optional[dict | list] = None) -> None:
-        spec = parse_v2plus_arch(arch)
-
-        def act(name: str) -> dict:
-            return dict(act_cfg) if act_cfg is not None else dict(type=name)
-
-        super().__init__(spec, out_indices=out_indices, frozen_stages=frozen_stages, conv_cfg=conv_cfg,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, stem_act_cfg=act(spec.stem_act),
-                         stage_act_cfgs=[act(a) for a in spec.stage_acts], last_act_cfg=act(spec.last_act),
-                         norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
+    default_arch = 'Small'
+    parse_arch = staticmethod(parse_v2plus_arch)
 
 
 class ShuffleNetV2PlusHead(nn.Module):

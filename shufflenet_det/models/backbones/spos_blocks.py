@@ -20,7 +20,7 @@ A stride-2 unit also has ``branch_proj``: ``0`` dw kxk (the choice's kernel, str
 the channels and passes the other half through. An optional squeeze-excitation (:class:`SqueezeExcite`, ShuffleNetV2+
 stages 3-4) is the last item of ``branch_main``. The indices equal the official ``branch_main``/``branch_proj``
 indices of ShuffleNetV2+ and OneShot, and every BN directly follows its conv inside an ``nn.Sequential`` (the SE's
-included), so :func:`~shufflenet_det.models.layers.fuse_conv_bn` folds all of them.
+included), so :func:`~shufflenet_det.models.layers.fold_batchnorm` folds all of them.
 
 Channel routing, and why it is not torchvision's ``channel_shuffle(2)``
 -----------------------------------------------------------------------
@@ -57,6 +57,7 @@ from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
 from torch import nn
 
 from ..layers import channel_shuffle, channel_split, conv_norm_act
+from .validation import check_unit_stride
 
 #: Choice ids of the searched block space, in the order of the official ``blocks_key``.
 BLOCK_CHOICES: tuple[str, ...] = ('shufflenet_3x3', 'shufflenet_5x5', 'shufflenet_7x7', 'xception_3x3')
@@ -154,13 +155,9 @@ class SearchedShuffleBlock(nn.Module):
         super().__init__()
         if choice not in BLOCK_CHOICES:
             raise ValueError(f'choice={choice!r} is not supported; allowed values: {list(BLOCK_CHOICES)}')
-        if stride not in (1, 2):
-            raise ValueError(f'stride={stride!r} is not supported; allowed values: [1, 2]')
+        check_unit_stride(in_channels, out_channels, stride)
         if out_channels % 2:
             raise ValueError(f'out_channels={out_channels} must be even (the unit splits its channels in halves)')
-        if stride == 1 and in_channels != out_channels:
-            raise ValueError(f'a stride-1 unit needs in_channels == out_channels, got {in_channels} and '
-                             f'{out_channels}')
         if stride == 2 and out_channels <= in_channels:
             raise ValueError(f'a stride-2 unit needs out_channels > in_channels (its main branch outputs '
                              f'out - in channels), got in={in_channels}, out={out_channels}')

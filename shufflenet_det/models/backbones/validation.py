@@ -14,6 +14,13 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+def check_unit_stride(in_channels: int, out_channels: int, stride: int) -> None:
+    """A ShuffleNet unit has stride 1 or 2, and a stride-1 unit keeps its width (its shortcut passes channels on)."""
+    check_choice('stride', stride, (1, 2))
+    if stride == 1 and in_channels != out_channels:
+        raise ValueError(f'a stride-1 unit needs in_channels == out_channels, got {in_channels} and {out_channels}')
+
+
 def check_out_indices(out_indices: Any, num_outputs: int) -> tuple[int, ...]:
     """Non-empty, unique, sorted ints in ``[0, num_outputs)``."""
     allowed = list(range(num_outputs))
@@ -32,7 +39,7 @@ def check_frozen_stages(frozen_stages: Any, num_outputs: int) -> int:
     allowed = list(range(-1, num_outputs))
     if not isinstance(frozen_stages, int) or isinstance(frozen_stages, bool) or frozen_stages not in allowed:
         raise ValueError(f'frozen_stages={frozen_stages!r} is not supported; allowed values: {allowed} '
-                         '(-1 freezes nothing, k freezes the stem and every output group up to index k)')
+                         '(-1 freezes nothing, k freezes the stem and every output stage up to index k)')
     return frozen_stages
 
 

@@ -2,7 +2,8 @@
 
 Keeping conv, norm and activation as separate Sequential items (instead of an mmcv ``ConvModule``) preserves the
 torchvision state-dict layout (``branch2.0`` conv, ``branch2.1`` bn, ...), so existing weights load unchanged, and
-lets :func:`shufflenet_det.models.layers.fuse.fuse_conv_bn` fold every BN into the conv that precedes it.
+lets mmcv's ``fuse_conv_bn`` (:func:`shufflenet_det.models.layers.fuse.fold_batchnorm`) fold every BN into the conv
+that precedes it.
 """
 from __future__ import annotations
 

@@ -1,47 +1,43 @@
-"""Fold BatchNorm into the preceding convolution for deployment.
+"""Fold BatchNorm into the preceding convolution for deployment, with mmcv's ``fuse_conv_bn``.
 
-Only pairs that are consecutive items of an ``nn.Sequential`` are folded: there the item order is the execution
-order, so the fold is exact. The BN is replaced by ``nn.Identity`` so indices and the remaining keys keep their names.
+mmcv (2.1.0) walks the children of every module in registration order and folds each ``_BatchNorm`` into the last
+``nn.Conv2d`` registered before it among its siblings, replacing the BN by ``nn.Identity`` (so indices and the other
+keys keep their names). That is exact only where registration order is execution order and nothing but the BN sits
+between the conv and its BN. It is in this package: every BN is registered right after the conv that feeds it,
+inside an ``nn.Sequential`` (:func:`~shufflenet_det.models.layers.conv_norm_act` lays out ``[conv, norm, act]``, the
+squeeze-excitation's ``attention`` likewise), and the backbone contract tests check the folded outputs of every family
+against the unfolded ones.
+
+What is left here is what mmcv cannot fold: a BN without affine parameters (``affine=False``; mmcv multiplies by
+``bn.weight``) first gets unit scale and zero shift, which is the same function; a BN without running statistics
+(``track_running_stats=False``) normalizes with batch statistics even in eval mode, so no conv can replace it and
+:func:`fold_batchnorm` refuses it.
 """
 from __future__ import annotations
 
 import torch
+from mmcv.cnn import fuse_conv_bn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
-def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
-    """Return a new conv computing ``bn(conv(x))`` in eval mode (running statistics)."""
-    if bn.running_var is None or bn.running_mean is None:
-        raise ValueError(f'cannot fold {bn.__class__.__name__} without running statistics '
-                         '(track_running_stats=False)')
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
-    std = torch.sqrt(bn.running_var + bn.eps)
-    gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
-    scale = gamma / std
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + beta)
-    return fused
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every BN of ``module`` into the conv before it, in place (mmcv's ``fuse_conv_bn``, see module docstring).
 
-
-def fuse_conv_bn(module: nn.Module) -> nn.Module:
-    """Fold every ``Conv2d -> _BatchNorm`` pair found inside ``nn.Sequential`` containers, in place.
-
-    Returns the module (switched to eval mode, since folded BN no longer has batch statistics).
+    Raises ``ValueError`` naming the first BN without running statistics (nothing is changed then).
     """
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules.keys())
-        for prev, cur in zip(names[:-1], names[1:]):
-            conv, bn = seq._modules[prev], seq._modules[cur]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
-                seq._modules[prev] = fold_bn_into_conv(conv, bn)
-                seq._modules[cur] = nn.Identity()
-    return module.eval()
+    norms = [(name, m) for name, m in module.named_modules() if isinstance(m, _BatchNorm)]
+    for name, bn in norms:
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(f'cannot fold {name or type(module).__name__} ({type(bn).__name__} with '
+                             'track_running_stats=False normalizes with batch statistics)')
+    for _, bn in norms:
+        if bn.weight is None:  # affine=False: the identity affine transform, so mmcv's formula applies
+            ref = bn.running_var
+            bn.weight = nn.Parameter(torch.ones_like(ref), requires_grad=False)
+            bn.bias = nn.Parameter(torch.zeros_like(ref), requires_grad=False)
+    return fuse_conv_bn(module)
 
 
 def count_batchnorm(module: nn.Module) -> int:

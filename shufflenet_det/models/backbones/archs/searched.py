@@ -1,6 +1,6 @@
 """Published encodings of the searched ShuffleNet-Series networks, and the parser that validates user encodings.
 
-Sources (numbers only; see ``shared/reference/architectures.md``):
+Sources (the tables copy their numbers):
 
 * DetNAS (Chen et al., "DetNAS: Backbone Search for Object Detection", NeurIPS 2019, arXiv 1903.10979): the six
   searched backbones of megvii-model/DetNAS and megvii-model/ShuffleNet-Series ``DetNAS/network.py``. The names are

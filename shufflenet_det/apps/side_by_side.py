@@ -1,0 +1,94 @@
+"""RetinaNet with ShuffleNet V2 1.0x vs mmdet's RetinaNet with ResNet-18 on the same mini COCO data and schedule.
+
+The body of ``tools/analysis_tools/side_by_side.py``: one mini job per model (:func:`.mini_job.run_job`, or its
+``results.json`` reused), optionally both models stepped in turn for a fair speed ratio
+(:func:`.mini_job.interleaved_step_times`), and one comparison record (:func:`compare`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+from ..utils.io import write_json_atomic
+from .mini_job import format_table, interleaved_step_times, mini_config, run_job
+
+#: (key of :data:`.mini_job.MINI_CONFIGS`, backbone name), ShuffleNet first.
+MODELS = (('retinanet', 'ShuffleNetV2 1.0x'), ('retinanet-r18', 'ResNet-18'))
+
+
+def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] = None) -> dict[str, Any]:
+    """The side-by-side record: one row per model, and ShuffleNet's cost relative to ResNet-18.
+
+    ``seconds_per_iter`` comes from each model's own training run; ``interleaved_seconds_per_step`` (when given)
+    from stepping both models in turn, under the same machine load, and is the one the speed ratio uses.
+    """
+    rows = []
+    for key, backbone in MODELS:
+        r = runs[key]
+        row = dict(model=f'RetinaNet {backbone}', config=r['config'],
+                   bbox_mAP=r['metrics'].get('bbox_mAP'), bbox_mAP_50=r['metrics'].get('bbox_mAP_50'),
+                   bbox_mAP_75=r['metrics'].get('bbox_mAP_75'),
+                   seconds_per_iter=r['train']['seconds_per_iter'], train_seconds=r['train']['seconds'],
+                   load_average=r['environment'].get('load_average'),
+                   params=r['model']['params'], params_used=r['model']['params_used'],
+                   flops=r['model']['flops'], results=os.path.join(r['work_dir'], 'results.json'))
+        if step_times:
+            row['interleaved_seconds_per_step'] = step_times[key]
+        rows.append(row)
+    snet, r18 = rows
+    speed_key = 'interleaved_seconds_per_step' if step_times else 'seconds_per_iter'
+    ratio = {k: round(snet[k] / r18[k], 3) for k in (speed_key, 'params_used', 'flops') if r18[k]}
+    first = runs[MODELS[0][0]]
+    return dict(data=first['dataset']['spec'], schedule=dict(epochs=first['train']['epochs'],
+                                                             batch_size=first['train']['batch_size']),
+                flops_input=first['model']['flops_input'], models=rows, shufflenet_over_resnet18=ratio,
+                environment=first['environment'])
+
+
+def format_comparison(record: Mapping[str, Any]) -> str:
+    """The record of :func:`compare` as a text table."""
+    timed = 'interleaved_seconds_per_step' in record['models'][0]
+    head = f"{'model':<30}{'mAP':>7}{'mAP50':>7}{'s/iter':>8}{'s/step*' if timed else '':>9}{'params(M)':>11}" \
+           f"{'GMACs':>8}"
+    lines = [f"side by side on mini COCO ({record['schedule']['epochs']} epochs x batch "
+             f"{record['schedule']['batch_size']}, {record['flops_input'][2]}x{record['flops_input'][3]})", head]
+    for r in record['models']:
+        step = f"{r['interleaved_seconds_per_step']:>9.3f}" if timed else f"{'':>9}"
+        lines.append(f"{r['model']:<30}{r['bbox_mAP'] or 0:>7.3f}{r['bbox_mAP_50'] or 0:>7.3f}"
+                     f"{r['seconds_per_iter']:>8.3f}{step}{r['params_used'] / 1e6:>11.2f}{r['flops'] / 1e9:>8.3f}")
+    lines.append('s/iter: during each training run; ' + ('s/step*: both models stepped in turn on the same batch '
+                                                          '(same machine load)' if timed else ''))
+    lines.append('ShuffleNet / ResNet-18: ' + ', '.join(f'{k} x{v}' for k, v in
+                                                        record['shufflenet_over_resnet18'].items()))
+    return '\n'.join(lines)
+
+
+def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, data_root: str = 'data/mini_coco',
+                     runs_dir: str = 'work_dirs/main_job', reuse: bool = False, timing_rounds: int = 8,
+                     cfg_options: Optional[dict] = None) -> dict[str, Any]:
+    """Train (or, with ``reuse``, read back) both models of :data:`MODELS`, time them in turn (``timing_rounds``
+    steps each; 0 skips it), write the comparison record to ``out`` and return it.
+
+    ``config_root`` is the folder holding ``mini/`` (the repository's ``configs/``); each model's job runs in
+    ``<runs_dir>/<config name>``, the folder ``tools/main_job.py`` uses, so its finished runs can be reused.
+    """
+    runs = {}
+    for key, _ in MODELS:
+        config = mini_config(key, config_root)
+        work_dir = os.path.join(runs_dir, os.path.splitext(os.path.basename(config))[0])
+        cached = os.path.join(work_dir, 'results.json')
+        if reuse and os.path.isfile(cached):
+            with open(cached, encoding='utf-8') as f:
+                runs[key] = json.load(f)
+            print(f'reusing {cached}')
+        else:
+            runs[key] = run_job(config, work_dir, data_root=data_root, cfg_options=cfg_options)
+        print(format_table(runs[key]) + '\n')
+    step_times = None
+    if timing_rounds > 0:
+        step_times = interleaved_step_times({key: mini_config(key, config_root) for key, _ in MODELS}, data_root,
+                                            rounds=timing_rounds)
+    record = compare(runs, step_times)
+    write_json_atomic(record, out, what='comparison')
+    return record

@@ -1,0 +1,352 @@
+"""The backends of the benchmark: one builder function per name, and the peer models of other projects.
+
+A builder takes a :class:`Subject` (one model at one input size, with its scratch folder) and returns a
+:class:`Prepared`: a no-argument callable that the driver times in rounds with the other backends, or statistics
+already measured elsewhere (ncnn, timed in a child process). It raises :class:`Unavailable` when the backend cannot
+run here (the reason goes into the row; nothing is emulated). :data:`BACKENDS` maps every name to its builder:
+
+===================  ===================================================================================
+``torch-plain``      PyTorch eager, NCHW, BatchNorm kept - the torchvision formulation (baseline)
+``torch-folded``     eager, BN folded into the convolutions (``switch_to_deploy``)
+``torch-cl``         eager, BN folded, channels_last tensors, ``inference_mode``
+``torch-jit``        BN folded, TorchScript trace + freeze + ``optimize_for_inference`` (oneDNN)
+``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
+``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
+``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave, dw-chain padding
+``ncnn``             ncnn (pnnx export, BN folded), timed by the board runner script in a child process
+``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
+``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
+===================  ===================================================================================
+
+Detectors are timed from the normalised input tensor to the final detections: mmdet's ``predict`` for the PyTorch
+rows, the graph with NMS for ONNX Runtime, the raw head plus the numpy post-processing for ncnn.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..utils.build import fold_batchnorm
+from ..utils.predict import is_detector, predict_fn
+
+CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn')
+GPU_BACKENDS = ('ort-cuda', 'cuda-fp32', 'cuda-fp16')
+OPTIONAL_BACKENDS = ('torch-compile',)
+ALL_BACKENDS = CPU_BACKENDS + OPTIONAL_BACKENDS + GPU_BACKENDS
+DEFAULT_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
+#: The rows every other row of the same model and size is compared with.
+EAGER_BASELINE, ORT_BASELINE = 'torch-plain', 'ort-plain'
+#: The candidates of the summary's "best deploy path" and "best PyTorch path".
+DEPLOY_BACKENDS = ('ort-deploy', 'ncnn', 'ort-cuda')
+EAGER_BACKENDS = ('torch-folded', 'torch-cl', 'torch-jit', 'torch-compile')
+
+
+class Unavailable(Exception):
+    """A backend or peer model that cannot run here (the reason is reported, nothing is faked)."""
+
+
+@dataclasses.dataclass
+class Subject:
+    """One model at one input size: what every backend builder works on.
+
+    ``x`` is the normalised input batch; ``runs`` / ``warmup`` are only used by backends timed outside this process
+    (ncnn, through the runner script at ``ncnn_runner``); exports are cached per kind in ``workdir``.
+    """
+
+    name: str
+    model: nn.Module
+    x: torch.Tensor
+    threads: int
+    workdir: Path
+    runs: int = 50
+    warmup: int = 10
+    ncnn_runner: Path | None = None
+    exports: dict[str, tuple[Path, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        """Images per call."""
+        return int(self.x.shape[0])
+
+    @property
+    def detector(self) -> bool:
+        """True for mmdet detectors (timed to the final detections)."""
+        return is_detector(self.model)
+
+
+def make_input(size: Sequence[int], batch: int, images: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """The (batch, 3, H, W) input of a subject: ``images`` (1, 3, H, W) repeated in turn, or seeded noise."""
+    if images:
+        return torch.cat([images[i % len(images)] for i in range(batch)])
+    return torch.randn((batch, 3, *size), generator=torch.Generator().manual_seed(0))
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A backend ready to be measured: a callable to time here, or statistics measured elsewhere; and a note."""
+
+    note: str
+    fn: Callable[[], Any] | None = None
+    stats: dict[str, float] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- PyTorch
+def folded(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with every BN folded (``switch_to_deploy``); unchanged for models without one."""
+    return fold_batchnorm(copy.deepcopy(model).eval())
+
+
+def _call(subject: Subject, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    """``model`` on ``x``: mmdet's ``predict`` for a detector, the forward pass otherwise."""
+    if subject.detector:
+        return predict_fn(model, x)
+    return lambda: model(x)
+
+
+def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def _inference_mode(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.inference_mode():
+            return fn()
+    return run
+
+
+def _channels_last(subject: Subject) -> tuple[nn.Module, torch.Tensor]:
+    """The folded model and the input, both channels_last."""
+    return (folded(subject.model).to(memory_format=torch.channels_last),
+            subject.x.contiguous(memory_format=torch.channels_last))
+
+
+def torch_plain(subject: Subject) -> Prepared:
+    """Eager NCHW with BatchNorm kept (the baseline)."""
+    return Prepared('NCHW, BN kept, no_grad', _no_grad(_call(subject, subject.model, subject.x)))
+
+
+def torch_folded(subject: Subject) -> Prepared:
+    """Eager NCHW, BN folded."""
+    return Prepared('NCHW, BN folded, no_grad', _no_grad(_call(subject, folded(subject.model), subject.x)))
+
+
+def torch_cl(subject: Subject) -> Prepared:
+    """Eager channels_last, BN folded, ``inference_mode``."""
+    model, x = _channels_last(subject)
+    return Prepared('channels_last, BN folded, inference_mode', _inference_mode(_call(subject, model, x)))
+
+
+def torch_jit(subject: Subject) -> Prepared:
+    """TorchScript trace + freeze + ``optimize_for_inference`` of the folded model (tensor graphs only)."""
+    if subject.detector:
+        raise Unavailable('TorchScript tracing covers tensor graphs only (detector post-processing is Python)')
+    x = subject.x
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        traced = torch.jit.optimize_for_inference(torch.jit.trace(folded(subject.model), x, check_trace=False).eval())
+        traced(x)
+    return Prepared('BN folded, trace + freeze + optimize_for_inference', _no_grad(lambda: traced(x)))
+
+
+def torch_compile(subject: Subject) -> Prepared:
+    """``torch.compile`` (inductor) of the folded channels_last model; compiled here, before the timing."""
+    model, x = _channels_last(subject)
+    if subject.detector:
+        model.extract_feat = torch.compile(model.extract_feat)
+        fn = _inference_mode(_call(subject, model, x))
+    else:
+        compiled = torch.compile(model)
+        fn = _inference_mode(lambda: compiled(x))
+    t0 = time.perf_counter()
+    try:
+        fn()
+    except Exception as exc:  # any compiler failure makes this row unavailable
+        raise Unavailable(f'torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}') from exc
+    return Prepared(f'BN folded, channels_last, inductor (compiled in {time.perf_counter() - t0:.0f} s)', fn)
+
+
+def _cuda(subject: Subject, dtype: torch.dtype) -> Prepared:
+    if not torch.cuda.is_available():
+        raise Unavailable('no CUDA device (torch.cuda.is_available() is False)')
+    model = folded(subject.model).cuda().to(dtype=dtype, memory_format=torch.channels_last)
+    x = subject.x.cuda().to(dtype=dtype).contiguous(memory_format=torch.channels_last)
+    fn = _inference_mode(_call(subject, model, x))
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return Prepared(f'{torch.cuda.get_device_name()}, BN folded, channels_last', run)
+
+
+def cuda_fp32(subject: Subject) -> Prepared:
+    """PyTorch on the GPU in fp32."""
+    return _cuda(subject, torch.float32)
+
+
+def cuda_fp16(subject: Subject) -> Prepared:
+    """PyTorch on the GPU in fp16 (backbones: mmdet's post-processing runs in fp32)."""
+    if subject.detector:
+        raise Unavailable('mmdet post-processing (mmcv NMS) runs in fp32; time the backbone instead')
+    return _cuda(subject, torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------------- ONNX Runtime
+def onnx_export_of(subject: Subject, kind: str) -> tuple[Path, dict[str, Any]]:
+    """The ``plain`` (BN kept, nothing simplified) or ``deploy`` ONNX export of the subject and its report (cached).
+
+    Detectors are exported for one image (NMS in the graph), backbones for the whole batch.
+    """
+    from ..deploy.onnx_export import export_backbone_onnx, export_detector_onnx
+    if kind not in subject.exports:
+        path = subject.workdir / f'{kind}.onnx'
+        plain = kind == 'plain'
+        kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
+                      graph_opt=not plain, verbose=False)
+        if subject.detector:
+            report = export_detector_onnx(subject.model, path, [subject.x[:1]], **kwargs)
+        else:
+            report = export_backbone_onnx(subject.model, path, tuple(subject.x.shape), **kwargs)
+        subject.exports[kind] = (path, report)
+    return subject.exports[kind]
+
+
+def _ort(subject: Subject, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
+    """A call of an ONNX Runtime session on the subject's input (detectors: one session run per image)."""
+    import onnxruntime as ort
+
+    from ..deploy.onnx_export import ort_session
+    path = onnx_export_of(subject, kind)[0]
+    if tuned:
+        sess = ort_session(path, providers=providers, threads=subject.threads, optimization='all')
+    else:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = subject.threads
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    feed = {sess.get_inputs()[0].name: subject.x[:1].numpy() if subject.detector else subject.x.numpy()}
+    if subject.detector and subject.batch > 1:
+        return lambda: [sess.run(None, feed) for _ in range(subject.batch)]
+    return lambda: sess.run(None, feed)
+
+
+def ort_plain(subject: Subject) -> Prepared:
+    """ONNX Runtime, default session, on the plain export (the ONNX baseline)."""
+    return Prepared('plain export (BN kept, no simplification), default session',
+                    _ort(subject, 'plain', ['CPUExecutionProvider'], tuned=False))
+
+
+def ort_deploy(subject: Subject) -> Prepared:
+    """ONNX Runtime, all graph optimisations, on the deploy export."""
+    fn = _ort(subject, 'deploy', ['CPUExecutionProvider'], tuned=True)
+    rw = onnx_export_of(subject, 'deploy')[1].get('graph_rewrites') or {}
+    return Prepared(f'BN folded + onnxslim + {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
+                    f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL', fn)
+
+
+def ort_cuda(subject: Subject) -> Prepared:
+    """ONNX Runtime's CUDA provider on the deploy export."""
+    import onnxruntime as ort
+    if 'CUDAExecutionProvider' not in ort.get_available_providers():
+        raise Unavailable(f'onnxruntime has no CUDAExecutionProvider (providers: {ort.get_available_providers()})')
+    if not torch.cuda.is_available():
+        raise Unavailable('no CUDA device (torch.cuda.is_available() is False)')
+    return Prepared('BN folded + onnxslim, CUDA provider',
+                    _ort(subject, 'deploy', ['CUDAExecutionProvider', 'CPUExecutionProvider'], tuned=True))
+
+
+# ---------------------------------------------------------------------------------------------------- ncnn
+def ncnn(subject: Subject) -> Prepared:
+    """Export with pnnx, then time the board runner script (``subject.ncnn_runner``) in a child process.
+
+    A separate process because ncnn's OpenMP runtime and PyTorch's in one process disturb each other (their idle
+    worker threads compete); it is also exactly what runs on a board. Detectors include the numpy
+    post-processing; a batch is that many sequential images. Unavailable without ncnn / pnnx or without a runner.
+    """
+    if importlib.util.find_spec('ncnn') is None or importlib.util.find_spec('pnnx') is None:
+        raise Unavailable('ncnn / pnnx not installed (pip install -r requirements/deploy.txt)')
+    if subject.ncnn_runner is None:
+        raise Unavailable('no ncnn runner script given (run_benchmark(ncnn_runner=...); '
+                          'tools/analysis_tools/benchmark.py passes tools/deploy/ncnn_runner.py, see --ncnn-runner)')
+    runner = Path(subject.ncnn_runner)
+    if not runner.is_file():
+        raise FileNotFoundError(f'ncnn runner {str(runner)!r} does not exist')
+    from ..deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn
+    out = subject.workdir / 'model_ncnn'
+    x1 = subject.x[:1]
+    if subject.detector:
+        export_detector_ncnn(subject.model, out, [x1], verbose=False)
+    else:
+        export_backbone_ncnn(subject.model, out, tuple(x1.shape), verbose=False)
+    tensor, result = subject.workdir / 'input.npy', subject.workdir / 'ncnn_bench.json'
+    np.save(tensor, x1.numpy())
+    env = dict(os.environ, OMP_NUM_THREADS=str(subject.threads))
+    cmd = [sys.executable, str(runner), str(out) + '.param', '--tensor', str(tensor), '--threads',
+           str(subject.threads), '--bench', str(subject.runs), '--warmup', str(subject.warmup), '--out-json',
+           str(result)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f'ncnn runner failed: {proc.stderr[-500:]}')
+    lat = json.loads(result.read_text())['latency']
+    stats = {k: lat[k] * subject.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
+    note = f'pnnx export, BN folded, ncnn defaults, timed by {runner.name} in its own process'
+    if subject.detector:
+        note += ' (raw head + numpy post-processing)'
+    if subject.batch > 1:
+        note += f'; batch {subject.batch} = {subject.batch} sequential images'
+    return Prepared(note, stats=stats)
+
+
+#: Every backend name and the function that prepares it.
+BACKENDS: dict[str, Callable[[Subject], Prepared]] = {
+    'torch-plain': torch_plain, 'torch-folded': torch_folded, 'torch-cl': torch_cl, 'torch-jit': torch_jit,
+    'torch-compile': torch_compile, 'ort-plain': ort_plain, 'ort-deploy': ort_deploy, 'ncnn': ncnn,
+    'ort-cuda': ort_cuda, 'cuda-fp32': cuda_fp32, 'cuda-fp16': cuda_fp16}
+
+
+# ---------------------------------------------------------------------------------------------------- peers
+def _torchvision_shufflenet() -> nn.Module:
+    if importlib.util.find_spec('torchvision') is None:
+        raise Unavailable('torchvision is not installed')
+    try:
+        from torchvision.models import shufflenet_v2_x1_0
+    except Exception as exc:  # a broken install is reported, not fatal
+        raise Unavailable(f'torchvision does not import: {type(exc).__name__}: {exc}') from exc
+    return shufflenet_v2_x1_0(weights=None).eval()
+
+
+def _mmpretrain_shufflenet() -> nn.Module:
+    if importlib.util.find_spec('mmpretrain') is None:
+        raise Unavailable('mmpretrain is not installed')
+    if importlib.util.find_spec('torchvision') is None:
+        raise Unavailable('mmpretrain is installed but needs torchvision, which is not (not imported)')
+    try:
+        from mmpretrain.models.backbones import ShuffleNetV2 as MMPShuffleNetV2
+    except Exception as exc:  # a broken install is reported, not fatal
+        raise Unavailable(f'mmpretrain does not import: {type(exc).__name__}: {exc}') from exc
+    return MMPShuffleNetV2(widen_factor=1.0).eval()
+
+
+def peer_models() -> list[tuple[str, Callable[[], nn.Module]]]:
+    """ShuffleNetV2 1.0x implementations of other projects, as (name, builder); builders raise Unavailable.
+
+    torchvision and mmpretrain are only used when they are installed and import cleanly; nothing is emulated.
+    """
+    return [('torchvision shufflenet_v2_x1_0', _torchvision_shufflenet),
+            ('mmpretrain ShuffleNetV2 1.0x', _mmpretrain_shufflenet)]

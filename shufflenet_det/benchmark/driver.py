@@ -1,0 +1,122 @@
+"""The benchmark run: every (model, input size, backend) measured in one process, on one machine.
+
+Every row of a run is measured with the same input and thread count, and the backends of one model and input size
+are timed in rounds (a block of consecutive calls of each per round, :func:`.timing.time_in_rounds`), so a load
+change on a shared machine affects all of them alike and the ratios between rows stay meaningful even when the
+absolute numbers are noisy; every block starts with untimed calls, so the worker threads another runtime leaves
+spinning are not charged to the next one. Backends are prepared by the builders of :data:`.backends.BACKENDS`;
+one that cannot run here becomes a row with the reason.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .backends import ALL_BACKENDS, BACKENDS, GPU_BACKENDS, Subject, Unavailable, make_input
+from .report import add_ratios
+from .timing import Row, time_in_rounds
+
+
+def _error_note(exc: BaseException) -> str:
+    return f'{type(exc).__name__}: {str(exc)[:300]}'
+
+
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar over ``total`` calls, or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit='run', leave=False, dynamic_ncols=True)
+
+
+def measure_subject(subject: Subject, size: tuple[int, int], backends: Sequence[str], runs: int, warmup: int,
+                    rounds: int = 5, bar: Any = None) -> list[Row]:
+    """One row per backend for one model at one input size; the in-process backends timed together in rounds."""
+    rows: list[Row] = []
+    group: list[tuple[Row, Callable[[], Any]]] = []
+    for backend in backends:
+        row = Row(subject.name, backend, size, subject.batch, subject.threads)
+        rows.append(row)
+        if bar is not None:
+            bar.set_description(f'{subject.name[:24]} {backend} {size[0]}x{size[1]} (build)')
+        try:
+            prepared = BACKENDS[backend](subject)
+        except Unavailable as exc:
+            row.fail('unavailable', str(exc))
+        except Exception as exc:  # one failing backend must not lose the others
+            row.fail('error', _error_note(exc))
+        else:
+            row.note = prepared.note
+            if prepared.fn is not None:
+                group.append((row, prepared.fn))
+                continue
+            row.set_stats(prepared.stats)  # measured by the builder itself (ncnn: in a child process)
+        if bar is not None:
+            bar.update(runs + warmup)
+    if bar is not None:
+        bar.set_description(f'{subject.name[:24]} {size[0]}x{size[1]} (timing {len(group)} backends)')
+    timed = time_in_rounds([fn for _, fn in group], runs, warmup, bar, rounds=rounds)
+    for (row, _), stats in zip(group, timed):
+        if isinstance(stats, Exception):
+            row.fail('error', _error_note(stats))
+        else:
+            row.set_stats(stats)
+    return rows
+
+
+def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple[int, int]], backends: Sequence[str],
+                  batch: int = 1, threads: int = 2, runs: int = 50, warmup: int = 10,
+                  peers: Sequence[tuple[str, Callable[[], nn.Module]]] = (),
+                  peer_backends: Sequence[str] = ('torch-plain', 'torch-cl'),
+                  images: Sequence[torch.Tensor] | None = None, progress: bool = True,
+                  log: Callable[[str], None] = print, rounds: int = 5,
+                  ncnn_runner: str | os.PathLike | None = None) -> list[Row]:
+    """Measure every (model, size, backend); unavailable backends become rows with a reason.
+
+    ``models`` are (name, model) pairs timed with ``backends``; ``peers`` are (name, builder) pairs of other
+    projects' models (:func:`.backends.peer_models`), timed with ``peer_backends`` or listed as unavailable.
+    ``images`` (normalised (1, 3, H, W) tensors) replace the random input. The backends of one model and size are
+    timed in ``rounds`` rounds (:func:`.timing.time_in_rounds`). ``ncnn_runner`` is the path of the torch-free
+    runner script that times the ``ncnn`` rows in a child process (``tools/deploy/ncnn_runner.py``); without it
+    those rows are unavailable. Returns the rows, with their ratios to the baselines.
+    """
+    unknown = [b for b in (*backends, *peer_backends) if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f'unknown backends {unknown}; available: {list(ALL_BACKENDS)}')
+    if batch < 1 or threads < 1 or runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f'batch, threads, runs and rounds must be >= 1 and warmup >= 0 (got batch={batch}, '
+                         f'threads={threads}, runs={runs}, rounds={rounds}, warmup={warmup})')
+    torch.set_num_threads(threads)
+    os.environ.setdefault('OMP_NUM_THREADS', str(threads))
+    calls = (runs + warmup) * len(sizes)
+    bar = _progress_bar(calls * (len(models) * len(backends) + len(peers) * len(peer_backends))) if progress else None
+    if any(b in GPU_BACKENDS for b in backends) and not torch.cuda.is_available():
+        log('[benchmark] no CUDA device: the GPU rows (ort-cuda, cuda-fp32, cuda-fp16) are skipped')
+    runner = Path(ncnn_runner) if ncnn_runner is not None else None
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix='shufflenet_det_bench_') as tmp:
+        jobs = [(name, model, backends) for name, model in models]
+        for peer_name, builder in peers:
+            try:
+                jobs.append((peer_name, builder(), peer_backends))
+            except Unavailable as exc:
+                rows += [Row(peer_name, '-', tuple(size), batch, threads, 'unavailable', str(exc)) for size in sizes]
+                if bar is not None:
+                    bar.update(calls * len(peer_backends))
+        for m_idx, (name, model, model_backends) in enumerate(jobs):
+            for size in sizes:
+                workdir = Path(tmp) / f'{m_idx}_{size[0]}x{size[1]}'
+                workdir.mkdir()
+                subject = Subject(name, model.eval(), make_input(size, batch, images), threads, workdir, runs=runs,
+                                  warmup=warmup, ncnn_runner=runner)
+                rows += measure_subject(subject, tuple(size), model_backends, runs, warmup, rounds, bar)
+    if bar is not None:
+        bar.close()
+    add_ratios(rows)
+    return rows

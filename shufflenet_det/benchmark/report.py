@@ -1,0 +1,156 @@
+"""What a benchmark run reports: ratios between rows, the summary, the table, the plot and the environment.
+
+* :func:`add_ratios` - every row against the ``torch-plain`` and ``ort-plain`` rows of its model, size and batch;
+* :func:`summarize` / :func:`format_summary` - the best deploy path and the best PyTorch path per model and size;
+* :func:`format_table` - the rows as a plain-text table;
+* :func:`plot` - latency against input size, or mAP against latency, as a PNG (written atomically);
+* :func:`environment` - versions and machine facts stored with the results.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..utils.io import atomic_outputs
+from .backends import DEPLOY_BACKENDS, EAGER_BACKENDS, EAGER_BASELINE, ORT_BASELINE
+from .timing import Row
+
+#: Packages whose versions are recorded when they are installed.
+RECORDED_PACKAGES = ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy')
+
+
+def add_ratios(rows: Sequence[Row]) -> None:
+    """Ratios to the torch-plain and ort-plain rows of the same model, size and batch (in place)."""
+    base: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r.status == 'ok' and r.backend in (EAGER_BASELINE, ORT_BASELINE):
+            base.setdefault((r.model, r.size, r.batch), {})[r.backend] = r.median_ms
+    for r in rows:
+        b = base.get((r.model, r.size, r.batch), {})
+        if r.status == 'ok':
+            if EAGER_BASELINE in b:
+                r.vs_torch_plain = r.median_ms / b[EAGER_BASELINE]
+            if ORT_BASELINE in b:
+                r.vs_ort_plain = r.median_ms / b[ORT_BASELINE]
+
+
+def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per model/size/batch: the best deploy path against ort-plain and the best PyTorch path against torch-plain."""
+    out = []
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        if r.status == 'ok':
+            groups.setdefault((r.model, r.size, r.batch), []).append(r)
+    for (model, size, batch), rs in groups.items():
+        entry: dict[str, Any] = dict(model=model, size=list(size), batch=batch)
+        for key, names, ratio in (('best_deploy', DEPLOY_BACKENDS, 'vs_ort_plain'),
+                                  ('best_eager', EAGER_BACKENDS, 'vs_torch_plain')):
+            cand = [r for r in rs if r.backend in names]
+            if cand:
+                best = min(cand, key=lambda r: r.median_ms)
+                entry[key] = dict(backend=best.backend, median_ms=best.median_ms, ratio=getattr(best, ratio))
+        out.append(entry)
+    return out
+
+
+def format_summary(summary: Sequence[dict[str, Any]]) -> str:
+    """Human lines for :func:`summarize`."""
+    lines = []
+    for e in summary:
+        head = f"{e['model']} {e['size'][0]}x{e['size'][1]} batch {e['batch']}:"
+        parts = []
+        for key, label, baseline in (('best_deploy', 'deploy', ORT_BASELINE),
+                                     ('best_eager', 'PyTorch', EAGER_BASELINE)):
+            if key in e:
+                d = e[key]
+                ratio = f"{d['ratio']:.2f}x {baseline}" if d['ratio'] is not None else f'no {baseline} row'
+                parts.append(f"best {label} path {d['backend']} {d['median_ms']:.2f} ms = {ratio}")
+        if parts:
+            lines.append(head + ' ' + '; '.join(parts))
+    return '\n'.join(lines)
+
+
+def _number(value: float | None, places: int = 2) -> str:
+    return '-' if value is None else f'{value:.{places}f}'
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A plain-text table of the rows (the note column last, unpadded)."""
+    head = ['model', 'backend', 'size', 'batch', 'median ms', 'p90 ms', 'min ms', 'img/s', 'x torch-plain',
+            'x ort-plain', 'note']
+    lines = [[r.model, r.backend, f'{r.size[0]}x{r.size[1]}', str(r.batch), _number(r.median_ms),
+              _number(r.p90_ms), _number(r.min_ms), _number(r.throughput, 1), _number(r.vs_torch_plain),
+              _number(r.vs_ort_plain), (r.status.upper() + ': ' if r.status != 'ok' else '') + r.note]
+             for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
+    widths[-1] = len(head[-1])
+
+    def fmt(cells: Sequence[str]) -> str:
+        return '  '.join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return '\n'.join([fmt(head), fmt(['-' * w for w in widths])] + [fmt(line) for line in lines])
+
+
+def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | None = None) -> Path:
+    """Latency against input size per (model, backend); or, with ``maps`` ({model: mAP}), mAP against latency."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == 'ok']
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if maps:
+        for model, value in maps.items():
+            for r in (r for r in ok if r.model == model):
+                ax.scatter(r.median_ms, value)
+                ax.annotate(f'{model}\n{r.backend} {r.size[0]}', (r.median_ms, value), fontsize=7)
+        ax.set_xlabel('median latency (ms)')
+        ax.set_ylabel('mAP')
+        ax.set_title('accuracy vs latency')
+    else:
+        series: dict[tuple[str, str], list[Row]] = {}
+        for r in ok:
+            series.setdefault((r.model, r.backend), []).append(r)
+        for (model, backend), pts in sorted(series.items()):
+            pts.sort(key=lambda r: r.size[0] * r.size[1])
+            ax.plot([f'{r.size[0]}x{r.size[1]}' for r in pts], [r.median_ms for r in pts], marker='o',
+                    label=f'{model} / {backend}')
+        ax.set_xlabel('input size')
+        ax.set_ylabel('median latency (ms)')
+        threads = ok[0].threads if ok else 1
+        ax.set_title(f'latency vs input size (batch {ok[0].batch if ok else 1}, {threads} '
+                     f'thread{"s" if threads != 1 else ""})')
+        ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_outputs([path], 'plot') as (tmp,):
+            fig.savefig(tmp, format='png', dpi=120)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts stored with the results."""
+    env: dict[str, Any] = dict(torch=torch.__version__, python=platform.python_version(),
+                               machine=platform.machine(), processor=platform.processor() or None,
+                               cpu_count=os.cpu_count(), cuda=torch.cuda.is_available())
+    try:
+        env['loadavg_1m'] = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
+        pass
+    for mod in RECORDED_PACKAGES:
+        if importlib.util.find_spec(mod) is not None:
+            try:
+                env[mod] = importlib.import_module(mod).__version__
+            except Exception:  # an installed package that does not import is recorded as such
+                env[mod] = 'unknown'
+    if torch.cuda.is_available():
+        env['gpu'] = torch.cuda.get_device_name()
+    return env

@@ -1,0 +1,71 @@
+"""Helpers shared by the test modules: the repository root, loading a script as a module, building a backbone, random
+parameters and BN statistics.
+
+Imported by ``conftest.py`` (which turns the fixtures among them into pytest fixtures) and by the tests themselves
+(pytest puts ``tests/`` on ``sys.path``; a ``conftest.py`` is not meant to be imported as a module).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+#: The repository root (``tests/`` is one level below it).
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str | Path, module_name: Optional[str] = None) -> ModuleType:
+    """Import a script of the repository (e.g. ``'tools/train.py'``) as a module, to call its ``main(argv)``.
+
+    ``module_name`` defaults to the file's stem; the module is not added to ``sys.modules``.
+    """
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(module_name or path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'cannot load {path} as a module')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_backbone(cfg: dict) -> nn.Module:
+    """Build a registered backbone from a config dict (copied, so the caller's dict is untouched)."""
+    from mmdet.registry import MODELS
+
+    import shufflenet_det  # noqa: F401  (registers the backbones)
+    return MODELS.build(copy.deepcopy(cfg))
+
+
+@torch.no_grad()
+def randomize_bn(model: nn.Module, seed: int = 0, *, with_weights: bool = False) -> nn.Module:
+    """Random, non-trivial BN statistics and affine parameters, in place; returns ``model`` in eval mode.
+
+    Every ``_BatchNorm`` gets ``running_mean`` and ``bias`` in [-0.1, 0.1), ``running_var`` and ``weight`` in
+    [0.5, 1.5), so that folding BN, ``norm_eval`` and converted statistics are really exercised. With
+    ``with_weights`` every conv / linear layer also gets weights of std ``1 / sqrt(fan_in)`` and biases of std 0.1,
+    and every BN a random ``num_batches_tracked``: a reproducible random network, e.g. a reference model whose state
+    dict is converted. Eval mode is returned because running statistics are only used there.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if with_weights and isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) / fan_in ** 0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+        elif isinstance(m, _BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            if m.affine:
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+            if with_weights:
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
+    return model.eval()

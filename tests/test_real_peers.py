@@ -1,0 +1,108 @@
+"""The real torchvision and mmpretrain ShuffleNets, where they import (the openmmlab stack).
+
+Their checkpoints are made by the projects themselves (torchvision's model, mmpretrain's ImageClassifier built by its
+own registry and saved as its Runner saves), converted with the project's converter, loaded through the public
+``init_cfg``-free path (``build_backbone(..., checkpoint=...)``: strict) and compared feature for feature.
+
+On the openmmlab stack ``make test-openmmlab`` sets ``SHUFFLENET_DET_REQUIRE_PEERS=1``: a missing or broken
+torchvision / mmpretrain then fails these tests instead of skipping them. On the CPU pinned stack (no torchvision)
+they are skipped with the reason.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from helpers import randomize_bn
+from shufflenet_det.converters import convert_checkpoint
+from shufflenet_det.utils.build import build_backbone
+
+pytestmark = pytest.mark.compat
+
+ATOL = 1e-5
+
+
+def _require(module: str) -> ModuleType:
+    if os.environ.get('SHUFFLENET_DET_REQUIRE_PEERS') == '1':
+        return importlib.import_module(module)  # must import on this stack: an ImportError fails the test
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - a CUDA torchvision beside a CPU torch raises other errors too
+        pytest.skip(f'{module} does not import here ({type(exc).__name__}: {exc}); it runs on the openmmlab stack')
+
+
+@pytest.fixture(scope='module')
+def image() -> torch.Tensor:
+    return torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize('widen_factor', [0.5, 1.0])
+def test_torchvision_shufflenet_v2(widen_factor: float, image: torch.Tensor, tmp_path: Path) -> None:
+    models = _require('torchvision.models')
+    name = {0.5: 'shufflenet_v2_x0_5', 1.0: 'shufflenet_v2_x1_0'}[widen_factor]
+    tv = randomize_bn(getattr(models, name)(weights=None))
+    src = tmp_path / f'{name}.pth'
+    torch.save(tv.state_dict(), src)  # the layout of torchvision's published files
+    out = convert_checkpoint('torchvision', 'ShuffleNetV2', src, tmp_path / 'converted.pth',
+                             dict(widen_factor=widen_factor))
+    ours = build_backbone(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=(1, 2, 3, 4)),
+                          checkpoint=out).eval()
+    with torch.no_grad():
+        x = tv.maxpool(tv.conv1(image))
+        expected = []
+        for stage in (tv.stage2, tv.stage3, tv.stage4, tv.conv5):
+            x = stage(x)
+            expected.append(x)
+        actual = ours(image)
+    assert len(actual) == 4
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, atol=ATOL, rtol=1e-5)
+
+
+def _mmpretrain_checkpoint(backbone: dict, in_channels: int, path: Path) -> torch.nn.Module:
+    """mmpretrain's ImageClassifier built by mmpretrain's registry, saved the way its Runner saves."""
+    _require('mmpretrain')
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+    clf = MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=1000, in_channels=in_channels,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))
+    clf.init_weights()
+    randomize_bn(clf)
+    torch.save({'meta': {'mmpretrain_version': importlib.import_module('mmpretrain').__version__},
+                'state_dict': clf.state_dict()}, path)
+    return clf
+
+
+@pytest.mark.parametrize('widen_factor', [0.5, 1.0])
+def test_mmpretrain_shufflenet_v2(widen_factor: float, image: torch.Tensor, tmp_path: Path) -> None:
+    clf = _mmpretrain_checkpoint(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=(0, 1, 2, 3)),
+                                 1024, tmp_path / 'mmpretrain.pth')
+    out = convert_checkpoint('mmpretrain', 'ShuffleNetV2', tmp_path / 'mmpretrain.pth', tmp_path / 'converted.pth',
+                             dict(widen_factor=widen_factor))
+    ours = build_backbone(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=(1, 2, 3, 4)),
+                          checkpoint=out).eval()
+    with torch.no_grad():
+        expected, actual = clf.backbone(image), ours(image)
+    assert len(actual) == len(expected) == 4
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, atol=ATOL, rtol=1e-5)
+
+
+def test_mmpretrain_shufflenet_v1(image: torch.Tensor, tmp_path: Path) -> None:
+    clf = _mmpretrain_checkpoint(dict(type='ShuffleNetV1', groups=3, widen_factor=1.0, out_indices=(0, 1, 2)),
+                                 960, tmp_path / 'mmpretrain.pth')
+    out = convert_checkpoint('mmpretrain', 'ShuffleNetV1', tmp_path / 'mmpretrain.pth', tmp_path / 'converted.pth',
+                             dict(groups=3, widen_factor=1.0))
+    ours = build_backbone(dict(type='ShuffleNetV1', groups=3, widen_factor=1.0, out_indices=(1, 2, 3)),
+                          checkpoint=out).eval()
+    with torch.no_grad():
+        expected, actual = clf.backbone(image), ours(image)
+    assert len(actual) == len(expected) == 3
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, atol=ATOL, rtol=1e-5)
