@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,3 +70,26 @@ def randomize_bn(model: nn.Module, seed: int = 0, *, with_weights: bool = False)
             if with_weights:
                 m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
     return model.eval()
+
+
+def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """``relative path -> (size, mtime_ns)`` of every file below ``folder``, hidden ones included."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob('*')) if p.is_file() or p.is_symlink()}
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, names: str | Sequence[str], folder: Path,
+                         before: dict[str, tuple[int, int]], code: int | None = None) -> None:
+    """A tool run failed as a user should see it: non-zero exit (``code`` if given), one ``error:`` message naming
+    every string of ``names``, no traceback, and ``folder`` exactly as it was (``before``: :func:`tree_snapshot`)."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f'exit 0 for a bad input:\n{out[-2000:]}'
+    if code is not None:
+        assert proc.returncode == code, f'exit {proc.returncode}, expected {code}:\n{out[-2000:]}'
+    assert 'Traceback' not in out, out[-3000:]
+    assert 'error:' in proc.stderr, out[-2000:]
+    for name in [names] if isinstance(names, str) else names:
+        assert name in proc.stderr, f'{name!r} not named in:\n{proc.stderr[-2000:]}'
+    after = tree_snapshot(folder)
+    assert after == before, f'files changed: {sorted(set(after) ^ set(before)) or "contents"}'

@@ -24,6 +24,8 @@ from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH
 from shufflenet_det.models.backbones.spos_blocks import SqueezeExcite
 from shufflenet_det.models.layers import count_batchnorm
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 # One small member of each family (V2 in both layouts); GN_GROUPS divides every channel count of that member.
 FAMILIES: dict[str, dict] = {
     'v1': dict(type='ShuffleNetV1', groups=3, widen_factor=0.5),

@@ -1,4 +1,8 @@
-"""The torch 2.13 compatibility fixes: an mmengine Runner trains, saves, loads and resumes under weights_only=True."""
+"""The compatibility fixes: an mmengine Runner trains, saves, loads and resumes under the safe loading policy.
+
+On torch >= 2.4 the policy is torch's own ``weights_only=True`` with the mmengine globals allow-listed; on older torch
+(the openmmlab stack's 2.1.2) mmengine's loader reads through the restricted unpickler. Both refuse other objects.
+"""
 from __future__ import annotations
 
 import os
@@ -16,6 +20,9 @@ from mmengine.structures import InstanceData
 from torch.utils.data import Dataset
 
 import shufflenet_det  # noqa: F401  (applies compat)
+from shufflenet_det.utils.checkpoint import HAS_SAFE_GLOBALS, torch_load_safe
+
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
 
 
 class _TinyBoxes(Dataset):
@@ -83,9 +90,12 @@ def test_runner_trains_saves_loads_and_resumes_with_weights_only(tmp_path: Path,
     ckpt = tmp_path / 'iter_4.pth'
     assert ckpt.is_file()
 
-    # the raw file holds mmengine's non-tensor state and still loads with weights_only=True
-    raw = torch.load(ckpt, map_location='cpu', weights_only=True)
+    # the raw file holds mmengine's non-tensor state and still loads under the policy (torch's own weights_only=True
+    # loader too, where torch can allow-list globals)
+    raw = torch_load_safe(ckpt)
     assert raw['meta']['iter'] == 4 and 'message_hub' in raw
+    if HAS_SAFE_GLOBALS:
+        assert torch.load(ckpt, map_location='cpu', weights_only=True)['meta']['iter'] == 4
 
     # load_checkpoint into a fresh model gives the trained weights
     fresh = _runner(tmp_path / 'fresh', max_iters=4).model
@@ -117,12 +127,17 @@ def test_arbitrary_pickled_objects_are_still_refused(tmp_path: Path) -> None:
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _Evil()}, path)
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(path, map_location='cpu')
+        torch_load_safe(path)
     # the getattr stand-in serves HistoryBuffer's statistics methods only
     path2 = tmp_path / 'getattr.pth'
     torch.save({'x': _ReachIntoHistoryBuffer()}, path2)
     with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
-        torch.load(path2, map_location='cpu')
+        torch_load_safe(path2)
+    if HAS_SAFE_GLOBALS:  # torch's own weights_only loader with the allow-list refuses them as well
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(path, map_location='cpu', weights_only=True)
+        with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
+            torch.load(path2, map_location='cpu', weights_only=True)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(torch.nn.Linear(1, 1), str(path), map_location='cpu')
 

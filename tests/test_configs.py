@@ -15,6 +15,8 @@ from mmengine.structures import InstanceData
 import shufflenet_det  # noqa: F401  (registers the backbones and hooks)
 from helpers import REPO
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 CONFIG_ROOT = REPO / 'configs'
 SKIP_DIRS = {'_base_', 'deploy'}
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob('*.py') if not SKIP_DIRS & set(p.relative_to(CONFIG_ROOT).parts[:-1]))

@@ -18,6 +18,8 @@ from shufflenet_det.models.backbones.archs import DETNAS_ARCHS, ONESHOT_ARCH, SH
 from shufflenet_det.models.backbones.spos_blocks import deinterleave_index
 from shufflenet_det.utils.checkpoint import read_state_dict
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 ALL5 = (0, 1, 2, 3, 4)
 CASES = [('DetNAS', 'COCO-FPN-300M', DETNAS_ARCHS['COCO-FPN-300M']),
          ('DetNAS', 'VOC-RetinaNet-300M', DETNAS_ARCHS['VOC-RetinaNet-300M']),

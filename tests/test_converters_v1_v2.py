@@ -28,6 +28,8 @@ from shufflenet_det.converters.megvii_v1v2 import megvii_v2_stage_permutations, 
 from shufflenet_det.converters.mmpretrain import regroup_shuffle
 from shufflenet_det.utils.checkpoint import CheckpointError, read_state_dict
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 CLI = ROOT / 'tools' / 'model_converters' / 'convert_weights.py'
 ATOL = 1e-5
 

@@ -93,3 +93,19 @@ def test_detector_ncnn_and_runner_match_mmdet(tmp_path: Path) -> None:
 def test_runner_rejects_missing_files(tmp_path: Path) -> None:
     proc = _run_runner_without_torch([str(tmp_path / 'nothing.param')])
     assert proc.returncode == 2 and 'does not exist' in proc.stderr
+
+
+def test_searched_units_become_slice_and_shufflechannel(tmp_path: Path) -> None:
+    """pnnx lowers the searched units to ncnn Slice / Concat / ShuffleChannel (group C/2); ncnn matches PyTorch (SE,
+    h-swish, BN folded)."""
+    from helpers import randomize_bn
+    from shufflenet_det.models.backbones import ShuffleNetV2Plus
+
+    model = randomize_bn(ShuffleNetV2Plus(arch='Small', out_indices=(0, 1, 2, 3, 4)))
+    report = export_backbone_ncnn(model, tmp_path / 'v2plus_small', input_shape=(1, 3, 64, 64), verbose=False)
+    assert report['parity']['passed']
+    layers = report['layer_types']
+    assert layers['ShuffleChannel'] == 20 and layers['Slice'] == 16  # one shuffle per unit, one split per stride-1
+    assert 'Permute' not in layers and 'BatchNorm' not in layers
+    param = (tmp_path / 'v2plus_small.param').read_text()
+    assert 'ShuffleChannel' in param and ' 0=18 ' in param  # stage 1: 36 channels -> group 18

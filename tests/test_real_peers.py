@@ -67,11 +67,13 @@ def test_torchvision_shufflenet_v2(widen_factor: float, image: torch.Tensor, tmp
 def _mmpretrain_checkpoint(backbone: dict, in_channels: int, path: Path) -> torch.nn.Module:
     """mmpretrain's ImageClassifier built by mmpretrain's registry, saved the way its Runner saves."""
     _require('mmpretrain')
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-    clf = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=in_channels,
-                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # another test may have made mmdet the default
+        clf = MMPRETRAIN_MODELS.build(dict(
+            type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=1000, in_channels=in_channels,
+                      loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))
     clf.init_weights()
     randomize_bn(clf)
     torch.save({'meta': {'mmpretrain_version': importlib.import_module('mmpretrain').__version__},
@@ -79,30 +81,22 @@ def _mmpretrain_checkpoint(backbone: dict, in_channels: int, path: Path) -> torc
     return clf
 
 
-@pytest.mark.parametrize('widen_factor', [0.5, 1.0])
-def test_mmpretrain_shufflenet_v2(widen_factor: float, image: torch.Tensor, tmp_path: Path) -> None:
-    clf = _mmpretrain_checkpoint(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=(0, 1, 2, 3)),
-                                 1024, tmp_path / 'mmpretrain.pth')
-    out = convert_checkpoint('mmpretrain', 'ShuffleNetV2', tmp_path / 'mmpretrain.pth', tmp_path / 'converted.pth',
-                             dict(widen_factor=widen_factor))
-    ours = build_backbone(dict(type='ShuffleNetV2', widen_factor=widen_factor, out_indices=(1, 2, 3, 4)),
-                          checkpoint=out).eval()
+@pytest.mark.parametrize('family, kwargs, theirs, ours, last_channels', [
+    ('ShuffleNetV2', dict(widen_factor=0.5), (0, 1, 2, 3), (1, 2, 3, 4), 1024),
+    ('ShuffleNetV2', dict(widen_factor=1.0), (0, 1, 2, 3), (1, 2, 3, 4), 1024),
+    ('ShuffleNetV1', dict(groups=3, widen_factor=1.0), (0, 1, 2), (1, 2, 3), 960),
+])
+def test_mmpretrain_checkpoints(family: str, kwargs: dict, theirs: tuple, ours: tuple, last_channels: int,
+                                image: torch.Tensor, tmp_path: Path) -> None:
+    """mmpretrain's stage outputs (and V2's last conv) equal ours after conversion; V1's (g, c/g) shuffle is mapped
+    onto the official one by the converter."""
+    clf = _mmpretrain_checkpoint(dict(type=family, out_indices=theirs, **kwargs), last_channels,
+                                 tmp_path / 'mmpretrain.pth')
+    out = convert_checkpoint('mmpretrain', family, tmp_path / 'mmpretrain.pth', tmp_path / 'converted.pth',
+                             dict(kwargs))
+    model = build_backbone(dict(type=family, out_indices=ours, **kwargs), checkpoint=out).eval()
     with torch.no_grad():
-        expected, actual = clf.backbone(image), ours(image)
-    assert len(actual) == len(expected) == 4
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, atol=ATOL, rtol=1e-5)
-
-
-def test_mmpretrain_shufflenet_v1(image: torch.Tensor, tmp_path: Path) -> None:
-    clf = _mmpretrain_checkpoint(dict(type='ShuffleNetV1', groups=3, widen_factor=1.0, out_indices=(0, 1, 2)),
-                                 960, tmp_path / 'mmpretrain.pth')
-    out = convert_checkpoint('mmpretrain', 'ShuffleNetV1', tmp_path / 'mmpretrain.pth', tmp_path / 'converted.pth',
-                             dict(groups=3, widen_factor=1.0))
-    ours = build_backbone(dict(type='ShuffleNetV1', groups=3, widen_factor=1.0, out_indices=(1, 2, 3)),
-                          checkpoint=out).eval()
-    with torch.no_grad():
-        expected, actual = clf.backbone(image), ours(image)
-    assert len(actual) == len(expected) == 3
+        expected, actual = clf.backbone(image), model(image)
+    assert len(actual) == len(expected) == len(ours)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, atol=ATOL, rtol=1e-5)

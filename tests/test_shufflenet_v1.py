@@ -18,6 +18,8 @@ from shufflenet_det.models.backbones.shufflenet_v1 import (
 )
 from shufflenet_det.models.layers import count_batchnorm
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 GROUPS = (1, 2, 3, 4, 8)
 WIDTHS = (0.25, 0.5, 1.0, 1.5, 2.0)
 

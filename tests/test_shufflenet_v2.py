@@ -10,6 +10,8 @@ from torch import nn
 from helpers import randomize_bn
 from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH, ShuffleNetV2
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 # Paper Table 5 = torchvision stages_out_channels: [stem, stage2, stage3, stage4, conv5]
 PAPER = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024), 1.5: (24, 176, 352, 704, 1024),
          2.0: (24, 244, 488, 976, 2048)}

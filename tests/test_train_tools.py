@@ -18,6 +18,7 @@ import torch
 from shufflenet_det.apps.launch import load_run_config, select_dist_backend
 from shufflenet_det.datasets import DatasetCheckError, check_config_data, layout
 from shufflenet_det.engine import AtomicCheckpointHook
+from shufflenet_det.utils.checkpoint import read_checkpoint
 from shufflenet_det.utils.io import write_bytes_atomic
 from tiny_mini_coco import REPO, load_script, make_dataset, run_tool, write_config
 
@@ -169,6 +170,7 @@ def test_write_bytes_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert target.read_bytes() == b'old' and sorted(os.listdir(tmp_path)) == ['f.bin']
 
 
+@pytest.mark.compat
 def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
     """A real mmengine Runner dies while its second checkpoint is being written: the first one stays complete and
     named by ``last_checkpoint`` (mmengine's own hook, with max_keep_ckpts=1, deletes it before writing the new one),
@@ -210,7 +212,7 @@ def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
     files = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(('.pth', '.tmp', 'last_checkpoint')))
     assert files == ['epoch_1.pth', 'last_checkpoint']  # no epoch_2.pth, complete or partial
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
-    ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=True)
+    ckpt = read_checkpoint(tmp_path / 'epoch_1.pth')  # the project's safe reader, on every torch
     assert ckpt['meta']['epoch'] == 1 and 'linear.weight' in ckpt['state_dict']
 
     runner = make_runner(resume=True)
@@ -222,6 +224,7 @@ def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- kill and resume
+@pytest.mark.compat
 def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
     cfg = write_config(tmp_path / 'tiny.py', tiny_data, max_epochs=3)
     work = tmp_path / 'work'
@@ -257,7 +260,7 @@ def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
     assert not re.search(rf'Epoch\(train\) +\[[1-{resumed}]\]', out)  # finished epochs were not trained again
     assert re.search(r'Epoch\(train\) +\[3\]\[8/8\]', out)
     assert re.search(r'Epoch\(val\) +\[3\]\[2/2\]', out)  # evaluated after the last epoch
-    final = torch.load(work / 'epoch_3.pth', map_location='cpu', weights_only=True)
+    final = read_checkpoint(work / 'epoch_3.pth')
     assert final['meta']['epoch'] == 3 and final['meta']['iter'] == 24
     assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_3.pth')
     assert not [p for p in work.iterdir() if p.name.endswith('.tmp')]

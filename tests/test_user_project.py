@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
+from tiny_mini_coco import TINY_PIPELINES
 
 pytestmark = pytest.mark.compat
 
@@ -29,20 +30,7 @@ def _data_part(data_root: Path) -> str:
     return f'''
 data_root = {root!r}
 metainfo = dict(classes={CLASSES!r})
-image_size = (64, 64)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(
+{TINY_PIPELINES}train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train2017.json',
                  data_prefix=dict(img='train2017/'), pipeline=train_pipeline))

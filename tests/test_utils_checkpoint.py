@@ -15,6 +15,8 @@ import shufflenet_det  # noqa: F401  (installs the policy)
 from shufflenet_det.utils import checkpoint as ckpt
 from shufflenet_det.utils.checkpoint import CheckpointError
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 
 class _Payload:
     def __init__(self, marker: str) -> None:

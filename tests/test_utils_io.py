@@ -12,6 +12,8 @@ import pytest
 
 from shufflenet_det.utils import io
 
+pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
+
 
 def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
@@ -83,14 +85,21 @@ def test_read_only_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert _listing(ro) == []
 
 
-def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
-    """A writer killed with SIGKILL leaves its temporary file; the next write into that folder removes it."""
-    code = ('import sys, time; from shufflenet_det.utils import io\n'
+def _writer_stopped_mid_write(target: Path) -> subprocess.Popen:
+    """A process inside ``atomic_outputs([target])`` that has written its temporary file and waits; SIGTERM makes it
+    exit with 143 as the tools do (an exception unwinds the block)."""
+    code = ('import signal, sys, time; from shufflenet_det.utils import io\n'
+            'signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n'
             'with io.atomic_outputs([sys.argv[1]]) as (t,):\n'
             '    t.write_text("partial"); print("ready", flush=True); time.sleep(60)\n')
-    proc = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'ckpt.pth')], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, '-c', code, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == 'ready'
+    return proc
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL leaves its temporary file; the next write into that folder removes it."""
+    proc = _writer_stopped_mid_write(tmp_path / 'ckpt.pth')
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     leftovers = [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
@@ -103,13 +112,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None
 
 
 def test_sigterm_during_a_write_leaves_nothing(tmp_path: Path) -> None:
-    code = ('import signal, sys, time; from shufflenet_det.utils import io\n'
-            'signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n'
-            'with io.atomic_outputs([sys.argv[1]]) as (t,):\n'
-            '    t.write_text("partial"); print("ready", flush=True); time.sleep(60)\n')
-    proc = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'model.onnx')], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == 'ready'
+    proc = _writer_stopped_mid_write(tmp_path / 'model.onnx')
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert _listing(tmp_path) == []

@@ -14,18 +14,8 @@ TINY_SPEC = MiniCocoSpec(num_train=16, num_val=4, image_width=64, image_height=6
                          min_size=12, max_size=28)
 
 
-def make_dataset(root: Path) -> Path:
-    return generate(root, TINY_SPEC)
-
-
-def write_config(path: Path, data_root: Path, base: Path = MINI_RETINANET, max_epochs: int = 3,
-                 batch_size: int = 2) -> Path:
-    """A config inheriting ``base`` that trains ``max_epochs`` short epochs on 64x64 images at ``data_root``."""
-    root = f'{data_root}/'
-    path.write_text(f'''
-_base_ = {str(base)!r}
-data_root = {root!r}
-image_size = (64, 64)
+#: Config lines: 64x64 train / test pipelines for the tiny dataset (mmdet's transforms).
+TINY_PIPELINES = '''image_size = (64, 64)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -38,7 +28,22 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-train_dataloader = dict(batch_size={batch_size}, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+'''
+
+
+def make_dataset(root: Path) -> Path:
+    return generate(root, TINY_SPEC)
+
+
+def write_config(path: Path, data_root: Path, base: Path = MINI_RETINANET, max_epochs: int = 3,
+                 batch_size: int = 2) -> Path:
+    """A config inheriting ``base`` that trains ``max_epochs`` short epochs on 64x64 images at ``data_root``."""
+    root = f'{data_root}/'
+    path.write_text(f'''
+_base_ = {str(base)!r}
+data_root = {root!r}
+{TINY_PIPELINES}train_dataloader = dict(batch_size={batch_size},
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', classwise=False)

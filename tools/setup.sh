@@ -113,9 +113,13 @@ if [[ $need_build == 1 ]]; then
     export FORCE_CUDA=0
     echo "  building the CPU ops: about 8-10 min on 2 cores the first time (pip caches the wheel afterwards)"
   fi
-  # pip caches the built wheel keyed on the sdist only, not on the torch it was compiled against: the openmmlab
-  # stack must not reuse the pinned stack's wheel (or the other way round), so mmcv is built without the cache.
-  "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation --no-cache-dir "mmcv==2.1.0"
+  # pip caches the built wheel keyed on the sdist only, not on the torch it was compiled against: one stack must
+  # never get the other's wheel (wrong ABI). mmcv is built with a pip cache of its own per torch version (and CUDA
+  # build), so a second set-up of the same stack still reuses its wheel.
+  TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__)')-ops$FORCE_CUDA"
+  MMCV_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shufflenet_det/mmcv-torch-$TORCH_TAG"
+  echo "  pip cache for this mmcv build: $MMCV_CACHE"
+  "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation --cache-dir "$MMCV_CACHE" "mmcv==2.1.0"
 else
   echo "  mmcv 2.1.0 with ops already installed"
 fi

@@ -43,7 +43,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     from mmdet.engine.hooks.utils import trigger_visualization_hook
     from mmdet.evaluation import DumpDetResults
-    from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
 
     import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from shufflenet_det.apps.launch import (
@@ -51,14 +50,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         distributed_session,
         load_run_config,
         prepare_for,
-        set_local_rank_env,
+        start_tool,
     )
     from shufflenet_det.datasets import DatasetCheckError
     from shufflenet_det.utils.build import ConfigError
 
-    set_local_rank_env(args.local_rank)
-    register_all_modules(init_default_scope=False)
-    setup_cache_size_limit_of_dynamo()
+    start_tool(args.local_rank)
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
 

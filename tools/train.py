@@ -41,8 +41,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
-
     import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from shufflenet_det.apps.launch import (
         PretrainedWeightsMissing,
@@ -50,14 +48,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         distributed_session,
         load_run_config,
         prepare_for,
-        set_local_rank_env,
+        start_tool,
     )
     from shufflenet_det.datasets import DatasetCheckError
     from shufflenet_det.utils.build import ConfigError
 
-    set_local_rank_env(args.local_rank)
-    register_all_modules(init_default_scope=False)
-    setup_cache_size_limit_of_dynamo()
+    start_tool(args.local_rank)
 
     try:
         cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)

@@ -9,8 +9,8 @@ iterate over :data:`PUBLISHED_VARIANTS`, so adding a family means appending its 
 Reference sources:
 
 * ShuffleNet V1: the official Megvii models (megvii-model/ShuffleNet-Series), conv + linear multiply-adds counted on
-  the official implementation (``shared/reference/architectures.md``, "Multiply-adds ... counted"); classifier
-  without bias, as in the official code. This project's ``ShuffleNetV1`` mirrors the official structure.
+  the official implementation; classifier without bias, as in the official code. This project's ``ShuffleNetV1``
+  mirrors the official structure.
 * ShuffleNet V2 comes in two layouts of the same paper architecture (``ShuffleNetV2(layout=...)``), which differ in
   stage 2's first unit: torchvision's splits its output into two halves (58 + 58 at 1.0x), the official Megvii one
   gives the projection branch only the 24 stem channels and the main branch the rest (24 + 92). They coincide at 0.5x

@@ -1,8 +1,7 @@
 """Published DetNAS, ShuffleNetV2+ and OneShot classifiers and their reference complexity (registered on import).
 
 References: conv + linear multiply-adds and parameters at 224x224 counted on the official megvii-model/
-ShuffleNet-Series implementations with their ImageNet heads (``shared/reference/architectures.md``, "Multiply-
-adds of the official implementations, counted"). The heads, as in the official code:
+ShuffleNet-Series implementations with their ImageNet heads. The heads, as in the official code:
 
 * DetNAS: global pool + ``Linear(last, 1000)`` with bias (``fc.fc``). The official stem and last conv also carry a
   bias (1,040 parameters for the 300M models, < 0.03 %), which this backbone folds into the BN.

@@ -149,6 +149,15 @@ def distributed_session() -> Iterator[None]:
             dist.destroy_process_group()
 
 
+def start_tool(local_rank: int) -> None:
+    """What mmdet's train and test tools do before loading a config: ``LOCAL_RANK`` from ``--local-rank``, mmdet's
+    modules registered (without making ``mmdet`` the default scope yet), dynamo's cache size limit."""
+    from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+    set_local_rank_env(local_rank)
+    register_all_modules(init_default_scope=False)
+    setup_cache_size_limit_of_dynamo()
+
+
 def set_local_rank_env(local_rank: int) -> None:
     """Set ``LOCAL_RANK`` from ``--local-rank`` (what ``torch.distributed.launch`` passes) unless it is set already
     (torchrun sets it): the environment stays authoritative."""

@@ -33,7 +33,7 @@ def resolve_config_path(config: str | os.PathLike) -> str:
     if sep and scope in PACKAGE_SCOPES:
         import importlib
         package = importlib.import_module(scope)
-        config = os.path.join(os.path.dirname(package.__file__), '.mim', 'configs', rest)
+        config = os.path.join(os.path.dirname(str(package.__file__)), '.mim', 'configs', rest)
     return config
 
 

@@ -54,7 +54,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temps(folder: PathLike) -> list[Path]:
     """Remove temporary files and folders of this module in ``folder`` whose writer process no longer exists."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -107,12 +107,12 @@ def atomic_outputs(paths: Sequence[PathLike], what: str = 'output') -> Iterator[
             parent = check_writable_dir(final, what)
             remove_stale_temps(parent)
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f'.{final.name}.{os.getpid()}.', suffix='.tmp', dir=parent)
+                fd, name = tempfile.mkstemp(prefix=f'.{final.name}.{os.getpid()}.', suffix='.tmp', dir=parent)
             except OSError as exc:
                 raise ValueError(f'{what} {str(final)!r}: cannot write into {str(parent)!r}: '
                                  f'{exc.strerror or exc}') from exc
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(Path(name))
         yield list(temps)
         for tmp in temps:
             if not tmp.is_file():
