@@ -162,3 +162,11 @@ def test_only_the_pkg_resources_warning_is_silenced(tmp_path: Path) -> None:
     assert 'pkg_resources is deprecated as an API. See' not in out.stderr, out.stderr
     assert 'UserWarning: pkg_resources other message' in out.stderr
     assert 'DeprecationWarning: pkg_resources is deprecated as an API' in out.stderr
+
+
+def test_import_prints_nothing(tmp_path: Path) -> None:
+    """``import shufflenet_det`` (what ``custom_imports`` does) is silent on every supported stack."""
+    out = subprocess.run([sys.executable, '-c', 'import shufflenet_det'], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == '' and out.stderr == '', out.stdout + out.stderr

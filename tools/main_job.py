@@ -32,6 +32,7 @@ if str(REPO) not in sys.path:  # run as `python tools/main_job.py` from a checko
 from mmengine.config import DictAction  # noqa: E402
 
 from shufflenet_det.apps.mini_job import MINI_CONFIGS, format_table, mini_config, run_job  # noqa: E402
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -42,9 +43,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--data-root', default='data/mini_coco', help='where the mini dataset is (generated if absent)')
     p.add_argument('--work-dir', help='output folder (default: work_dirs/main_job/<config name>)')
     p.add_argument('--target-map', type=float, default=0.5,
-                   help='exit with status 1 when the bbox mAP ends below this (0 disables the check)')
-    p.add_argument('--num-vis', type=int, default=8, help='validation images drawn into detections.png')
-    p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice, one per core)')
+                   help='exit with status 1 when the bbox mAP ends below this, a number in [0, 1] (0 disables the '
+                        'check)')
+    p.add_argument('--num-vis', type=int, default=8,
+                   help='validation images drawn into detections.png; 0 draws no picture (results.json is '
+                        'written all the same, with "picture": null)')
+    p.add_argument('--threads', type=int, help='torch CPU threads, >= 1 (default: torch\'s choice, one per core)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted job from its last checkpoint')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
     return p.parse_args(argv)
@@ -52,6 +56,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    # every argument is checked before the job starts: a typo must not cost a training run
+    if not 0.0 <= args.target_map <= 1.0:  # also refuses nan
+        fail(f'--target-map must be a bbox mAP in [0, 1] (0 disables the check), got {args.target_map}')
+    if args.num_vis < 0:
+        fail(f'--num-vis must be >= 0 (0: no detections picture), got {args.num_vis}')
+    if args.threads is not None and args.threads < 1:
+        fail(f'--threads must be >= 1, got {args.threads}')
+    if args.config and not os.path.isfile(args.config):
+        fail(f'--config {args.config!r} does not exist')
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -77,4 +90,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -20,6 +20,13 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
+# Argument checks: a clear message and exit status 2 instead of a torchrun / srun traceback.
+die() { echo "error: $*" >&2; exit 2; }
+positive_int() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"; }
+positive_int GPUS "$GPUS"
+positive_int GPUS_PER_NODE "$GPUS_PER_NODE"
+positive_int CPUS_PER_TASK "$CPUS_PER_TASK"
+
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of flags
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \

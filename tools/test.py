@@ -5,6 +5,10 @@ Examples::
     python tools/test.py configs/retinanet_shufflenetv2.py work_dirs/retinanet_shufflenetv2/epoch_12.pth
     python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis     # dump predictions, save drawn images
     bash tools/dist_test.sh CONFIG CKPT 8
+
+CKPT must be a checkpoint of the config's model (every key and shape is checked before anything is evaluated;
+``--partial-load`` accepts a partial fit). Errors end with ``error: <message>`` and exit status 2 (``--debug`` shows
+the traceback).
 """
 from __future__ import annotations
 
@@ -17,11 +21,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from mmengine.config import DictAction  # noqa: E402
 
+from shufflenet_det.utils.cli import run_main  # noqa: E402
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector (MMDetection 3.x + shufflenet_det)')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file of the config\'s model (read with weights_only=True)')
+    parser.add_argument('--partial-load', action='store_true',
+                        help='evaluate even if the checkpoint fits the model only partly (another class count, '
+                             'width ...): the matching weights are loaded, the others keep their initialisation and '
+                             'the mismatch is logged as a warning. Without it a mismatch is an error')
     parser.add_argument('--work-dir', help='the dir to save the metrics (default: work_dirs/<config name>)')
     parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show the predictions in a window')
@@ -46,6 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     import shufflenet_det  # noqa: F401  (compat fixes + registers the backbones and hooks)
     from shufflenet_det.apps.launch import (
+        ModelCheckError,
         build_runner,
         distributed_session,
         load_run_config,
@@ -64,11 +75,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     except ConfigError as exc:
         raise SystemExit(f'error: {exc}') from None
     cfg.load_from = args.checkpoint
+    cfg.resume = False  # a test loads weights only
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     try:  # before the Runner builds anything
-        prepare_for(cfg, phases=('test',), check_pretrained=False)
-    except DatasetCheckError as exc:
+        prepare_for(cfg, phases=('test',), check_pretrained=False, partial_load=args.partial_load)
+    except (DatasetCheckError, ModelCheckError, ValueError) as exc:
         raise SystemExit(f'error: {exc}') from None
 
     with distributed_session():
@@ -81,4 +93,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

@@ -1,16 +1,24 @@
 """What ``tools/train.py``, ``tools/test.py`` and the mini job do before handing a config to mmengine's Runner.
 
-The tools behave like mmdet's own tools (same flags, same ``work_dirs/<config name>`` default) and add three checks that
+The tools behave like mmdet's own tools (same flags, same ``work_dirs/<config name>`` default) and add checks that
 fail in seconds with an actionable message instead of minutes later with a traceback:
 
-* the data the config reads exists and is readable (:func:`shufflenet_det.datasets.check_config_data`);
+* the data the config reads exists and is readable, images included (:func:`shufflenet_det.datasets.check_config_data`);
 * the ImageNet checkpoints named by ``init_cfg=dict(type='Pretrained', ...)`` exist (:func:`check_pretrained_files`);
+* the backbone's output channels are what the neck expects (:func:`check_backbone_neck_channels`: the backbone is
+  built, so its argument errors surface here too);
+* the checkpoint a run starts from (``load_from``, ``--resume``, tools/test.py's CHECKPOINT) is a readable PyTorch
+  checkpoint of this model: every key and shape fits (:func:`check_start_checkpoint`). mmengine's Runner loads
+  ``load_from`` non-strictly - another width or class count would be loaded partially, with a warning lost in the
+  log, and evaluated or fine-tuned as garbage; resuming one crashes inside the optimizer. A partial load stays
+  possible on request (``partial_load=True``, the tools' ``--partial-load``), still listing what does not fit;
 * a distributed launch on a machine without CUDA uses the ``gloo`` backend and a CPU DDP wrapper
   (:func:`select_dist_backend`), since mmdet's default runtime asks for ``nccl`` and GPU device ids.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -32,6 +40,11 @@ CONVERT_HINT = ('convert the ImageNet weights with tools/model_converters/conver
 
 class PretrainedWeightsMissing(FileNotFoundError):
     """An ``init_cfg`` of type ``Pretrained`` names a local file that does not exist."""
+
+
+class ModelCheckError(ValueError):
+    """The model of a config cannot work as configured (its parts do not fit together, or the checkpoint given for
+    it is of another model)."""
 
 
 def default_work_dir(config_path: str) -> str:
@@ -165,10 +178,118 @@ def set_local_rank_env(local_rank: int) -> None:
         os.environ['LOCAL_RANK'] = str(local_rank)
 
 
-def prepare_for(cfg: Config, phases: Sequence[str], check_pretrained: bool) -> None:
-    """The checks and settings both tools apply before building the Runner (see module docstring)."""
+def _model_cfg_without_init(cfg: Mapping[str, Any]) -> dict:
+    """A copy of ``cfg.model`` whose backbone loads nothing (the checks here must not read pretrained weights)."""
+    model_cfg = copy.deepcopy(dict(cfg['model']))
+    if isinstance(model_cfg.get('backbone'), Mapping):
+        model_cfg['backbone'] = dict(model_cfg['backbone'], init_cfg=None)
+    return model_cfg
+
+
+def check_backbone_neck_channels(cfg: Mapping[str, Any]) -> None:
+    """Build the config's backbone and compare its ``out_channels`` with the neck's ``in_channels``.
+
+    A mismatch otherwise surfaces as a conv shape error in the first forward pass, after the Runner, the dataloaders
+    and (for COCO) minutes of start-up. Backbones without ``out_channels`` (mmdet's ResNet ...) and models without a
+    neck are not checked. Argument errors of the backbone (ValueError naming the argument) surface here as well.
+    """
+    from mmdet.registry import MODELS
+    model_cfg = cfg.get('model')  # cfg: an mmengine Config (not a Mapping) or a dict
+    if not isinstance(model_cfg, Mapping) or not isinstance(model_cfg.get('backbone'), Mapping):
+        return
+    backbone_cfg = dict(model_cfg['backbone'], init_cfg=None)
+    try:
+        backbone = MODELS.build(backbone_cfg)
+    except (TypeError, KeyError, AssertionError) as exc:  # unknown argument / type, mmcv's bare asserts
+        raise ModelCheckError(f"model.backbone ({backbone_cfg.get('type')!r}) cannot be built: "
+                              f'{type(exc).__name__}: {exc}') from exc
+    out_channels = getattr(backbone, 'out_channels', None)
+    neck = model_cfg.get('neck')
+    if isinstance(neck, Sequence) and not isinstance(neck, str):
+        neck = neck[0] if neck else None
+    in_channels = neck.get('in_channels') if isinstance(neck, Mapping) else None
+    if out_channels is None or in_channels is None:
+        return
+    expected = [int(c) for c in out_channels]
+    given = list(in_channels) if isinstance(in_channels, Sequence) else [in_channels]
+    if given != expected:
+        out_indices = getattr(backbone, 'out_indices', None)
+        raise ModelCheckError(
+            f"model.backbone ({backbone_cfg.get('type')}{f', out_indices={tuple(out_indices)}' if out_indices else ''})"
+            f' outputs {expected} channels but model.neck.in_channels is {given}: set '
+            f'model.neck.in_channels={expected} (or change the backbone so that its out_channels match)')
+
+
+def start_checkpoint(cfg: Mapping[str, Any]) -> tuple[Optional[str], str]:
+    """The checkpoint the Runner will load before training / testing, and how it was named (for messages).
+
+    ``resume=True`` without ``load_from`` means the latest checkpoint of the work dir (its ``last_checkpoint``
+    file), as mmengine resolves it; None when there is nothing to load.
+    """
+    load_from = cfg.get('load_from')
+    if cfg.get('resume'):
+        if load_from:
+            return str(load_from), 'resume checkpoint'
+        from mmengine.runner import find_latest_checkpoint
+        work_dir = cfg.get('work_dir')
+        latest = find_latest_checkpoint(work_dir) if work_dir and osp.isdir(work_dir) else None
+        return (str(latest), f'resume checkpoint (from {osp.join(work_dir, "last_checkpoint")})') if latest \
+            else (None, '')
+    return (str(load_from), 'load_from checkpoint') if load_from else (None, '')
+
+
+def check_start_checkpoint(cfg: Mapping[str, Any], partial_load: bool = False) -> Optional[str]:
+    """Check the checkpoint of :func:`start_checkpoint` against the config's model; return its path (or None).
+
+    The file must exist and be a readable PyTorch checkpoint (read safely: ``weights_only=True``), and unless
+    ``partial_load`` (never for a resume) every key and shape must fit the model: :class:`ModelCheckError` naming the
+    file and the mismatch otherwise. With ``partial_load`` a mismatch is logged as a warning.
+    """
+    from mmdet.registry import MODELS
+
+    from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_checkpoint
+
+    path, what = start_checkpoint(cfg)
+    if path is None or '://' in path or 'model' not in cfg:
+        return path
+    if osp.isdir(osp.expanduser(path)):
+        raise ModelCheckError(f'{what} {path!r} is a folder, not a checkpoint file')
+    if not osp.isfile(osp.expanduser(path)):
+        raise ModelCheckError(f'{what} {path!r} does not exist')
+    source = f'{what} {path!r}'
+    try:
+        checkpoint = read_checkpoint(path, what=what)
+        state = extract_state_dict(checkpoint, source)
+        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    except CheckpointError as exc:
+        raise ModelCheckError(str(exc)) from exc
+    model = MODELS.build(_model_cfg_without_init(cfg))
+    try:
+        check_state_dict_fits(model, state, source)
+    except CheckpointError as exc:
+        if cfg.get('resume'):
+            raise ModelCheckError(f'{exc} Resuming continues the run that wrote the checkpoint: use the config '
+                                  'of that run, or start a new run from these weights with load_from') from exc
+        if not partial_load:
+            raise ModelCheckError(f'{exc} Use the config the checkpoint was trained with, or pass --partial-load '
+                                  '(load_from: the matching weights are loaded, the rest keeps its initialisation)'
+                                  ) from exc
+        print_log(f'partial load (--partial-load): {exc}', logger='current', level=logging.WARNING)
+    return path
+
+
+def prepare_for(cfg: Config, phases: Sequence[str], check_pretrained: bool, check_model: bool = True,
+                partial_load: bool = False) -> None:
+    """The checks and settings both tools apply before building the Runner (see module docstring).
+
+    ``check_model``: check the backbone against the neck and the start checkpoint against the model
+    (:func:`check_backbone_neck_channels`, :func:`check_start_checkpoint` with ``partial_load``).
+    """
     from ..datasets import check_config_data
     check_config_data(cfg, phases)
     if check_pretrained:
         check_pretrained_files(cfg)
+    if check_model:
+        check_backbone_neck_channels(cfg)
+        check_start_checkpoint(cfg, partial_load=partial_load)
     select_dist_backend(cfg)

@@ -137,11 +137,14 @@ def run_job(config: str,
             resume: bool = False,
             spec: Optional[MiniCocoSpec] = None) -> dict[str, Any]:
     """Generate the dataset (``spec``, default: the generator's defaults) if needed, train ``config``, evaluate,
-    draw; return (and write) the results dict."""
+    draw ``num_vis`` validation images (0: no picture; ``picture`` is then None); return (and write) the results
+    dict."""
     from ..analysis import model_complexity
     from ..datasets import MiniCocoSpec, ensure
     from .launch import build_runner, load_run_config, prepare_for
 
+    if int(num_vis) != num_vis or num_vis < 0:
+        raise ValueError(f'num_vis must be an integer >= 0 (0: no detections picture), got {num_vis!r}')
     job_start = time.perf_counter()
     spec = spec or MiniCocoSpec()
     t0 = time.perf_counter()
@@ -168,7 +171,7 @@ def run_job(config: str,
     model = runner.model
     image_size = tuple(cfg.get('image_size', (256, 256)))[::-1]  # config (w, h) -> (h, w)
     complexity = model_complexity(model, image_size)
-    vis_path = draw_detections(runner, Path(work_dir) / 'detections.png', num_images=num_vis)
+    vis_path = draw_detections(runner, Path(work_dir) / 'detections.png', num_images=num_vis) if num_vis else None
 
     metrics = {k.split('/')[-1]: float(v) for k, v in recorder.metrics.items() if k.startswith('coco/')}
     iters = len(recorder.iter_times)
@@ -185,7 +188,7 @@ def run_job(config: str,
         model=dict(params=complexity['params'], params_used=used_parameters(model, image_size),
                    flops=complexity['flops'], flops_input=list(complexity['input_shape']),
                    flops_counted='multiply-adds of convolutions and matrix products (shufflenet_det.analysis)'),
-        picture=str(vis_path),
+        picture=str(vis_path) if vis_path is not None else None,
         job_seconds=round(time.perf_counter() - job_start, 1),
         environment=dict(torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
                          processor=platform.processor() or platform.machine(),
@@ -246,5 +249,5 @@ def format_table(results: dict[str, Any], title: Optional[str] = None) -> str:
                  f"on {results['environment']['threads']} threads")
     lines.append(f"model: {mod['params'] / 1e6:.2f} M params ({mod['params_used'] / 1e6:.2f} M used), "
                  f"{mod['flops'] / 1e9:.3f} G multiply-adds at {mod['flops_input'][2]}x{mod['flops_input'][3]}")
-    lines.append(f"detections picture: {results['picture']}")
+    lines.append(f"detections picture: {results.get('picture') or 'none (--num-vis 0)'}")
     return '\n'.join(lines)

@@ -17,6 +17,36 @@ from .mini_job import format_table, interleaved_step_times, mini_config, run_job
 MODELS = (('retinanet', 'ShuffleNetV2 1.0x'), ('retinanet-r18', 'ResNet-18'))
 
 
+#: The entries of a results.json that :func:`compare` reads.
+RESULT_KEYS = {'config': None, 'work_dir': None, 'metrics': None, 'train': ('seconds_per_iter', 'seconds', 'epochs',
+                                                                           'batch_size'),
+               'environment': None, 'model': ('params', 'params_used', 'flops', 'flops_input'), 'dataset': ('spec',)}
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results.json of :func:`.mini_job.run_job`; ValueError naming the file when it is unreadable, not JSON or
+    lacks an entry the comparison needs (a job killed while writing it, an edited file)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f'results file {str(path)!r} cannot be reused: not readable JSON ({exc}); delete it or '
+                         'run without --reuse') from exc
+    missing = []
+    if not isinstance(data, dict):
+        missing = ['(a JSON object)']
+    else:
+        for key, sub in RESULT_KEYS.items():
+            if not isinstance(data.get(key), dict if sub or key in ('metrics', 'environment') else str):
+                missing.append(key)
+            elif sub:
+                missing += [f'{key}.{k}' for k in sub if k not in data[key]]
+    if missing:
+        raise ValueError(f'results file {str(path)!r} cannot be reused: it lacks {", ".join(missing)} (not a '
+                         'tools/main_job.py results file, or an older one); delete it or run without --reuse')
+    return data
+
+
 def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] = None) -> dict[str, Any]:
     """The side-by-side record: one row per model, and ShuffleNet's cost relative to ResNet-18.
 
@@ -73,17 +103,19 @@ def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, dat
     ``config_root`` is the folder holding ``mini/`` (the repository's ``configs/``); each model's job runs in
     ``<runs_dir>/<config name>``, the folder ``tools/main_job.py`` uses, so its finished runs can be reused.
     """
-    runs = {}
-    for key, _ in MODELS:
+    runs, jobs = {}, {}
+    for key, _ in MODELS:  # every reused file is read first: a bad one fails before any training
         config = mini_config(key, config_root)
         work_dir = os.path.join(runs_dir, os.path.splitext(os.path.basename(config))[0])
         cached = os.path.join(work_dir, 'results.json')
         if reuse and os.path.isfile(cached):
-            with open(cached, encoding='utf-8') as f:
-                runs[key] = json.load(f)
+            runs[key] = read_results(cached)
             print(f'reusing {cached}')
         else:
-            runs[key] = run_job(config, work_dir, data_root=data_root, cfg_options=cfg_options)
+            jobs[key] = (config, work_dir)
+    for key, _ in MODELS:
+        if key in jobs:
+            runs[key] = run_job(*jobs[key], data_root=data_root, cfg_options=cfg_options)
         print(format_table(runs[key]) + '\n')
     step_times = None
     if timing_rounds > 0:

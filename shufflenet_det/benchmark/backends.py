@@ -23,7 +23,6 @@ rows, the graph with NMS for ONNX Runtime, the raw head plus the numpy post-proc
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import json
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.build import fold_batchnorm
+from ..utils.build import eval_copy, fold_batchnorm
 from ..utils.predict import is_detector, predict_fn
 
 CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn')
@@ -106,7 +105,7 @@ class Prepared:
 # ---------------------------------------------------------------------------------------------------- PyTorch
 def folded(model: nn.Module) -> nn.Module:
     """A deep copy in eval mode with every BN folded (``switch_to_deploy``); unchanged for models without one."""
-    return fold_batchnorm(copy.deepcopy(model).eval())
+    return fold_batchnorm(eval_copy(model))
 
 
 def _call(subject: Subject, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
@@ -340,7 +339,9 @@ def _mmpretrain_shufflenet() -> nn.Module:
         from mmpretrain.models.backbones import ShuffleNetV2 as MMPShuffleNetV2
     except Exception as exc:  # a broken install is reported, not fatal
         raise Unavailable(f'mmpretrain does not import: {type(exc).__name__}: {exc}') from exc
-    return MMPShuffleNetV2(widen_factor=1.0).eval()
+    model = MMPShuffleNetV2(widen_factor=1.0)
+    model.eval()  # mmpretrain's train() override returns None, so eval() cannot be chained
+    return model
 
 
 def peer_models() -> list[tuple[str, Callable[[], nn.Module]]]:

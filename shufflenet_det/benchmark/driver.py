@@ -113,7 +113,8 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
             for size in sizes:
                 workdir = Path(tmp) / f'{m_idx}_{size[0]}x{size[1]}'
                 workdir.mkdir()
-                subject = Subject(name, model.eval(), make_input(size, batch, images), threads, workdir, runs=runs,
+                model.eval()  # not chained: some projects' train() overrides return None
+                subject = Subject(name, model, make_input(size, batch, images), threads, workdir, runs=runs,
                                   warmup=warmup, ncnn_runner=runner)
                 rows += measure_subject(subject, tuple(size), model_backends, runs, warmup, rounds, bar)
     if bar is not None:

@@ -7,8 +7,11 @@ and DataParallel's ``module.`` prefix removed), runs the converter, builds the t
 and shape fits it and loads it with ``strict=True``, and only then writes ``{'state_dict': ..., 'meta': ...}``
 atomically (:func:`shufflenet_det.utils.io.save_torch_atomic`).
 
-Errors: a file that cannot be read raises :class:`~shufflenet_det.utils.checkpoint.CheckpointError`; a checkpoint
-that does not match the requested source, type or variant raises :class:`ConversionError` (a ``CheckpointError``).
+Errors: a file that cannot be read raises :class:`~shufflenet_det.utils.checkpoint.CheckpointError` naming it
+(whatever the file holds - text, nothing, a truncated archive or pickle - the message says it is not a readable
+PyTorch checkpoint); a checkpoint that does not match the requested source, type or variant
+raises :class:`ConversionError` (a ``CheckpointError``). Writing over the input is refused before anything is read
+(:func:`check_distinct_paths`).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from torch import nn
 
 from ..utils.build import build_backbone
 from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_state_dict
-from ..utils.io import save_torch_atomic
+from ..utils.io import same_file, save_torch_atomic
 
 ConverterFn = Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]
 _CONVERTERS: dict[tuple[str, str], ConverterFn] = {}
@@ -76,10 +79,19 @@ def target_backbone(backbone_type: str, backbone_kwargs: dict[str, Any]) -> nn.M
         raise ConversionError(f'cannot build {backbone_type}({args}): {exc}') from exc
 
 
+def check_distinct_paths(in_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """ConversionError when ``out_path`` would write over ``in_path`` (however either is spelled)."""
+    if same_file(in_path, out_path):
+        raise ConversionError(f'OUT {str(out_path)!r} is the input file {str(in_path)!r} '
+                              f'({Path(in_path).expanduser().resolve()}): refusing to write over the checkpoint being '
+                              'converted; give another output path')
+
+
 def convert_checkpoint(source: str, backbone_type: str, in_path: str | os.PathLike,
                        out_path: str | os.PathLike, backbone_kwargs: dict[str, Any]) -> Path:
     """Convert ``in_path`` and write a checkpoint the backbone loads with ``strict=True``; return ``out_path``."""
     converter = get_converter(source, backbone_type)
+    check_distinct_paths(in_path, out_path)
     src_sd = read_state_dict(in_path, what='input checkpoint')
     new_sd = converter(src_sd, dict(backbone_kwargs))
     model = target_backbone(backbone_type, backbone_kwargs)

@@ -5,6 +5,12 @@ minutes of start-up); a missing folder then surfaces as a bare ``FileNotFoundErr
 ``JSONDecodeError`` deep inside pycocotools. :func:`check_config_data` walks every dataset of a config (dataset
 wrappers included) and the evaluators' ``ann_file`` and raises :class:`DatasetCheckError` naming the file, what is
 wrong with it, the layout the config expects and how to get data.
+
+For a COCO annotation file that is parsed (up to :data:`FULL_PARSE_LIMIT`) the images it lists are checked too
+(:func:`check_image_files`): every one must exist in the image folder (one directory listing) and be an image - its
+first bytes are read and must carry a known image signature (all images up to :data:`HEADER_CHECK_LIMIT`, an evenly
+spaced sample of that many beyond), so a missing picture or an HTML error page saved as ``.jpg`` is reported before
+training starts rather than as a decode error in a dataloader worker minutes later.
 """
 from __future__ import annotations
 
@@ -15,6 +21,16 @@ from typing import Any, Iterator, Mapping, Sequence
 #: Files up to this size are parsed completely; bigger ones (COCO train2017: 448 MB) get a cheap structural check
 #: of their first and last bytes, which catches empty and truncated files without parsing them twice.
 FULL_PARSE_LIMIT = 64 * 1024 * 1024
+
+#: How many images per annotation file get their first bytes checked (an evenly spaced sample beyond this).
+HEADER_CHECK_LIMIT = 20000
+
+#: First bytes of the image formats OpenCV / Pillow read (mmcv decodes images with one of them).
+IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b'\xff\xd8\xff', 'JPEG'), (b'\x89PNG\r\n\x1a\n', 'PNG'), (b'BM', 'BMP'), (b'GIF87a', 'GIF'),
+    (b'GIF89a', 'GIF'), (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF'), (b'\x00\x00\x00\x0cjP  \r\n\x87\n', 'JPEG 2000'),
+    (b'\xffO\xffQ', 'JPEG 2000'), (b'v/1\x01', 'OpenEXR'), (b'#?RADIANCE', 'Radiance HDR'), (b'#?RGBE', 'Radiance HDR'),
+)
 
 MINI_COCO_HINT = ('or train on the synthetic mini dataset instead:\n'
                   '  python tools/misc/make_mini_coco.py\n'
@@ -103,14 +119,77 @@ def _missing_message(what: str, path: str, where: str, cfg: Mapping[str, Any]) -
             f'{MINI_COCO_HINT}')
 
 
-def check_annotation_file(path: str, where: str = 'ann_file') -> None:
-    """Raise DatasetCheckError if ``path`` is empty, not JSON, truncated, or not a COCO instances file."""
+def image_format(head: bytes) -> str | None:
+    """The image format whose signature ``head`` (a file's first bytes) starts with, or None."""
+    for signature, name in IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return 'WebP'
+    if len(head) >= 3 and head[:1] == b'P' and head[1:2] in b'1234567' and head[2:3] in b' \t\r\n':
+        return 'PNM'
+    return None
+
+
+def _sample(n: int, limit: int) -> list[int]:
+    """All of ``range(n)`` up to ``limit`` items, else ``limit`` evenly spaced indices (first and last included)."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+
+
+def check_image_files(data: Mapping[str, Any], image_dir: str, ann: str, where: str) -> None:
+    """Every image a COCO annotation file lists exists in ``image_dir`` and starts like an image file."""
+    names: list[str] = []
+    for i, image in enumerate(data.get('images') or []):
+        name = image.get('file_name') if isinstance(image, Mapping) else None
+        if not isinstance(name, str) or not name:
+            ident = image.get('id', f'#{i}') if isinstance(image, Mapping) else f'#{i}'
+            raise DatasetCheckError(f'annotation file {ann!r} (from {where}): image {ident} has no "file_name"')
+        names.append(name)
+    try:
+        listed = set(os.listdir(image_dir))
+    except OSError as exc:
+        raise DatasetCheckError(f'image folder {image_dir!r} (from {where}) cannot be read: '
+                                f'{exc.strerror or exc}') from None
+    missing = [n for n in names if (n not in listed if os.sep not in n and '/' not in n
+                                    else not os.path.isfile(os.path.join(image_dir, n)))]
+    if missing:
+        raise DatasetCheckError(
+            f'annotation file {ann!r} (from {where}) lists {len(missing)} of its {len(names)} images that are not '
+            f'in the image folder {image_dir!r}, e.g. {os.path.join(image_dir, missing[0])!r} is missing (first '
+            f'missing: {missing[:3]}); the annotations and the images do not belong together or the download is '
+            'incomplete')
+    for idx in _sample(len(names), HEADER_CHECK_LIMIT):
+        path = os.path.join(image_dir, names[idx])
+        try:
+            with open(path, 'rb') as f:
+                head = f.read(16)
+        except IsADirectoryError:
+            head = None
+        except OSError as exc:
+            raise DatasetCheckError(f'image {path!r} (listed in {ann!r}) cannot be read: {exc.strerror or exc}') \
+                from None
+        if head is None or not head or image_format(head) is None:
+            what = ('is a folder' if head is None else 'is empty (0 bytes)' if not head
+                    else f'is not an image file: it starts with {head!r}')
+            raise DatasetCheckError(
+                f'image {path!r} (listed in {ann!r}, from {where}) {what}; expected one of '
+                f'{sorted({n for _, n in IMAGE_SIGNATURES} | {"WebP", "PNM"})} - replace it with the real image '
+                '(an interrupted or failed download?)')
+
+
+def check_annotation_file(path: str, where: str = 'ann_file') -> dict | None:
+    """Raise DatasetCheckError if ``path`` is empty, not JSON, truncated, or not a COCO instances file.
+
+    Returns the parsed COCO dict, or None where the file was not parsed (not ``.json``, or above
+    :data:`FULL_PARSE_LIMIT`: then only its first and last bytes are checked)."""
     size = os.path.getsize(path)
     if size == 0:
         raise DatasetCheckError(f'annotation file {path!r} (from {where}) is empty (0 bytes); re-download or '
                                 'regenerate it')
     if not path.endswith('.json'):
-        return
+        return None
     if size > FULL_PARSE_LIMIT:
         with open(path, 'rb') as f:
             head = f.read(4096).lstrip()
@@ -119,7 +198,7 @@ def check_annotation_file(path: str, where: str = 'ann_file') -> None:
         if not head.startswith(b'{') or not tail.endswith(b'}'):
             raise DatasetCheckError(f'annotation file {path!r} (from {where}) is corrupt: a COCO JSON file starts '
                                     "with '{' and ends with '}' (truncated download?); re-download it")
-        return
+        return None
     try:
         with open(path, encoding='utf-8') as f:
             data = json.load(f)
@@ -140,21 +219,26 @@ def check_annotation_file(path: str, where: str = 'ann_file') -> None:
         raise DatasetCheckError(f'annotation file {path!r} (from {where}) lists no images')
     if not data['categories']:
         raise DatasetCheckError(f'annotation file {path!r} (from {where}) lists no categories')
+    return data
 
 
 def check_config_data(cfg: Mapping[str, Any], phases: Sequence[str] = ('train', 'val')) -> None:
     """Check every dataset and evaluator annotation file the given phases of ``cfg`` read.
 
-    Remote paths (``s3://`` ...) and datasets without ``ann_file`` are left to mmdet.
+    Remote paths (``s3://`` ...) and datasets without ``ann_file`` are left to mmdet. The images of a parsed COCO
+    annotation file are checked by :func:`check_image_files`.
     """
     for where, ann, img in _phase_entries(cfg, phases):
+        data = None
         if ann and not _is_remote(ann):
             if not os.path.isfile(ann):
                 raise DatasetCheckError(_missing_message('annotation file', ann, where, cfg))
-            check_annotation_file(ann, where)
+            data = check_annotation_file(ann, where)
         if img and not _is_remote(img):
             if not os.path.isdir(img):
                 raise DatasetCheckError(_missing_message('image folder', img, where, cfg))
             with os.scandir(img) as it:
                 if next(it, None) is None:
                     raise DatasetCheckError(f'image folder {img!r} (from {where}) is empty')
+            if data is not None:
+                check_image_files(data, img, ann or '', where)

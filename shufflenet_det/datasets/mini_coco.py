@@ -308,9 +308,18 @@ def generate(root: str | os.PathLike, spec: MiniCocoSpec, overwrite: bool = Fals
     """Write the dataset of ``spec`` at ``root`` atomically (:func:`shufflenet_det.utils.io.atomic_directory`) and
     return ``root``.
 
-    Raises FileExistsError if ``root`` exists and ``overwrite`` is False (or if it is a file).
+    Raises FileExistsError if ``root`` exists and ``overwrite`` is False, and - ``overwrite`` or not - if it is a
+    file, or a folder with content that is not a dataset of this generator: only an empty folder or an earlier
+    generated dataset is ever replaced, never a user's own files.
     """
     root = Path(root)
+    if root.exists() or root.is_symlink():
+        if not root.is_dir():
+            raise FileExistsError(f'{str(root)!r} exists and is a file, not a dataset folder: refusing to replace it '
+                                  '(choose another --out)')
+        if overwrite and any(root.iterdir()) and read_spec(root) is None:
+            raise FileExistsError(f'{str(root)!r} is a folder with other content, not a dataset made by this '
+                                  'generator: refusing to replace it even with --overwrite (choose another --out)')
     with atomic_directory(root, overwrite=overwrite, what='dataset folder') as tmp:
         (tmp / 'annotations').mkdir()
         for split in SPLITS:

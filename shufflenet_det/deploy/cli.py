@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Iterable
 
 from torch import nn
+
+from ..utils.cli import fail
+from ..utils.io import same_file
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +43,9 @@ def parse_backbone_args(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f'error: --backbone-args is not valid JSON ({exc}): {text!r}') from None
+        fail(f'--backbone-args is not valid JSON ({exc}): {text!r}')
     if not isinstance(value, dict):
-        raise SystemExit(f'error: --backbone-args must be a JSON object, got {text!r}')
+        fail(f'--backbone-args must be a JSON object, got {text!r}')
     return value
 
 
@@ -67,12 +72,14 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
     """
     from ..utils.build import build_detector, load_config
     if bool(args.config) == bool(args.backbone):
-        raise SystemExit('error: give exactly one of --config and --backbone')
+        fail('give exactly one of --config and --backbone')
     what = args.what or ('detector' if args.config else 'backbone')
     if what == 'detector' and not args.config:
-        raise SystemExit('error: --what detector needs --config')
+        fail('--what detector needs --config')
     if args.num_images < 1:
-        raise SystemExit('error: --num-images must be >= 1')
+        fail(f'--num-images must be >= 1, got {args.num_images}')
+    if args.shape and min(args.shape) <= 0:
+        fail(f'--shape must be positive, got {tuple(args.shape)}')
     bb_args = parse_backbone_args(args.backbone_args)
     try:
         cfg = load_config(args.config, args.cfg_options) if args.config else None
@@ -81,7 +88,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
         else:
             model = backbone_from_args(args.backbone, bb_args, cfg, args.checkpoint)
     except ValueError as exc:  # ConfigError, CheckpointError, an unknown backbone type or argument
-        raise SystemExit(f'error: {exc}') from exc
+        fail(str(exc))
     if args.shape:
         shape = tuple(args.shape)
     elif cfg is not None and cfg.get('image_size') is not None:
@@ -89,5 +96,38 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
     else:
         shape = (320, 320) if what == 'detector' else (224, 224)
     if min(shape) <= 0:
-        raise SystemExit(f'error: --shape must be positive, got {shape}')
+        fail(f'--shape must be positive, got {shape}')
     return what, model, shape, cfg  # type: ignore[return-value]
+
+
+def refuse_input_overwrite(outputs: Iterable[tuple[str, Any]], inputs: Iterable[tuple[str, Any]]) -> None:
+    """End the tool when an output path is one of its input files (``(option, path)`` pairs; None entries skipped).
+
+    An export written over its own checkpoint, or a report written over the model it describes, would destroy the
+    input the run reads (or has just read); the message names both options.
+    """
+    ins = [(name, Path(p)) for name, p in inputs if p]
+    for out_name, out in outputs:
+        if not out:
+            continue
+        for in_name, path in ins:
+            if same_file(out, path):
+                fail(f'{out_name} {str(out)!r} is the same file as {in_name} {str(path)!r}: refusing to overwrite '
+                     'an input; choose another output path')
+
+
+def check_output_path(path: Any, option: str) -> None:
+    """End the tool unless ``path`` can be written: not a folder, and its folder exists and is writable or can be
+    created (nothing is created here). Run before any long work, so that a bad output path fails in seconds."""
+    if not path:
+        return
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        fail(f'{option} {str(path)!r} is a folder; give a file path')
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f'{option} {str(path)!r}: cannot create its folder, {str(folder)!r} is a file')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')

@@ -48,35 +48,37 @@ def _to_coco(image_id: int, dets: dict[str, np.ndarray], scale: float, cat_ids: 
 def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
                   classes: Sequence[str], size: Sequence[int], preprocess: dict[str, Any],
                   reference: nn.Module | None = None, limit: int | None = None,
-                  threads: int = 0) -> dict[str, Any]:
+                  threads: int = 0, session: Any = None) -> dict[str, Any]:
     """mAP of the ONNX detector (and of ``reference`` in PyTorch) on a COCO-format set.
 
     ``size`` is the (H, W) the images are resized into (keep ratio) and padded to; ``preprocess`` holds ``mean``,
     ``std`` and ``bgr_to_rgb`` (see :func:`shufflenet_det.utils.predict.preprocess_meta`); ``classes`` maps labels
-    to the annotation file's category ids by name, as mmdet's CocoDataset does.
+    to the annotation file's category ids by name, as mmdet's CocoDataset does. ``limit`` (>= 1) evaluates the
+    first images only; None evaluates all. ``session`` is an open ONNX Runtime session of ``onnx_path``
+    (:func:`open_onnx`), made here when None.
     """
-    import mmcv
-
     from ..utils.predict import predict_detections
     from .export_common import unpad_detections
-    from .images import prepare_image
-    from .onnx_export import ort_session
-    ann = json.loads(Path(ann_file).read_text())
+    from .images import prepare_image, read_image
+    if limit is not None and limit < 1:
+        raise ValueError(f'limit must be >= 1 (or None for every image), got {limit}')
+    try:
+        ann = json.loads(Path(ann_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f'annotation file {str(ann_file)!r} cannot be read: {exc}') from exc
     by_name = {c['name']: c['id'] for c in ann['categories']}
     missing = [c for c in classes if c not in by_name]
     if missing:
         raise ValueError(f'classes {missing} are not categories of {str(ann_file)!r}')
     cat_ids = [by_name[c] for c in classes]
-    sess = ort_session(onnx_path, threads=threads)
+    sess = session if session is not None else open_onnx(onnx_path, threads=threads)
     input_name = sess.get_inputs()[0].name
-    images = ann['images'][:limit] if limit else ann['images']
+    images = ann['images'][:limit] if limit is not None else ann['images']
     onnx_results: list[dict] = []
     torch_results: list[dict] = []
     for info in images:
         path = Path(img_dir) / info['file_name']
-        if not path.is_file():
-            raise ValueError(f'image {str(path)!r} of {str(ann_file)!r} does not exist')
-        x, scale = prepare_image(mmcv.imread(str(path)), size, preprocess)
+        x, scale = prepare_image(read_image(path, f'image of {str(ann_file)!r}'), size, preprocess)
         onnx_results += _to_coco(info['id'], unpad_detections(*sess.run(None, {input_name: x.numpy()}))[0],
                                  scale, cat_ids)
         if reference is not None:
@@ -94,6 +96,21 @@ def evaluate_onnx(onnx_path: str | os.PathLike, ann_file: str | os.PathLike, img
             result.update(torch=coco_eval(gt, torch_results), torch_detections=len(torch_results))
             result['mAP_diff'] = abs(result['onnx']['bbox_mAP'] - result['torch']['bbox_mAP'])
     return result
+
+
+def open_onnx(path: str | os.PathLike, threads: int = 0) -> Any:
+    """An ONNX Runtime session of ``path``; ValueError naming the file when it is missing, empty or not a model."""
+    from .onnx_export import ort_session
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f'ONNX model {str(p)!r} does not exist')
+    if p.stat().st_size == 0:
+        raise ValueError(f'ONNX model {str(p)!r} is empty (0 bytes)')
+    try:
+        return ort_session(p, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for corrupt files
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f'ONNX model {str(p)!r} cannot be loaded (truncated, corrupt or not ONNX): {reason}') from exc
 
 
 def dataset_of(cfg: Any) -> tuple[Path, Path, list[str]]:

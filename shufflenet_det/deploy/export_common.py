@@ -28,6 +28,30 @@ class ExportError(RuntimeError):
     """Raised when an export fails or its parity check does not pass (no file is written)."""
 
 
+def reraise_interrupt(exc: BaseException) -> None:
+    """Raise the :class:`~shufflenet_det.utils.cli.Interrupted` hidden in ``exc``, if any; return otherwise.
+
+    SIGTERM / SIGINT raise ``Interrupted`` wherever Python code runs; inside ``torch.jit.trace`` /
+    ``torch.onnx.export`` that is a Python callback of C++ code, which turns it into a RuntimeError whose message
+    (a TorchScript stack) carries the original text. An export stopped by a signal must end as an interruption
+    (exit 143 / 130), not as a failed export.
+    """
+    import re
+    import signal
+
+    from ..utils.cli import Interrupted
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            break
+        if isinstance(seen, Interrupted):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+    match = re.search(r'interrupted by (SIG[A-Z]+)', str(exc))
+    if match and match.group(1) in signal.Signals.__members__:
+        raise Interrupted(signal.Signals[match.group(1)]) from exc
+
+
 def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
     """ValueError unless ``shape`` is (batch, 3, height, width) with positive sizes."""
     shape = tuple(int(s) for s in shape)

@@ -39,6 +39,21 @@ def prepare_image(img_bgr: np.ndarray, size: Sequence[int], meta: dict[str, Any]
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None], float(scale)
 
 
+def read_image(path: str | os.PathLike, what: str = 'image') -> np.ndarray:
+    """A BGR uint8 image from a file; ValueError naming the file when it is missing or not a readable picture."""
+    import mmcv
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f'{what} {str(p)!r} does not exist')
+    try:
+        img = mmcv.imread(str(p))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
+        raise ValueError(f'{what} {str(p)!r} is not a readable image ({type(exc).__name__}: {exc})') from exc
+    if img is None or getattr(img, 'size', 0) == 0:
+        raise ValueError(f'{what} {str(p)!r} is not a readable image (empty, truncated or not a picture format)')
+    return img
+
+
 def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
     """A BGR uint8 picture of filled rectangles and discs on a noisy background (deterministic in ``seed``)."""
     rng = np.random.default_rng(seed)
@@ -76,14 +91,11 @@ def check_images(model: nn.Module | None, size: Sequence[int], images: Sequence[
     Priority: the given ``images`` files; else up to ``num`` validation images of ``cfg`` when on disk; else ``num``
     generated pictures (seeds ``seed``, ``seed + 1``, ...).
     """
-    import mmcv
     meta = preprocess_meta(model)
     tensors, sources = [], []
     paths = [Path(p) for p in images] if images else (val_image_paths(cfg, num) if cfg is not None else [])
     for p in paths:
-        if not p.is_file():
-            raise ValueError(f'check image {str(p)!r} does not exist')
-        tensors.append(prepare_image(mmcv.imread(str(p)), size, meta)[0])
+        tensors.append(prepare_image(read_image(p, 'check image'), size, meta)[0])
         sources.append(str(p))
     for i in range(max(0, num - len(tensors)) if not images else 0):
         tensors.append(prepare_image(synthetic_image(int(size[0]), int(size[1]), seed + i), size, meta)[0])

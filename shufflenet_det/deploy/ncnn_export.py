@@ -13,6 +13,7 @@ the tolerances are those of half precision.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ..utils.build import prepare_for_export
-from ..utils.io import atomic_outputs, check_writable_dir, write_json_atomic
+from ..utils.io import atomic_outputs, check_writable_dir
 from ..utils.predict import predict_detections
 from .export_common import (
     ExportError,
@@ -37,6 +38,7 @@ from .export_common import (
     prepare_detector,
     random_check_inputs,
     require_parity,
+    reraise_interrupt,
     with_second_size,
 )
 from .parity import compare_detections, compare_tensors, summarize
@@ -107,7 +109,11 @@ def pnnx_convert(model: nn.Module, example: torch.Tensor, param: Path, bin_path:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(workdir), timeout=timeout)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not param.is_file() or param.stat().st_size == 0 or bin_path.stat().st_size == 0:
-        raise ExportError(f'pnnx failed (exit code {proc.returncode}); log tail:\n{log[-2000:]}')
+        hint = ''
+        free = shutil.disk_usage(workdir).free
+        if free < 256 * 2 ** 20:  # pnnx aborts without a clear message when it cannot write
+            hint = f'; the disk holding {str(workdir.parent)!r} has only {free / 2 ** 20:.0f} MiB free'
+        raise ExportError(f'pnnx failed (exit code {proc.returncode}){hint}; log tail:\n{log[-2000:]}')
     return log
 
 
@@ -162,9 +168,13 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
     parent = check_writable_dir(param, 'ncnn output')
     reference = reference if reference is not None else model
     t0 = time.perf_counter()
-    with atomic_outputs([param, bin_path], 'ncnn output') as (tmp_param, tmp_bin):
-        # named like utils.io's temporaries, so that the next write removes it if this process is killed
-        workdir = Path(tempfile.mkdtemp(prefix=f'.{param.name}.pnnx.{os.getpid()}.', suffix='.tmpdir', dir=parent))
+    # the model, its weights and its report are renamed into place together: never one without the others
+    with atomic_outputs([param, bin_path, report_path], 'ncnn output') as (tmp_param, tmp_bin, tmp_report):
+        # pnnx's scratch folder is named like utils.io's temporaries (``.<name>.<pid>.<random>.tmpdir``), so that
+        # the next write into this folder removes it if this process is killed outright; any exception (a full
+        # disk, SIGTERM / SIGINT through shufflenet_det.utils.cli) removes it here, and subprocess.run kills a
+        # running pnnx first
+        workdir = Path(tempfile.mkdtemp(prefix=f'.{param.name}.{os.getpid()}.', suffix='.tmpdir', dir=parent))
         try:
             dyn = None
             if dynamic:
@@ -174,9 +184,10 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                     dyn = torch.zeros(1, 3, h + 32, w + 32)
             try:
                 pnnx_convert(model, inputs[0], tmp_param, tmp_bin, workdir, dyn, fp16_weights)
-            except ExportError:
+            except (ExportError, OSError):  # OSError: a full or read-only disk, reported as such
                 raise
             except Exception as exc:  # any converter failure becomes one clear error
+                reraise_interrupt(exc)
                 raise ExportError(f'pnnx conversion to {str(param)!r} failed: {type(exc).__name__}: {exc}') from exc
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -207,7 +218,7 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                       layer_types=_layer_types(tmp_param), torch=torch.__version__,
                       export_seconds=round(time.perf_counter() - t0, 2), **(meta or {}), parity=parity)
         require_parity(param, parity, verbose)
-    write_json_atomic(report, report_path, 'ncnn report')
+        tmp_report.write_text(json.dumps(report, indent=2) + '\n')
     return report
 
 

@@ -10,6 +10,7 @@ export of the same name). A failed export or a failed parity check leaves nothin
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
 import warnings
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ..utils.build import prepare_for_export
-from ..utils.io import atomic_outputs, write_json_atomic
+from ..utils.io import atomic_outputs
 from ..utils.predict import predict_detections
 from .export_common import (
     ExportError,
@@ -31,6 +32,7 @@ from .export_common import (
     prepare_detector,
     random_check_inputs,
     require_parity,
+    reraise_interrupt,
     unpad_detections,
     with_second_size,
 )
@@ -142,15 +144,17 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
         raise ValueError(f'output {str(path)!r} must end with .onnx')
     report_path = report_path_of(path)
     t0 = time.perf_counter()
-    with atomic_outputs([path], 'ONNX model') as (tmp,):
+    # the model and its report are renamed into place together: never one without the other
+    with atomic_outputs([path, report_path], 'ONNX model') as (tmp, tmp_report):
         try:
             torch_onnx_export(model, (example,), tmp, [input_name], output_names, opset, dynamic_axes)
             onnx.checker.check_model(str(tmp))
             simplified_by = simplify_onnx(tmp, simplify) if simplify else None
             rewrites = apply_graph_opt(tmp) if graph_opt else None
-        except (ValueError, ExportError):
+        except (ValueError, ExportError, OSError):  # OSError: a full or read-only disk, reported as such
             raise
         except Exception as exc:  # any exporter failure becomes one clear error
+            reraise_interrupt(exc)
             raise ExportError(f'ONNX export to {str(path)!r} failed: {type(exc).__name__}: {exc}') from exc
         parity = check(tmp)
         report = dict(model=path.name, format='onnx', opset=opset, dynamic=bool(dynamic_axes),
@@ -160,7 +164,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
                       parity=parity)
         report['export_seconds'] = round(time.perf_counter() - t0, 2)
         require_parity(path, parity, verbose)
-    write_json_atomic(report, report_path, 'ONNX report')
+        tmp_report.write_text(json.dumps(report, indent=2) + '\n')
     return report
 
 

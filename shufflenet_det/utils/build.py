@@ -155,16 +155,24 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def eval_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode (not ``deepcopy(m).eval()``: some projects' ``train()`` overrides, e.g.
+    mmpretrain's backbones, return None)."""
+    copied = copy.deepcopy(model)
+    copied.eval()
+    return copied
+
+
 def prepare_for_export(model: nn.Module, fold_bn: bool = True) -> tuple[nn.Module, nn.Module]:
     """``(reference, deployable)``: two deep copies in eval mode, the second with every BN folded (``fold_bn``).
 
     The caller's model is not changed. ValueError when ``fold_bn`` is asked of a model with nothing to fold it.
     """
-    reference = copy.deepcopy(model).eval()
-    deployable = copy.deepcopy(model).eval()
+    reference, deployable = eval_copy(model), eval_copy(model)
     if fold_bn:
         if not hasattr(deployable, 'switch_to_deploy') and \
                 not any(hasattr(m, 'switch_to_deploy') for m in deployable.modules()):
             raise ValueError(f'{type(model).__name__} has no switch_to_deploy() anywhere; pass fold_bn=False')
         fold_batchnorm(deployable)
-    return reference, deployable.eval()
+    deployable.eval()
+    return reference, deployable

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -179,7 +178,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu', what: st
     if not p.is_file():
         raise CheckpointError(f'{what} {str(path)!r} is not a file')
     if p.stat().st_size == 0:
-        raise CheckpointError(f'{what} {str(path)!r} is empty (0 bytes)')
+        raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint: the file is empty (0 bytes)')
     try:
         return torch_load_safe(p, map_location)
     except pickle.UnpicklingError as exc:
@@ -190,10 +189,29 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu', what: st
                                   f'({reason})') from exc
         raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint (truncated, corrupt or '
                               f'another format): {reason}') from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, TypeError, AttributeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every way an untrusted file can fail to parse means "unreadable"
+        # (a text file, random bytes, a truncated zip or legacy pickle: RuntimeError, EOFError, KeyError, IndexError,
+        # struct.error, UnicodeDecodeError ... from inside torch's readers)
         raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint (truncated, corrupt or '
-                              f'another format): {reason}') from exc
+                              f'another format): {_describe_failure(p, exc)}') from exc
+
+
+def _describe_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` failed, from the file's first bytes where the exception says nothing useful."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(16)
+    except OSError:
+        head = b''
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+    detail = f'{type(exc).__name__}{": " + reason if reason else ""}'
+    if head.startswith(b'PK\x03\x04'):
+        return f'a damaged zip archive ({detail})'
+    if head[:1] == b'\x80':
+        return f'a damaged or truncated pickle ({detail})'
+    return f'it starts with {head!r}, which is neither a zip archive (torch.save) nor a pickle - a text file?'
 
 
 def _unpickling_reason(exc: pickle.UnpicklingError) -> str:

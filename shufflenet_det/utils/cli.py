@@ -6,6 +6,10 @@ stderr with exit status 2 (1 for a failed check such as a parity or mAP target t
 and SIGINT unwind the program like an exception, so every atomic writer removes its temporary files
 (:mod:`.io`) and nothing half-written is left; they exit with 143 and 130. ``--debug`` on the command line (or
 ``SHUFFLENET_DET_DEBUG=1``) shows the full traceback instead.
+
+A tool may also end with ``raise SystemExit('error: <message>')`` (what in-process callers and tests catch): it is
+treated as a user error too - the message once, exit status 2, and with ``--debug`` the traceback of the exception
+it was raised from.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import errno
 import os
 import signal
 import sys
+import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
 DEBUG_ENV = 'SHUFFLENET_DET_DEBUG'
@@ -95,8 +100,11 @@ def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
     except SystemExit as exc:
         # ``raise SystemExit('error: ...')`` (tools that predate ToolError) is a user error too: exit status 2, the
         # message printed once. argparse's exits and ``sys.exit(<int>)`` pass through unchanged.
-        if not isinstance(exc.code, str) or debug:
+        if not isinstance(exc.code, str):
             raise
+        if debug:  # the exception the tool turned into the message, else where the message was raised
+            shown = exc.__cause__ or exc.__context__ or exc
+            traceback.print_exception(type(shown), shown, shown.__traceback__, file=sys.stderr)
         text = exc.code.strip()
         print(text if text.startswith('error:') else f'error: {text}', file=sys.stderr)
         return 2

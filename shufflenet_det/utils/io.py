@@ -40,6 +40,18 @@ def check_writable_dir(path: PathLike, what: str = 'output') -> Path:
     return parent
 
 
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name the same file: the same resolved path (``./x``, ``a/../x``, symlinks) or, when both
+    exist, the same inode (hard links, bind mounts)."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -36,6 +36,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+
 #: The torch-free ncnn runner of this repository, which times the ncnn rows in a child process.
 NCNN_RUNNER = Path(__file__).resolve().parents[1] / 'deploy' / 'ncnn_runner.py'
 
@@ -65,6 +67,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      help='the runs of every backend are split into this many rounds, so that a load change hits '
                           'all backends alike; each block is re-warmed (default 5)')
     run.add_argument('--no-peers', action='store_true', help='do not list torchvision / mmpretrain models')
+    run.add_argument('--peer-backends', nargs='+', default=['torch-plain', 'torch-cl'], choices=list(ALL_BACKENDS),
+                     metavar='BACKEND', help='backends of the torchvision / mmpretrain ShuffleNetV2 1.0x rows '
+                     '(default: torch-plain torch-cl; ort-plain times their plain ONNX export)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
     run.add_argument('--ncnn-runner', type=Path, default=NCNN_RUNNER, metavar='PY',
                      help='the torch-free ncnn runner script that times the ncnn rows in a child process '
@@ -104,8 +109,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             name = os.path.splitext(os.path.basename(res['config']))[0]
             args.maps[name] = float(res['metrics']['bbox_mAP'])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            parser.error(f'--results {path!r}: not a tools/main_job.py results file ({exc})')
+            parser.error(f'--results {path!r}: not a tools/main_job.py results file ({type(exc).__name__}: {exc})')
     return args
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable outputs and outputs over inputs before any timing (a run can take many minutes)."""
+    from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
+    if args.out and args.plot and Path(args.out).resolve() == Path(args.plot).resolve():
+        fail(f'--out and --plot are the same file {args.out!r}')
+    inputs = [('--config', c) for c in args.config or []] + [('--results', r) for r in args.results]
+    inputs.append(('--ncnn-runner', args.ncnn_runner))
+    refuse_input_overwrite([('--out', args.out), ('--plot', args.plot)], inputs)
+    check_output_path(args.out, '--out')
+    check_output_path(args.plot, '--plot')
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -121,6 +138,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    _check_outputs(args)
     from shufflenet_det.benchmark import (
         environment,
         format_summary,
@@ -159,7 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = environment()
     t0 = time.time()
     rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
-                         runs=args.runs, warmup=args.warmup, peers=peers, progress=not args.no_progress,
+                         runs=args.runs, warmup=args.warmup, peers=peers, peer_backends=args.peer_backends,
+                         progress=not args.no_progress,
                          rounds=args.rounds, ncnn_runner=args.ncnn_runner)
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
@@ -183,4 +202,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as `python tools/analysis_tools/get_flops.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
+from shufflenet_det.utils.cli import run_main  # noqa: E402
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
@@ -70,6 +72,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error('--families only applies with --table')
     if args.config is not None and not os.path.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
+    if args.json_out:  # before the counting: a bad output path fails at once
+        from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
+        refuse_input_overwrite([('--json', args.json_out)], [('config', args.config)])
+        check_output_path(args.json_out, '--json')
     return args
 
 
@@ -165,4 +171,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:  # run as `python tools/analysis_tools/side_by_sid
 from mmengine.config import DictAction  # noqa: E402
 
 from shufflenet_det.apps.side_by_side import compare, format_comparison, run_side_by_side  # noqa: E402
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 __all__ = ['compare', 'format_comparison', 'main', 'parse_args']
 
@@ -51,6 +52,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        fail(f'--threads must be >= 1, got {args.threads}')
+    if args.timing_rounds < 0:
+        fail(f'--timing-rounds must be >= 0 (0 skips the timing), got {args.timing_rounds}')
+    from shufflenet_det.deploy.cli import check_output_path
+    check_output_path(args.out, '--out')
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -62,4 +69,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

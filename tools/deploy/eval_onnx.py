@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,8 +31,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--checkpoint', help='weights of the PyTorch reference (weights_only=True)')
     p.add_argument('--no-torch', action='store_true', help='evaluate the ONNX model only')
     p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                   help='resize target (default: the export size, or the config\'s image_size when dynamic)')
-    p.add_argument('--limit', type=int, help='evaluate the first N images only')
+                   help='resize target (default: the export size, or the config\'s image_size when dynamic); a '
+                        'static export only accepts its own size')
+    p.add_argument('--limit', type=int, help='evaluate the first N images only (N >= 1; default: every image)')
     p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: its default)')
     p.add_argument('--out', help='write the mAPs as JSON here')
     return p.parse_args(argv)
@@ -38,33 +41,60 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx
+    from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
+    from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx, open_onnx
     from shufflenet_det.utils import build_detector, load_config, write_json_atomic
+    if args.limit is not None and args.limit < 1:
+        fail(f'--limit must be >= 1 (omit it to evaluate every image), got {args.limit}')
+    if args.threads < 0:
+        fail(f'--threads must be >= 0 (0: ONNX Runtime\'s default), got {args.threads}')
+    if args.shape and min(args.shape) <= 0:
+        fail(f'--shape must be positive, got {tuple(args.shape)}')
     model_path = Path(args.model)
     side = model_path.with_name(model_path.name + '.json')
+    refuse_input_overwrite([('--out', args.out)], [('the model', model_path), ('its report', side),
+                                                    ('--config', args.config), ('--checkpoint', args.checkpoint)])
+    check_output_path(args.out, '--out')
     if not model_path.is_file() or not side.is_file():
         print(f'error: {model_path} and its side-car {side} must exist (export with tools/deploy/export_onnx.py)',
               file=sys.stderr)
         return 2
-    meta = json.loads(side.read_text())
+    try:
+        meta = json.loads(side.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError('not a JSON object')
+    except (OSError, ValueError) as exc:
+        fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
+             'tools/deploy/export_onnx.py')
     if meta.get('what') != 'detector' or not meta.get('with_nms'):
         print(f'error: {model_path} is not a detector exported with NMS in the graph', file=sys.stderr)
         return 2
+    static = None if meta.get('dynamic') else tuple(int(v) for v in (meta.get('input_shape') or [0, 0, 0, 0])[2:])
+    if args.shape and static and tuple(args.shape) != static:
+        fail(f'--shape {args.shape[0]} {args.shape[1]} does not match the static export {str(model_path)!r}, whose '
+             f'input is {static[0]}x{static[1]}; omit --shape, or export with --dynamic')
     try:
+        session = open_onnx(model_path, args.threads)  # a corrupt file fails here, before the dataset is read
         cfg = load_config(args.config)
         ann_file, img_dir, classes = dataset_of(cfg)
         if not ann_file.is_file():
             raise ValueError(f'validation annotations {str(ann_file)!r} not found')
         if args.shape:
             size = tuple(args.shape)
-        elif not meta.get('dynamic'):
-            size = tuple(meta['input_shape'][2:])
-        else:
+        elif static:
+            size = static
+        elif cfg.get('image_size') is not None:
             size = tuple(int(v) for v in cfg.image_size)[::-1]
+        else:
+            raise ValueError(f'{str(model_path)!r} is a dynamic export and config {args.config!r} has no '
+                             'image_size: give --shape H W')
         reference = None if args.no_torch else build_detector(cfg, args.checkpoint)  # the config parsed above
-        pre = meta['postprocess']['preprocess']
+        pre = (meta.get('postprocess') or {}).get('preprocess')
+        if not isinstance(pre, dict):
+            raise ValueError(f'report {str(side)!r} has no postprocess.preprocess entry; export again with '
+                             'tools/deploy/export_onnx.py')
         result = evaluate_onnx(model_path, ann_file, img_dir, classes, size, pre, reference, args.limit,
-                               args.threads)
+                               args.threads, session=session)
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
@@ -81,4 +111,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -25,7 +25,13 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from shufflenet_det.deploy.cli import add_model_args, resolve  # noqa: E402
+from shufflenet_det.deploy.cli import (  # noqa: E402
+    add_model_args,
+    check_output_path,
+    refuse_input_overwrite,
+    resolve,
+)
+from shufflenet_det.utils.cli import run_main  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -49,6 +55,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from shufflenet_det.deploy.export_common import ExportError
     from shufflenet_det.deploy.images import check_images
     from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, ncnn_paths
+    param, bin_path, js = ncnn_paths(args.out)
+    refuse_input_overwrite([('--out (.param)', param), ('--out (.bin)', bin_path), ('--out (.json)', js)],
+                           [('--checkpoint', args.checkpoint), ('--config', args.config)]
+                           + [('--images', im) for im in args.images or []])
+    check_output_path(param, '--out')
     what, model, (h, w), cfg = resolve(args)
     try:
         if what == 'backbone':
@@ -64,10 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, ExportError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    param, bin_path, js = ncnn_paths(args.out)
     print(f'[export] wrote {param}, {bin_path}, {js} (layers: {report["layer_types"]})')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -22,7 +22,13 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from shufflenet_det.deploy.cli import add_model_args, resolve  # noqa: E402
+from shufflenet_det.deploy.cli import (  # noqa: E402
+    add_model_args,
+    check_output_path,
+    refuse_input_overwrite,
+    resolve,
+)
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -50,7 +56,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from shufflenet_det.deploy.images import check_images
     from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx
     if args.batch < 1:
-        raise SystemExit('error: --batch must be >= 1')
+        fail(f'--batch must be >= 1, got {args.batch}')
+    if not args.out.endswith('.onnx'):
+        fail(f'--out {args.out!r} must end with .onnx')
+    report_path = args.out + '.json'
+    refuse_input_overwrite([('--out', args.out), ('the report (--out + .json)', report_path)],
+                           [('--checkpoint', args.checkpoint), ('--config', args.config)]
+                           + [('--images', im) for im in args.images or []])
+    check_output_path(args.out, '--out')
     what, model, (h, w), cfg = resolve(args)
     try:
         if what == 'backbone':
@@ -75,4 +88,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

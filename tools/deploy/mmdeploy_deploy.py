@@ -20,6 +20,8 @@ Example (the mini RetinaNet, after ``python tools/train.py configs/mini/retinane
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -31,6 +33,8 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from mmengine.config import DictAction  # noqa: E402
+
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,12 +70,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not Path(path).is_file():
             print(f'error: {path!r} does not exist', file=sys.stderr)
             return 2
+    work_dir = Path(args.work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        fail(f'--work-dir {args.work_dir!r} is a file, not a folder')
+    from shufflenet_det.deploy.cli import check_output_path
+    from shufflenet_det.deploy.images import read_image
+    check_output_path(work_dir / 'end2end.json', '--work-dir')
+    for image in args.images:
+        read_image(image)  # a file that is no picture fails here, naming it, not deep inside mmdeploy
     import torch
 
     import shufflenet_det  # noqa: F401  - registers the backbones, safe checkpoint loading
     from shufflenet_det.deploy import compat_mmdeploy
     from shufflenet_det.deploy.parity import compare_detections, format_report, summarize
-    from shufflenet_det.utils import atomic_outputs, save_torch_atomic, write_json_atomic
+    from shufflenet_det.utils import atomic_outputs, save_torch_atomic
     if not compat_mmdeploy.mmdeploy_available():
         print('error: mmdeploy is not installed (pip install --no-deps -c requirements/constraints.txt '
               '-r requirements/deploy.txt)', file=sys.stderr)
@@ -82,17 +94,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmdeploy.core import RewriterContext, patch_model
     from mmdeploy.utils import get_backend, get_input_shape, get_ir_config, get_onnx_config, load_config
 
-    deploy_cfg, model_cfg = load_config(args.deploy_cfg, args.model_cfg)
+    from shufflenet_det.utils import build_detector
+    try:
+        deploy_cfg, model_cfg = load_config(args.deploy_cfg, args.model_cfg)
+    except Exception as exc:  # noqa: BLE001 - mmengine raises many types for a broken config
+        fail(f'cannot load {args.deploy_cfg!r} / {args.model_cfg!r}: {type(exc).__name__}: {exc}')
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)
     model_cfg.model.backbone['init_cfg'] = None  # weights come from the checkpoint (or stay random)
+    if args.checkpoint is not None:
+        # mmdeploy loads checkpoints non-strictly (another width or class count would be exported half random and
+        # pass its own parity check): load it strictly here first, which names every missing / mismatched weight
+        build_detector(model_cfg, args.checkpoint)
     backend = get_backend(deploy_cfg).value
     ir_file = get_ir_config(deploy_cfg)['save_file']
     input_shape = get_input_shape(deploy_cfg)
-    work_dir = Path(args.work_dir)
+    created = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix='.mmdeploy-', dir=work_dir))
+    # named like shufflenet_det.utils.io's temporaries: the next write into the folder removes it if this process
+    # is killed outright; SIGTERM / SIGINT (shufflenet_det.utils.cli) and errors remove it below
+    scratch = Path(tempfile.mkdtemp(prefix=f'.mmdeploy.{os.getpid()}.', suffix='.tmpdir', dir=work_dir))
     t0 = time.perf_counter()
+    ok = False
     try:
         task = build_task_processor(model_cfg, deploy_cfg, args.device)
         checkpoint = args.checkpoint
@@ -140,22 +163,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   file=sys.stderr)
             return 1
         final = [work_dir / Path(f).name for f in backend_files]
-        with atomic_outputs(final, 'mmdeploy output') as tmps:
-            for src, tmp in zip(backend_files, tmps):
-                shutil.copyfile(src, tmp)
+        report_path = work_dir / (Path(ir_file).stem + '.json')
         report = dict(deploy_cfg=args.deploy_cfg, model_cfg=args.model_cfg, checkpoint=args.checkpoint,
                       backend=backend, files=[str(f) for f in final], input_shape=input_shape,
                       mmdeploy=__import__('mmdeploy').__version__, torch=torch.__version__,
                       seconds=round(time.perf_counter() - t0, 2), parity=parity, detections=detections)
-        write_json_atomic(report, work_dir / (Path(ir_file).stem + '.json'), 'mmdeploy report')
+        with atomic_outputs(final + [report_path], 'mmdeploy output') as tmps:  # all renamed together
+            for src, tmp in zip(backend_files, tmps):
+                shutil.copyfile(src, tmp)
+            tmps[-1].write_text(json.dumps(report, indent=2) + '\n')
         for det in detections:
             print(f"[mmdeploy] {det['image']}: {len(det['scores'])} detections above score_thr"
                   + (f", best {max(det['scores']):.3f}" if det['scores'] else ''))
         print(f'[mmdeploy] wrote {", ".join(str(f) for f in final)} and {work_dir / (Path(ir_file).stem + ".json")}')
+        ok = True
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if created and not ok:
+            with contextlib.suppress(OSError):
+                work_dir.rmdir()  # only when still empty
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

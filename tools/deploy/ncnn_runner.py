@@ -9,6 +9,9 @@ models print their feature shapes.
 Images: ``.ppm``/``.pgm`` (binary) and ``.npy`` (H x W x 3 uint8, BGR) are read with numpy; other formats through
 OpenCV or Pillow when one of them is installed. ``--generate`` writes and uses a synthetic test picture instead.
 
+Errors (a missing or malformed file, a --size the static model was not exported at) end as one ``error:`` line with
+exit status 2; SIGTERM / SIGINT exit with 143 / 130 and leave no half-written output (``--debug`` shows tracebacks).
+
 Examples::
 
     python tools/deploy/ncnn_runner.py work_dirs/deploy/retinanet_mini.param --image demo.ppm --out-json dets.json
@@ -17,13 +20,17 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import sys
+import tempfile
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -47,34 +54,82 @@ def load_postprocess_module() -> Any:
 
 # ---------------------------------------------------------------------------------------------------- images
 def _read_pnm(path: str) -> np.ndarray:
+    """A binary 8-bit PPM (P6) / PGM (P5) as a BGR uint8 image; ValueError naming the file for anything else
+    (empty, truncated, a text PNM, a bad header). Every read stops at the end of the data."""
     with open(path, 'rb') as f:
         data = f.read()
-    fields, pos = [], 0
-    while len(fields) < 4:  # magic, width, height, maxval (comments skipped)
-        while data[pos:pos + 1].isspace():
+    size = len(data)
+    if size == 0:
+        raise ValueError(f'--image {path!r} is empty (0 bytes), not a PPM/PGM image')
+    fields: list[bytes] = []
+    pos = 0
+    while len(fields) < 4:  # magic, width, height, maxval; comments skipped
+        while pos < size and data[pos:pos + 1].isspace():
             pos += 1
+        if pos >= size:
+            raise ValueError(f'--image {path!r}: truncated PPM/PGM header (expected magic, width, height and '
+                             f'maxval, found {len(fields)} of them)')
         if data[pos:pos + 1] == b'#':
-            pos = data.index(b'\n', pos) + 1
+            end = data.find(b'\n', pos)
+            if end < 0:
+                raise ValueError(f'--image {path!r}: truncated PPM/PGM header (a comment runs to the end of the file)')
+            pos = end + 1
             continue
         end = pos
-        while not data[end:end + 1].isspace():
+        while end < size and not data[end:end + 1].isspace() and end - pos < 32:
             end += 1
         fields.append(data[pos:end])
         pos = end
-    pos += 1
-    magic, w, h, maxval = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-    if magic not in (b'P5', b'P6') or maxval > 255:
-        raise ValueError(f'{path}: only binary 8-bit PGM (P5) / PPM (P6) are supported')
-    ch = 3 if magic == b'P6' else 1
-    img = np.frombuffer(data, dtype=np.uint8, count=w * h * ch, offset=pos).reshape(h, w, ch)
+        if len(fields) == 1 and fields[0] not in (b'P5', b'P6'):
+            raise ValueError(f'--image {path!r} is not a binary PPM (P6) / PGM (P5) image (starts with '
+                             f'{data[:8]!r})')
+    try:
+        w, h, maxval = int(fields[1]), int(fields[2]), int(fields[3])
+    except ValueError:
+        raise ValueError(f'--image {path!r}: malformed PPM/PGM header: width, height and maxval must be integers, '
+                         f'got {[f.decode("latin-1") for f in fields[1:]]}') from None
+    if w <= 0 or h <= 0 or not 0 < maxval <= 255:
+        raise ValueError(f'--image {path!r}: unsupported PPM/PGM header {w}x{h} maxval {maxval} (positive sizes, '
+                         '8-bit maxval 1..255)')
+    if pos >= size or not data[pos:pos + 1].isspace():
+        raise ValueError(f'--image {path!r}: truncated PPM/PGM file (no pixel data after the header)')
+    pos += 1  # the single whitespace after maxval
+    ch = 3 if fields[0] == b'P6' else 1
+    need = w * h * ch
+    if size - pos < need:
+        raise ValueError(f'--image {path!r}: truncated PPM/PGM file: {w}x{h} needs {need} bytes of pixels, the file '
+                         f'has {size - pos}')
+    img = np.frombuffer(data, dtype=np.uint8, count=need, offset=pos).reshape(h, w, ch)
     img = np.repeat(img, 3, axis=2) if ch == 1 else img
     return np.ascontiguousarray(img[..., ::-1])  # PPM is RGB; return BGR like OpenCV
 
 
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """Yield a hidden temporary sibling of ``path`` (``.<name>.<pid>.<random>.tmp``, the project's naming) that
+    replaces ``path`` when the block succeeds; removed on any exception, SIGTERM / SIGINT included."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f'output {path!r} is a folder; give a file path')
+    if not os.path.isdir(folder):
+        raise ValueError(f'output {path!r}: folder {folder!r} does not exist')
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.{os.getpid()}.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_ppm(path: str, img_bgr: np.ndarray) -> None:
-    """Write a BGR uint8 image as binary PPM."""
+    """Write a BGR uint8 image as binary PPM (atomically)."""
     h, w = img_bgr.shape[:2]
-    with open(path, 'wb') as f:
+    with atomic_file(path) as tmp, open(tmp, 'wb') as f:
         f.write(f'P6\n{w} {h}\n255\n'.encode())
         f.write(np.ascontiguousarray(img_bgr[..., ::-1]).tobytes())
 
@@ -95,13 +150,16 @@ def read_image(path: str) -> np.ndarray:
         import cv2
         img = cv2.imread(path, cv2.IMREAD_COLOR)
         if img is None:
-            raise ValueError(f'OpenCV cannot read {path!r}')
+            raise ValueError(f'--image {path!r} is not a readable image (OpenCV cannot decode it)')
         return img
     except ImportError:
         pass
     try:
-        from PIL import Image
-        return np.ascontiguousarray(np.asarray(Image.open(path).convert('RGB'))[..., ::-1])
+        from PIL import Image, UnidentifiedImageError
+        try:
+            return np.ascontiguousarray(np.asarray(Image.open(path).convert('RGB'))[..., ::-1])
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f'--image {path!r} is not a readable image ({exc})') from None
     except ImportError:
         raise ValueError(f'{path}: install opencv-python or Pillow to read {ext} files, or use .ppm / .npy') from None
 
@@ -133,8 +191,15 @@ class NcnnModel:
         for path in (self.param, self.bin, self.meta_path):
             if not os.path.isfile(path):
                 raise ValueError(f'{path!r} does not exist (export with tools/deploy/export_ncnn.py)')
-        with open(self.meta_path) as f:
-            self.meta = json.load(f)
+        try:
+            with open(self.meta_path) as f:
+                self.meta = json.load(f)
+            self.input_shape = [int(v) for v in self.meta['input_shape']]
+            self.meta['input_blob'], self.meta['output_blobs']  # noqa: B018 - required keys
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f'{self.meta_path!r} is not an export report of tools/deploy/export_ncnn.py '
+                             f'({type(exc).__name__}: {exc})') from None
+        self.dynamic = bool(self.meta.get('dynamic'))
         self.net = ncnn.Net()
         self.net.opt.num_threads = int(threads)
         if not fp16:
@@ -215,7 +280,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--generate', metavar='PPM',
                         help='write a synthetic test picture to this .ppm and use it as input')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size for a dynamic model (default: the export size)')
+                        help='input size for a dynamic model (default: the export size); a static model only '
+                             'accepts its export size (recorded in <name>.json)')
     parser.add_argument('--threads', type=int, default=1, help='ncnn threads (default 1)')
     parser.add_argument('--no-fp16', action='store_true', help='disable fp16 storage/arithmetic')
     parser.add_argument('--score-thr', type=float, help='print/keep only detections above this score')
@@ -225,22 +291,56 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return os.path.realpath(a) == os.path.realpath(b) or (os.path.exists(a) and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _load_tensor(path: str, model: NcnnModel) -> np.ndarray:
+    try:
+        tensor = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f'--tensor {path!r} does not exist') from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f'--tensor {path!r} is not a readable .npy array ({exc})') from None
+    tensor = tensor.astype(np.float32)
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise ValueError(f'--tensor {path!r}: expected (3, H, W) or (1, 3, H, W), got {tensor.shape}')
+    if not model.dynamic and list(tensor.shape[1:]) != model.input_shape[2:]:
+        raise ValueError(f'--tensor {path!r} is {tensor.shape[1]}x{tensor.shape[2]}, but the static model '
+                         f'{model.param!r} takes {model.input_shape[2]}x{model.input_shape[3]} inputs')
+    return np.ascontiguousarray(tensor)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.threads < 1 or args.bench < 0 or args.warmup < 0:
         print('error: --threads must be >= 1, --bench and --warmup >= 0', file=sys.stderr)
         return 2
+    if args.size is not None and min(args.size) <= 0:
+        print(f'error: --size must be two positive integers H W, got {args.size[0]} {args.size[1]}', file=sys.stderr)
+        return 2
     try:
         model = NcnnModel(args.model, threads=args.threads, fp16=not args.no_fp16)
-        shape = args.size or model.meta['input_shape'][2:]
+        for option, out in (('--out-json', args.out_json), ('--generate', args.generate)):
+            for what, path in (('the model', model.param), ('its weights', model.bin), ('its report', model.meta_path),
+                               ('--image', args.image), ('--tensor', args.tensor)):
+                if out and path and _same_path(out, path):
+                    raise ValueError(f'{option} {out!r} is the same file as {what} {path!r}: refusing to overwrite '
+                                     'an input')
+        export_hw = model.input_shape[2:]
+        if args.size is not None and not model.dynamic and list(args.size) != export_hw:
+            raise ValueError(f'--size {args.size[0]} {args.size[1]} does not match the static model '
+                             f'{model.param!r}, exported at {export_hw[0]}x{export_hw[1]} (see {model.meta_path}); '
+                             'omit --size, or export with --dynamic')
+        shape = args.size or export_hw
         tensor = None
         if args.tensor:
-            tensor = np.load(args.tensor, allow_pickle=False).astype(np.float32)
-            if tensor.ndim == 4 and tensor.shape[0] == 1:
-                tensor = tensor[0]
-            if tensor.ndim != 3 or tensor.shape[0] != 3:
-                raise ValueError(f'--tensor {args.tensor!r}: expected (3, H, W) or (1, 3, H, W), got {tensor.shape}')
-            tensor = np.ascontiguousarray(tensor)
+            tensor = _load_tensor(args.tensor, model)
             img = None
         elif args.image:
             img = read_image(args.image)
@@ -292,10 +392,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"p90 {lat['p90_ms']:.2f} ms, min {lat['min_ms']:.2f} ms")
     del keep_alive
     if args.out_json:
-        with open(args.out_json, 'w') as f:
+        with atomic_file(args.out_json) as tmp, open(tmp, 'w') as f:
             json.dump(result, f, indent=2)
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- errors
+# The policy of shufflenet_det.utils.cli, repeated here so this file keeps running without the package (and torch):
+# a user's error ends as one `error: <message>` line with exit status 2; SIGTERM / SIGINT unwind the program so the
+# temporary output files are removed (exit 143 / 130); --debug or SHUFFLENET_DET_DEBUG=1 shows the traceback.
+class Interrupted(BaseException):
+    """Raised on SIGTERM / SIGINT so that ``finally`` blocks clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f'interrupted by {signal.Signals(signum).name}')
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        reason = {errno.ENOSPC: 'no space left on the device', errno.EROFS: 'the file system is read-only',
+                  errno.EACCES: 'permission denied', errno.ENOENT: 'no such file or folder'}.get(
+                      exc.errno or -1, exc.strerror or str(exc))
+        return f'{exc.filename}: {reason}'
+    return str(exc).strip() or type(exc).__name__
+
+
+def run_main(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> int:
+    """``main(argv)`` under the error policy above; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get('SHUFFLENET_DET_DEBUG') == '1' or '--debug' in args
+    args = [a for a in args if a != '--debug']
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, _raise_interrupted)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        result = main(args)
+    except Interrupted as exc:
+        print(f'error: {exc}; nothing half-written was left behind', file=sys.stderr)
+        return 128 + exc.signum
+    except (ValueError, OSError) as exc:
+        if debug:
+            raise
+        print(f'error: {_message(exc)}', file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from shufflenet_det.datasets.mini_coco import SHAPE_CLASSES, MiniCocoSpec, generate  # noqa: E402
+from shufflenet_det.utils.cli import run_main  # noqa: E402
 
 DEFAULTS = MiniCocoSpec()
 
@@ -56,7 +57,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=DEFAULTS.seed, help='random seed')
     p.add_argument('--format', dest='image_format', choices=['png', 'jpg'], default=DEFAULTS.image_format,
                    help='image file format')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing output folder')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing dataset made by this tool (never a file, nor a folder with other '
+                        'content)')
     return p.parse_args(argv)
 
 
@@ -83,4 +86,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -26,8 +26,12 @@ loads the file always states the formulation it was converted for (it is also re
 ``--src`` / ``--type`` accept every converter registered with
 :func:`shufflenet_det.converters.register_converter`; extra backbone arguments go through ``--arch`` or
 ``--cfg-options key=value``. Checkpoints are read with ``torch.load(weights_only=True)`` only
-(:func:`shufflenet_det.utils.checkpoint.read_state_dict`).
-Exit status: 0 on success, 1 when the conversion is refused (message on stderr), 2 for command-line errors.
+(:func:`shufflenet_det.utils.checkpoint.read_checkpoint`).
+
+OUT must not be IN (however spelled: ``./x.pth``, a symlink, a hard link) and an existing OUT is only replaced with
+``--overwrite``; both are checked before anything is read or written.
+Exit status: 0 on success, 1 when the conversion is refused (message on stderr), 2 for command-line errors (an
+existing OUT, OUT = IN, a bad flag); ``--debug`` shows the traceback of an error.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ from mmengine.config import DictAction  # noqa: E402
 
 from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, get_converter  # noqa: E402
 from shufflenet_det.utils.checkpoint import CheckpointError  # noqa: E402
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.utils.io import same_file  # noqa: E402
 
 
 class KeyValueAction(DictAction):
@@ -69,7 +75,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         epilog='example: convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 '
                'shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x.pth')
     parser.add_argument('src_path', metavar='IN', help='input checkpoint (read with weights_only=True)')
-    parser.add_argument('dst_path', metavar='OUT', help='output checkpoint, written atomically')
+    parser.add_argument('dst_path', metavar='OUT', help='output checkpoint, written atomically; must not be IN and '
+                                                       'must not exist unless --overwrite')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing OUT (atomically: it is only replaced by a verified conversion)')
     parser.add_argument('--src', required=True, choices=sources, help='layout of the input checkpoint')
     parser.add_argument('--type', required=True, choices=types, dest='backbone_type',
                         help='registered backbone type the weights are for')
@@ -116,12 +125,23 @@ def check_backbone_arguments(backbone_type: str, kwargs: dict[str, Any]) -> None
         raise ConversionError(f'{flags}: not an argument of {backbone_type}; it accepts {accepted}')
 
 
+def check_paths(src_path: str, dst_path: str, overwrite: bool) -> None:
+    """Command-line errors about IN and OUT (exit status 2), before anything is read or written."""
+    if same_file(src_path, dst_path):
+        fail(f'OUT {dst_path!r} is the input checkpoint {src_path!r} ({Path(src_path).expanduser().resolve()}): '
+             'refusing to write over the file being converted; give another output path')
+    out = Path(dst_path).expanduser()
+    if out.is_dir():
+        fail(f'OUT {dst_path!r} is a directory; give a file path')
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        fail(f'OUT {dst_path!r} already exists; pass --overwrite to replace it')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    check_paths(args.src_path, args.dst_path, args.overwrite)
     try:  # argument errors first: they do not depend on the input file
         get_converter(args.src, args.backbone_type)
-        if Path(args.dst_path).is_dir():
-            raise ConversionError(f'OUT {args.dst_path!r} is a directory; give a file path')
         kwargs = backbone_kwargs(args)
         check_backbone_arguments(args.backbone_type, kwargs)
     except ConversionError as exc:
@@ -130,11 +150,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         out = convert_checkpoint(args.src, args.backbone_type, args.src_path, args.dst_path, kwargs)
     except (CheckpointError, ValueError, TypeError, KeyError) as exc:  # unreadable input, refused conversion, ...
-        print(f'error: {args.src_path}: {exc}', file=sys.stderr)
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        if args.src_path not in message:  # CheckpointErrors about the file name it already
+            message = f'{args.src_path}: {message}'
+        print(f'error: {message}', file=sys.stderr)
         return 1
     print(f'wrote {out} ({args.src} -> {args.backbone_type}({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}))')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -42,7 +42,8 @@ class ShuffleBackboneBase(BaseModule):
 
     Args:
         out_indices: output indices to return (0 = stride 4, 1 = 8, 2 = 16, 3 = 32, 4 = the last 1x1 conv where the
-            family has one); unique, any order (returned sorted).
+            family has one); unique, any order: the outputs and ``self.out_indices`` are in increasing stride
+            order (what mmdet necks expect), e.g. ``(3, 1)`` gives ``out_indices == (1, 3)``.
         frozen_stages: -1 freezes nothing; k freezes output stages 0..k (parameters and BN statistics).
         conv_cfg: mmcv config of every conv (``None``: ``nn.Conv2d``).
         norm_cfg: mmcv config of every norm layer, e.g. ``dict(type='SyncBN')`` or ``dict(type='GN', num_groups=4)``.
