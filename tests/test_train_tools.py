@@ -297,11 +297,34 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
 
     side = load_tool('analysis_tools/side_by_side')
     record = side.compare({'retinanet': results, 'retinanet-r18': results})
-    assert record['shufflenet_over_resnet18'] == {'seconds_per_iter': 1.0, 'params_used': 1.0, 'flops': 1.0}
+    assert record['ratios'] == {'seconds_per_iter': 1.0, 'params_used': 1.0, 'flops': 1.0}
+    assert record['ratio_of'] == 'RetinaNet ShuffleNetV2 1.0x / RetinaNet ResNet-18'
     assert 'RetinaNet ResNet-18' in side.format_comparison(record)
+    lite = side.compare({'lite': results, 'retinanet': results}, pair=('lite', 'retinanet'))
+    assert [m['model'] for m in lite['models']] == ['Lite-m ShuffleNetV2 1.0x', 'RetinaNet ShuffleNetV2 1.0x']
+    with pytest.raises(ValueError, match='--models takes two different models'):
+        side.compare({'lite': results}, pair=('lite', 'lite'))
     steps = interleaved_step_times({'retinanet': str(cfg), 'retinanet-r18': str(cfg)}, str(tiny_data), rounds=1,
                                    warmup=0)
     assert set(steps) == {'retinanet', 'retinanet-r18'} and all(t > 0 for t in steps.values())
     record = side.compare({'retinanet': results, 'retinanet-r18': results}, {'retinanet': 0.5, 'retinanet-r18': 2.0})
-    assert record['shufflenet_over_resnet18']['interleaved_seconds_per_step'] == 0.25
+    assert record['ratios']['interleaved_seconds_per_step'] == 0.25
     assert 's/step*' in side.format_comparison(record)
+
+
+def test_main_job_lite_option_on_tiny_data(tiny_data, tmp_path):
+    """`tools/main_job.py --model lite`'s config through the job on the tiny dataset: the lite detector trains with
+    its EMA and epoch hooks, is evaluated, and its record counts the training-only branch apart."""
+    from shufflenet_det.apps.mini_job import MINI_CONFIGS, mini_config, run_job
+    from tiny_mini_coco import TINY_SPEC
+    assert MINI_CONFIGS['lite'] == 'mini/lite-m_shufflenetv2-1x_mini-coco.py'
+    base = Path(mini_config('lite', REPO / 'configs'))
+    cfg = write_config(tmp_path / 'tiny_lite.py', tiny_data, base=base, max_epochs=1)
+    results = run_job(str(cfg), str(tmp_path / 'job'), data_root=str(tiny_data), spec=TINY_SPEC, num_vis=0)
+    assert results['train']['iterations'] == 8 and 0.0 <= results['metrics']['bbox_mAP'] <= 1.0
+    assert 'bbox_mAP_75' in results['metrics']
+    # the auxiliary neck + head and ShuffleNet V2's conv5 hold parameters that inference never uses
+    assert results['model']['params'] - results['model']['params_used'] > 464 * 1024
+    saved = read_checkpoint(tmp_path / 'job' / 'epoch_1.pth')
+    assert any(k.startswith('aux_head.') for k in saved['state_dict'])
+    assert any(k.startswith('ema_') or 'ema' in k for k in saved) or 'ema_state_dict' in saved

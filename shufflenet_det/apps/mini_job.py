@@ -33,6 +33,7 @@ MINI_CONFIGS = {
     'retinanet': 'mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py',
     'faster-rcnn': 'mini/faster-rcnn_shufflenetv2-1x_fpn_mini-coco.py',
     'retinanet-r18': 'mini/retinanet_r18_fpn_mini-coco.py',
+    'lite': 'mini/lite-m_shufflenetv2-1x_mini-coco.py',
 }
 METRIC_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 
@@ -174,6 +175,8 @@ def run_job(config: str,
     vis_path = draw_detections(runner, Path(work_dir) / 'detections.png', num_images=num_vis) if num_vis else None
 
     metrics = {k.split('/')[-1]: float(v) for k, v in recorder.metrics.items() if k.startswith('coco/')}
+    if not metrics:  # mmdet's CocoMetric returns nothing when no image has a detection above score_thr: AP 0
+        metrics = dict.fromkeys(METRIC_KEYS, 0.0)
     iters = len(recorder.iter_times)
     steady = recorder.iter_times[min(10, iters // 10):]  # the first iterations include one-off start-up costs
     results = dict(

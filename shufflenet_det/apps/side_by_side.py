@@ -1,4 +1,5 @@
-"""RetinaNet with ShuffleNet V2 1.0x vs mmdet's RetinaNet with ResNet-18 on the same mini COCO data and schedule.
+"""Two mini-COCO detectors side by side on the same data and schedule: by default RetinaNet with ShuffleNet V2 1.0x vs
+mmdet's RetinaNet with ResNet-18; ``('lite', 'retinanet')`` puts the lite-m detector next to RetinaNet-ShuffleNetV2.
 
 The body of ``tools/analysis_tools/side_by_side.py``: one mini job per model (:func:`.mini_job.run_job`, or its
 ``results.json`` reused), optionally both models stepped in turn for a fair speed ratio
@@ -13,8 +14,18 @@ from typing import Any, Mapping, Optional
 from ..utils.io import write_json_atomic
 from .mini_job import format_table, interleaved_step_times, mini_config, run_job
 
-#: (key of :data:`.mini_job.MINI_CONFIGS`, backbone name), ShuffleNet first.
-MODELS = (('retinanet', 'ShuffleNetV2 1.0x'), ('retinanet-r18', 'ResNet-18'))
+#: Display names of the keys of :data:`.mini_job.MINI_CONFIGS`.
+MODEL_NAMES = {'retinanet': 'RetinaNet ShuffleNetV2 1.0x', 'retinanet-r18': 'RetinaNet ResNet-18',
+               'faster-rcnn': 'Faster R-CNN ShuffleNetV2 1.0x', 'lite': 'Lite-m ShuffleNetV2 1.0x'}
+#: The default pair: the first model's cost is reported relative to the second's.
+DEFAULT_PAIR = ('retinanet', 'retinanet-r18')
+
+
+def check_pair(pair: tuple[str, str]) -> tuple[str, str]:
+    """ValueError unless ``pair`` is two different keys of :data:`MODEL_NAMES`."""
+    if len(pair) != 2 or pair[0] == pair[1] or any(k not in MODEL_NAMES for k in pair):
+        raise ValueError(f'--models takes two different models of {sorted(MODEL_NAMES)}, got {list(pair)}')
+    return tuple(pair)  # type: ignore[return-value]
 
 
 #: The entries of a results.json that :func:`compare` reads.
@@ -47,16 +58,18 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] = None) -> dict[str, Any]:
-    """The side-by-side record: one row per model, and ShuffleNet's cost relative to ResNet-18.
+def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] = None,
+            pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Any]:
+    """The side-by-side record: one row per model of ``pair``, and the first one's cost relative to the second's
+    (``ratios``, with ``ratio_of`` naming them).
 
     ``seconds_per_iter`` comes from each model's own training run; ``interleaved_seconds_per_step`` (when given)
     from stepping both models in turn, under the same machine load, and is the one the speed ratio uses.
     """
     rows = []
-    for key, backbone in MODELS:
+    for key in check_pair(pair):
         r = runs[key]
-        row = dict(model=f'RetinaNet {backbone}', config=r['config'],
+        row = dict(model=MODEL_NAMES[key], config=r['config'],
                    bbox_mAP=r['metrics'].get('bbox_mAP'), bbox_mAP_50=r['metrics'].get('bbox_mAP_50'),
                    bbox_mAP_75=r['metrics'].get('bbox_mAP_75'),
                    seconds_per_iter=r['train']['seconds_per_iter'], train_seconds=r['train']['seconds'],
@@ -66,14 +79,14 @@ def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] 
         if step_times:
             row['interleaved_seconds_per_step'] = step_times[key]
         rows.append(row)
-    snet, r18 = rows
+    a, b = rows
     speed_key = 'interleaved_seconds_per_step' if step_times else 'seconds_per_iter'
-    ratio = {k: round(snet[k] / r18[k], 3) for k in (speed_key, 'params_used', 'flops') if r18[k]}
-    first = runs[MODELS[0][0]]
+    ratio = {k: round(a[k] / b[k], 3) for k in (speed_key, 'params_used', 'flops') if b[k]}
+    first = runs[pair[0]]
     return dict(data=first['dataset']['spec'], schedule=dict(epochs=first['train']['epochs'],
                                                              batch_size=first['train']['batch_size']),
-                flops_input=first['model']['flops_input'], models=rows, shufflenet_over_resnet18=ratio,
-                environment=first['environment'])
+                flops_input=first['model']['flops_input'], models=rows, ratios=ratio,
+                ratio_of=f'{MODEL_NAMES[pair[0]]} / {MODEL_NAMES[pair[1]]}', environment=first['environment'])
 
 
 def format_comparison(record: Mapping[str, Any]) -> str:
@@ -82,29 +95,30 @@ def format_comparison(record: Mapping[str, Any]) -> str:
     head = f"{'model':<30}{'mAP':>7}{'mAP50':>7}{'s/iter':>8}{'s/step*' if timed else '':>9}{'params(M)':>11}" \
            f"{'GMACs':>8}"
     lines = [f"side by side on mini COCO ({record['schedule']['epochs']} epochs x batch "
-             f"{record['schedule']['batch_size']}, {record['flops_input'][2]}x{record['flops_input'][3]})", head]
+             f"{record['schedule']['batch_size']} for {record['models'][0]['model']}, "
+             f"{record['flops_input'][2]}x{record['flops_input'][3]})", head]
     for r in record['models']:
         step = f"{r['interleaved_seconds_per_step']:>9.3f}" if timed else f"{'':>9}"
         lines.append(f"{r['model']:<30}{r['bbox_mAP'] or 0:>7.3f}{r['bbox_mAP_50'] or 0:>7.3f}"
                      f"{r['seconds_per_iter']:>8.3f}{step}{r['params_used'] / 1e6:>11.2f}{r['flops'] / 1e9:>8.3f}")
     lines.append('s/iter: during each training run; ' + ('s/step*: both models stepped in turn on the same batch '
                                                           '(same machine load)' if timed else ''))
-    lines.append('ShuffleNet / ResNet-18: ' + ', '.join(f'{k} x{v}' for k, v in
-                                                        record['shufflenet_over_resnet18'].items()))
+    lines.append(f"{record['ratio_of']}: " + ', '.join(f'{k} x{v}' for k, v in record['ratios'].items()))
     return '\n'.join(lines)
 
 
 def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, data_root: str = 'data/mini_coco',
                      runs_dir: str = 'work_dirs/main_job', reuse: bool = False, timing_rounds: int = 8,
-                     cfg_options: Optional[dict] = None) -> dict[str, Any]:
-    """Train (or, with ``reuse``, read back) both models of :data:`MODELS`, time them in turn (``timing_rounds``
-    steps each; 0 skips it), write the comparison record to ``out`` and return it.
+                     cfg_options: Optional[dict] = None, pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Any]:
+    """Train (or, with ``reuse``, read back) both models of ``pair``, time them in turn (``timing_rounds`` steps
+    each; 0 skips it), write the comparison record to ``out`` and return it.
 
     ``config_root`` is the folder holding ``mini/`` (the repository's ``configs/``); each model's job runs in
     ``<runs_dir>/<config name>``, the folder ``tools/main_job.py`` uses, so its finished runs can be reused.
     """
+    pair = check_pair(pair)
     runs, jobs = {}, {}
-    for key, _ in MODELS:  # every reused file is read first: a bad one fails before any training
+    for key in pair:  # every reused file is read first: a bad one fails before any training
         config = mini_config(key, config_root)
         work_dir = os.path.join(runs_dir, os.path.splitext(os.path.basename(config))[0])
         cached = os.path.join(work_dir, 'results.json')
@@ -113,14 +127,14 @@ def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, dat
             print(f'reusing {cached}')
         else:
             jobs[key] = (config, work_dir)
-    for key, _ in MODELS:
+    for key in pair:
         if key in jobs:
             runs[key] = run_job(*jobs[key], data_root=data_root, cfg_options=cfg_options)
         print(format_table(runs[key]) + '\n')
     step_times = None
     if timing_rounds > 0:
-        step_times = interleaved_step_times({key: mini_config(key, config_root) for key, _ in MODELS}, data_root,
+        step_times = interleaved_step_times({key: mini_config(key, config_root) for key in pair}, data_root,
                                             rounds=timing_rounds)
-    record = compare(runs, step_times)
+    record = compare(runs, step_times, pair)
     write_json_atomic(record, out, what='comparison')
     return record

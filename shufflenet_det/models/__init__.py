@@ -1,2 +1,3 @@
-"""Models: backbones registered in ``mmdet.registry.MODELS`` and their building blocks."""
-from . import backbones  # noqa: F401
+"""Models registered in ``mmdet.registry.MODELS``: backbones, the lite detectors' neck, heads and detector, and their
+building blocks (``layers``)."""
+from . import backbones, dense_heads, detectors, necks  # noqa: F401

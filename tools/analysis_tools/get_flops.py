@@ -11,6 +11,9 @@ Examples (from the repository root)::
     python tools/analysis_tools/get_flops.py --backbone ShuffleNetV1 --cfg-options groups=8 --no-classifier
     # a whole detector config (backbone + neck + head forward, no post-processing)
     python tools/analysis_tools/get_flops.py configs/<detector>.py --shape 320 320
+    # the same as deployed: training-only modules (the lite detectors' auxiliary head) and never-run backbone
+    # stages dropped, BN folded
+    python tools/analysis_tools/get_flops.py configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py --deploy
     # every published variant as a markdown table, saved to JSON too
     python tools/analysis_tools/get_flops.py --table --json work_dirs/flops.json
 """
@@ -52,6 +55,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--op-set', choices=['macs', 'mmengine'], default='macs',
                         help="'macs': conv + matmul multiply-adds only (papers' convention, default); "
                              "'mmengine': mmengine's default handles (adds BN, norms, upsample, pooling)")
+    parser.add_argument('--deploy', action='store_true',
+                        help='with a config: count the model as exported (switch_to_deploy: training-only modules '
+                             'and never-run backbone stages dropped, every BN folded into its conv)')
     parser.add_argument('--table', action='store_true',
                         help='markdown table of every published variant vs. its reference counts')
     parser.add_argument('--families', nargs='+', default=None,
@@ -68,6 +74,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--num-classes must be positive, got {args.num_classes}')
     if args.no_classifier and args.backbone is None:
         parser.error('--no-classifier only applies with --backbone')
+    if args.deploy and args.config is None:
+        parser.error('--deploy only applies with a detector config')
     if args.families is not None and not args.table:
         parser.error('--families only applies with --table')
     if args.config is not None and not os.path.isfile(args.config):
@@ -131,14 +139,20 @@ def run_detector(args: argparse.Namespace) -> dict:
     from mmengine.registry import init_default_scope
 
     from shufflenet_det.analysis import model_complexity
-    from shufflenet_det.utils.build import load_config
+    from shufflenet_det.utils.build import fold_batchnorm, load_config
 
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    training_only = sum(p.numel() for name in getattr(model, 'training_only_modules', ())
+                        for p in getattr(model, name).parameters())
+    mode = 'detector (extract_feat + head forward)'
+    if args.deploy:
+        fold_batchnorm(model.eval())
+        mode = 'deployed detector (switch_to_deploy; extract_feat + head forward)'
     shape = tuple(args.shape) if args.shape else (320, 320)
     res = model_complexity(model, shape, op_set=args.op_set)
-    res.update(config=args.config, mode='detector (extract_feat + head forward)')
+    res.update(config=args.config, mode=mode, training_only_params=0 if args.deploy else training_only)
     return res
 
 
@@ -161,7 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   + (f"out channels: {result['out_channels']}  strides: {result['out_strides']}\n"
                      if 'out_channels' in result else '')
                   + f"FLOPs (multiply-adds): {_fmt(result['flops'], 1e9, 3)} G ({result['flops']:,})\n"
-                    f"params: {_fmt(result['params'], 1e6, 3)} M ({result['params']:,})")
+                    f"params: {_fmt(result['params'], 1e6, 3)} M ({result['params']:,})"
+                  + (f"\n  of which training-only: {_fmt(result['training_only_params'], 1e6, 3)} M (absent with "
+                     '--deploy)' if result.get('training_only_params') else ''))
         if args.json_out:
             print(f'saved {write_json_atomic(result, args.json_out, what="--json output")}')
     except ValueError as exc:  # bad backbone arguments, a broken config (ConfigError), an unwritable --json

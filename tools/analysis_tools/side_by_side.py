@@ -1,4 +1,4 @@
-"""RetinaNet with ShuffleNet V2 1.0x vs mmdet's RetinaNet with ResNet-18, on the same mini COCO data and schedule.
+"""Two mini COCO detectors side by side (default: RetinaNet ShuffleNet V2 1.0x vs mmdet's RetinaNet ResNet-18).
 
 Trains both mini configs on the CPU (tools/main_job.py's job, once per model), then writes
 work_dirs/side_by_side/side_by_side.json and prints bbox mAP, seconds per training iteration, parameters and
@@ -6,6 +6,7 @@ multiply-adds. A command line over shufflenet_det.apps.side_by_side.
 
     python tools/analysis_tools/side_by_side.py          # train both (ResNet-18 takes several times longer)
     python tools/analysis_tools/side_by_side.py --reuse  # reuse finished runs, e.g. the one of tools/main_job.py
+    python tools/analysis_tools/side_by_side.py --models lite retinanet --reuse   # the lite-m detector vs RetinaNet
 """
 from __future__ import annotations
 
@@ -27,7 +28,14 @@ if str(REPO) not in sys.path:  # run as `python tools/analysis_tools/side_by_sid
 
 from mmengine.config import DictAction  # noqa: E402
 
-from shufflenet_det.apps.side_by_side import compare, format_comparison, run_side_by_side  # noqa: E402
+from shufflenet_det.apps.side_by_side import (  # noqa: E402
+                                              DEFAULT_PAIR,
+                                              MODEL_NAMES,
+                                              check_pair,
+                                              compare,
+                                              format_comparison,
+                                              run_side_by_side,
+)
 from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 __all__ = ['compare', 'format_comparison', 'main', 'parse_args']
@@ -36,6 +44,8 @@ __all__ = ['compare', 'format_comparison', 'main', 'parse_args']
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--models', nargs=2, default=list(DEFAULT_PAIR), metavar=('A', 'B'),
+                   help=f'the two mini models to compare, A\'s cost relative to B\'s; of {sorted(MODEL_NAMES)}')
     p.add_argument('--data-root', default='data/mini_coco', help='the mini dataset (generated if absent)')
     p.add_argument('--runs-dir', default='work_dirs/main_job',
                    help='one sub-folder per model, the same as tools/main_job.py uses')
@@ -54,6 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.threads is not None and args.threads < 1:
         fail(f'--threads must be >= 1, got {args.threads}')
+    try:
+        pair = check_pair(tuple(args.models))
+    except ValueError as exc:
+        fail(str(exc))
     if args.timing_rounds < 0:
         fail(f'--timing-rounds must be >= 0 (0 skips the timing), got {args.timing_rounds}')
     from shufflenet_det.deploy.cli import check_output_path
@@ -62,7 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     record = run_side_by_side(REPO / 'configs', args.out, data_root=args.data_root, runs_dir=args.runs_dir,
-                              reuse=args.reuse, timing_rounds=args.timing_rounds, cfg_options=args.cfg_options)
+                              reuse=args.reuse, timing_rounds=args.timing_rounds, cfg_options=args.cfg_options,
+                              pair=pair)
     print(format_comparison(record))
     print(f'written to {args.out}')
     return 0

@@ -197,8 +197,12 @@ class ShuffleBackboneBase(BaseModule):
         return tuple(outs)
 
     def switch_to_deploy(self) -> ShuffleBackboneBase:
-        """Fold every BatchNorm into its convolution and switch to eval mode (inference only; outputs unchanged
-        within float error)."""
+        """Fold every BatchNorm into its convolution, drop the output stages that never run (after the last of
+        ``out_indices``: kept only so that checkpoints load) and switch to eval mode (inference only; outputs
+        unchanged within float error)."""
+        for idx in self.unused_output_stages:
+            for name in self._output_stages[idx]:
+                setattr(self, name, nn.Identity())
         fold_batchnorm(self)
         self.eval()
         self.deployed = True

@@ -1,0 +1,4 @@
+"""Detectors, each registered in ``mmdet.registry.MODELS`` on import."""
+from .lite_detector import LiteDetector
+
+__all__ = ['LiteDetector']
