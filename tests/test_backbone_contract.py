@@ -18,9 +18,17 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from helpers import build_backbone, randomize_bn
-from shufflenet_det.models.backbones.archs import DETNAS_ARCHS, SHUFFLENET_V2_PLUS_ARCHS, SearchedArch
+from shufflenet_det.models.backbones.archs import (
+    DETNAS_ARCHS,
+    SHUFFLENET_V2_LARGE_ARCHS,
+    SHUFFLENET_V2_PLUS_ARCHS,
+    LargeArch,
+    SearchedArch,
+    parse_large_arch,
+)
 from shufflenet_det.models.backbones.shufflenet_v1 import SHUFFLENET_V1_ARCH
 from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH
+from shufflenet_det.models.backbones.shufflenet_v2_large import SigmoidSqueezeExcite
 from shufflenet_det.models.backbones.spos_blocks import SqueezeExcite
 from shufflenet_det.models.layers import count_batchnorm
 
@@ -34,13 +42,23 @@ FAMILIES: dict[str, dict] = {
     'detnas': dict(type='DetNAS', arch='COCO-FPN-300M'),
     'v2plus': dict(type='ShuffleNetV2Plus', arch='Small'),
     'oneshot': dict(type='OneShot'),
+    # ShuffleNetV2.Large / ExLarge are 125M / 255M parameters: narrow and shallow networks of both layouts
+    'large': dict(type='ShuffleNetV2Large', arch=dict(base='Large', stem_channels=(8, 8, 16),
+                                                      stage_channels=(16, 32, 48, 64), repeats=(2, 1, 2, 1),
+                                                      groups=2, last_channels=32)),
+    'exlarge': dict(type='ShuffleNetV2Large', arch=dict(base='ExLarge', stem_channels=(8, 8, 16),
+                                                        stage_channels=(16, 32, 48, 64), repeats=(2, 1, 2, 1),
+                                                        groups=2)),
 }
-GN_GROUPS = {'v1': 2, 'v2-torchvision': 4, 'v2-megvii': 2, 'detnas': 2, 'v2plus': 2, 'oneshot': 1}  # OneShot: 25 ch
+GN_GROUPS = {'v1': 2, 'v2-torchvision': 4, 'v2-megvii': 2, 'detnas': 2, 'v2plus': 2, 'oneshot': 1,  # OneShot: 25 ch
+             'large': 4, 'exlarge': 4}
 FAMILY_IDS = list(FAMILIES)
 
 
 def num_outputs(cfg: dict) -> int:
-    """ShuffleNet V1 has no last 1x1 conv (outputs 0-3); the other families have one (output 4)."""
+    """ShuffleNet V1 and ShuffleNetV2.ExLarge have no last conv (outputs 0-3); the other families have one (4)."""
+    if cfg['type'] == 'ShuffleNetV2Large':
+        return parse_large_arch(cfg.get('arch', 'Large')).num_outputs
     return 4 if cfg['type'] == 'ShuffleNetV1' else 5
 
 
@@ -68,6 +86,8 @@ VARIANTS = (
        pytest.param(dict(type='OneShot', arch=dict(_CUSTOM, scale_ids=[0, 1, 2, 3, 4, 5],
                                                    scale_list=[0.5, 1.0, 1.5, 2.0, 0.25, 0.75])),
                     32, id='oneshot-dict')]
+    # the real ShuffleNetV2.Large / ExLarge (12.7 / 46.2 GFLOPs at 224): a tiny input only
+    + [pytest.param(dict(type='ShuffleNetV2Large', arch=a), 32, id=f'large-{a}') for a in SHUFFLENET_V2_LARGE_ARCHS]
 )
 
 
@@ -287,13 +307,22 @@ def _expected_activations(family: str, model: nn.Module) -> int:
         return 1 + 16 * 2  # stem + per unit: after the first pw and after the merge
     if family.startswith('v2-'):
         return 2 + 16 * 2 + 3  # conv1 + conv5 + 2 per unit (branch2 pw, pw) + 1 per stride-2 unit (branch1 pw)
+    if family in ('large', 'exlarge'):
+        large: LargeArch = model.arch
+        units = sum(large.repeats)
+        # 3 stem convs + 2 in each main branch + the merge (every unit in Large, the residual units in ExLarge)
+        # + the projections (ExLarge) + Large's 3 down convs and last conv / ExLarge's 4 stage-closing convs
+        merges = units if large.merge == 'concat' else units - 4
+        return (3 + 2 * units + merges + 4 * large.proj_act + 3 * large.down_conv + 4 * large.stage_conv
+                + (large.last_channels is not None))
     arch: SearchedArch = model.arch
     # stem + conv_last + one after each pw of a unit's main branch (3 in xception, else 2) + the stride-2 projections
     return 2 + sum(3 if c == 'xception_3x3' else 2 for c in arch.choices) + len(arch.repeats)
 
 
 def _outside_se(model: nn.Module) -> list[nn.Module]:
-    inside = {id(m) for se in model.modules() if isinstance(se, SqueezeExcite) for m in se.modules()}
+    inside = {id(m) for se in model.modules() if isinstance(se, (SqueezeExcite, SigmoidSqueezeExcite))
+              for m in se.modules()}
     return [m for m in model.modules() if id(m) not in inside]
 
 
@@ -340,14 +369,17 @@ def test_signature_lists_every_contract_argument(family: str) -> None:
         cls(no_such_argument=1)
 
 
-@pytest.mark.parametrize('unit', ['v1', 'v2', 'searched'])
+@pytest.mark.parametrize('unit', ['v1', 'v2', 'searched', 'large'])
 def test_units_check_stride_and_width(unit: str) -> None:
     from shufflenet_det.models.backbones.shufflenet_v1 import ShuffleV1Unit
     from shufflenet_det.models.backbones.shufflenet_v2 import ShuffleV2Unit
+    from shufflenet_det.models.backbones.shufflenet_v2_large import LargeShuffleUnit
     from shufflenet_det.models.backbones.spos_blocks import SearchedShuffleBlock
     build = {'v1': lambda i, o, s: ShuffleV1Unit(i, o, 3, s),
              'v2': lambda i, o, s: ShuffleV2Unit(i, o, s),
-             'searched': lambda i, o, s: SearchedShuffleBlock(i, o, s, 'shufflenet_3x3', o // 2)}[unit]
+             'searched': lambda i, o, s: SearchedShuffleBlock(i, o, s, 'shufflenet_3x3', o // 2),
+             # only the first unit of a stage (no residual) may have stride 2
+             'large': lambda i, o, s: LargeShuffleUnit(i, o, s, s != 1, parse_large_arch('Large'))}[unit]
     with pytest.raises(ValueError, match=r'stride=3 is not supported; allowed values: \[1, 2\]'):
         build(24, 48, 3)
     with pytest.raises(ValueError, match='stride-1 unit needs in_channels == out_channels, got 24 and 48'):

@@ -40,7 +40,7 @@ def tiny_batch(size: int = 64, num_classes: int = 4) -> dict:
 def test_configs_found():
     names = set(IDS)
     assert 'retinanet_shufflenetv2.py' in names
-    for family in ('shufflenetv2', 'shufflenetv1', 'detnas', 'shufflenetv2plus'):
+    for family in ('shufflenetv2', 'shufflenetv1', 'detnas', 'shufflenetv2plus', 'shufflenetv2large'):
         for det in ('retinanet', 'faster-rcnn'):
             assert any(n.startswith(f'{family}/{det}_') for n in names), (family, det)
     assert {'mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py', 'mini/faster-rcnn_shufflenetv2-1x_fpn_mini-coco.py',
@@ -64,7 +64,7 @@ def test_config_builds_and_trains(path: Path):
 
     model.train()
     # a 1x1 stride-64 level (the lite detectors' GhostPAN) cannot train BN on one 64x64 image: use 128x128 there
-    size = 128 if max(getattr(model.bbox_head, 'strides', (32,))) > 32 else 64
+    size = 128 if max(getattr(getattr(model, 'bbox_head', None), 'strides', (32,))) > 32 else 64
     data = model.data_preprocessor(tiny_batch(size, num_classes=num_classes), training=True)
     neck_in = list(cfg.model.neck.in_channels)
     if hasattr(model.backbone, 'out_channels'):  # the shufflenet_det contract (mmdet's ResNet has none)

@@ -1,6 +1,9 @@
 """Model analysis: multiply-adds and parameters (mmengine's counter) and the published variants they are checked
 against."""
-from . import published_searched  # noqa: F401  (DetNAS / ShuffleNetV2+ / OneShot variants and V2+ head)
+from . import (
+                         published_large,  # noqa: F401  (ShuffleNetV2.Large / ExLarge variants and their head)
+                         published_searched,  # noqa: F401  (DetNAS / ShuffleNetV2+ / OneShot variants and V2+ head)
+)
 from .complexity import (
                          CLASSIFIER_HEADS,
                          MAC_OPS,

@@ -4,6 +4,7 @@ Input files are read by :func:`shufflenet_det.utils.checkpoint.read_state_dict` 
 :func:`shufflenet_det.utils.io.save_torch_atomic`; see :mod:`.core`.
 """
 from . import (  # noqa: F401  (register the V1/V2 converters)
+                   megvii_large,  # noqa: F401  (register the ShuffleNetV2.Large / ExLarge converter)
                    megvii_searched,  # noqa: F401  (register the DetNAS / ShuffleNetV2+ / OneShot converters)
                    megvii_v1v2,
                    mmpretrain,

@@ -16,6 +16,7 @@ Examples (from the repository root)::
     python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV2 --widen-factor 1.0 \\
         megvii_shufflenetv2_1.0x.pth.tar work_dirs/pretrained/shufflenetv2_1.0x_megvii.pth --cfg-options layout=megvii
     python tools/model_converters/convert_weights.py --src megvii --type DetNAS --arch COCO-FPN-300M IN OUT
+    python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV2Large --arch ExLarge IN OUT
 
 Official Megvii ShuffleNetV2 checkpoints need ``--cfg-options layout=megvii`` (and ``layout='megvii'`` in the
 detector's backbone config) at 1.0x / 1.5x / 2.0x: their first stage-2 unit splits its channels unevenly, which only

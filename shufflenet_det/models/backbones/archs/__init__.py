@@ -1,4 +1,5 @@
 """Architecture tables (as data) and their validating parsers."""
+from .large import LARGE_LAYOUTS, SHUFFLENET_V2_LARGE_ARCHS, LargeArch, parse_large_arch
 from .searched import (
     DETNAS_ARCHS,
     ONESHOT_ARCH,
@@ -12,4 +13,5 @@ from .searched import (
 )
 
 __all__ = ['DETNAS_ARCHS', 'ONESHOT_ARCH', 'ONESHOT_ARCHS', 'ONESHOT_SCALE_LIST', 'SHUFFLENET_V2_PLUS_ARCHS',
-           'SearchedArch', 'parse_detnas_arch', 'parse_oneshot_arch', 'parse_v2plus_arch']
+           'SearchedArch', 'parse_detnas_arch', 'parse_oneshot_arch', 'parse_v2plus_arch',
+           'LARGE_LAYOUTS', 'SHUFFLENET_V2_LARGE_ARCHS', 'LargeArch', 'parse_large_arch']
