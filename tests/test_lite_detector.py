@@ -14,8 +14,8 @@ from helpers import REPO, randomize_bn
 
 pytestmark = pytest.mark.compat
 
-LITE_CONFIGS = sorted((REPO / 'configs' / 'lite').glob('lite-*.py'))
-MINI_LITE = REPO / 'configs' / 'mini' / 'lite-m_shufflenetv2-1x_mini-coco.py'
+#: The COCO lite configs and their mini-COCO counterparts.
+LITE_CONFIGS = sorted((REPO / 'configs' / 'lite').glob('lite-*.py')) + sorted((REPO / 'configs/mini').glob('lite-*.py'))
 
 
 def tiny_cfg(num_classes: int = 3, aux: bool = True, detach_epoch: int = 10) -> dict:
@@ -70,7 +70,7 @@ def model() -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ configs, counts
-@pytest.mark.parametrize('path', LITE_CONFIGS + [MINI_LITE], ids=lambda p: p.name)
+@pytest.mark.parametrize('path', LITE_CONFIGS, ids=lambda p: p.name)
 def test_every_lite_config_builds_and_its_neck_matches_the_backbone(path: Path) -> None:
     from shufflenet_det.utils import build_detector, load_config
     cfg = load_config(path)
@@ -80,7 +80,7 @@ def test_every_lite_config_builds_and_its_neck_matches_the_backbone(path: Path) 
     assert model.bbox_head.in_channels == model.neck.out_channels
     assert model.aux_head.strides == model.bbox_head.strides == (8, 16, 32, 64)
     assert model.bbox_head.prior_generator.num_levels == model.neck.num_outs
-    if 'coco-' in path.name:  # the COCO recipe written once, in the reference config
+    if '_coco-' in path.name:  # the COCO recipe written once, in the reference config
         assert cfg.train_dataloader.batch_size == cfg.auto_scale_lr.base_batch_size == 96
         assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.clip_grad.max_norm == 35
         assert cfg.train_cfg.max_epochs == 300
@@ -222,3 +222,12 @@ def test_predict_decodes_the_distribution_like_the_export_tensor(model) -> None:
     for i in results.scores.argsort(descending=True)[:10]:
         points = ((flat[:, :3] - results.scores[i]).abs() < 1e-6).any(1).nonzero().squeeze(1)
         assert any(torch.allclose(results.bboxes[i], manual[p], atol=1e-4) for p in points)
+
+
+def test_every_mini_lite_detector_is_a_main_job_and_side_by_side_choice() -> None:
+    from shufflenet_det.apps.mini_job import MINI_CONFIGS
+    from shufflenet_det.apps.side_by_side import MODEL_NAMES
+    assert set(MODEL_NAMES) == set(MINI_CONFIGS)
+    lite = {k: v for k, v in MINI_CONFIGS.items() if k.startswith('lite')}
+    assert set(lite) == {'lite', 'lite-s', 'lite-l', 'lite-detnas'}
+    assert {REPO / 'configs' / v for v in lite.values()} == set((REPO / 'configs/mini').glob('lite-*.py'))

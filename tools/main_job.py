@@ -9,6 +9,8 @@ Examples::
     python tools/main_job.py                        # RetinaNet + ShuffleNet V2 1.0x (target: bbox mAP >= 0.5)
     python tools/main_job.py --model faster-rcnn    # Faster R-CNN + ShuffleNet V2 1.0x
     python tools/main_job.py --model retinanet-r18  # mmdet's RetinaNet ResNet-18 on the same data and schedule
+    python tools/main_job.py --model lite           # the lite-m detector (NanoDet-Plus design); lite-s / lite-l /
+                                                    # lite-detnas: the other lite detectors
     python tools/analysis_tools/side_by_side.py     # both RetinaNets, compared in one JSON/table
 """
 from __future__ import annotations
