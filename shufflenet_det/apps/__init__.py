@@ -4,7 +4,8 @@
   (data present, pretrained weights present, gloo without CUDA) and the run config (:func:`~.launch.load_run_config`);
 * :mod:`.mini_job` - the mini-COCO job of ``tools/main_job.py``: dataset, CPU training, COCO evaluation, picture,
   ``results.json``;
-* :mod:`.side_by_side` - two mini jobs compared (``tools/analysis_tools/side_by_side.py``).
+* :mod:`.side_by_side` - two mini jobs compared (``tools/analysis_tools/side_by_side.py``);
+* :mod:`.nas_search` - the DetNAS evolutionary search over a trained supernet (``tools/nas/search.py``).
 
 Import the submodules directly; this package imports nothing on its own.
 """
