@@ -37,6 +37,37 @@ def spread_retinanet(seed: int = 0, **cfg_options) -> torch.nn.Module:
     return model.eval()
 
 
+#: The mini lite detector (ShuffleNetV2 + GhostPAN + GFL head); :func:`spread_lite` makes it small for tests.
+LITE_CFG = REPO / 'configs/mini/lite-m_shufflenetv2-1x_mini-coco.py'
+#: ``cfg_options`` of a small lite detector: ShuffleNetV2 0.5x, 32-channel GhostPAN and head, a tiny auxiliary head.
+SMALL_LITE = {'model.backbone.widen_factor': 0.5, 'model.neck.in_channels': [48, 96, 192],
+              'model.neck.out_channels': 32, 'model.bbox_head.in_channels': 32, 'model.bbox_head.feat_channels': 32,
+              'model.aux_head.in_channels': 64, 'model.aux_head.feat_channels': 32}
+
+
+def spread_lite(seed: int = 0, **cfg_options) -> torch.nn.Module:
+    """A small lite detector (mini config, :data:`SMALL_LITE`), untrained but with spread scores and distances.
+
+    Like :func:`spread_retinanet`: the untrained GFL head scores every point at its 0.01 prior and predicts flat
+    distance distributions, so the class logits are scaled (scores spread over (0, 1)) and the distribution logits
+    too (boxes of varied sizes), giving real, well separated detections to compare.
+    """
+    from shufflenet_det.utils import build_detector
+    torch.manual_seed(seed)
+    model = build_detector(LITE_CFG, cfg_options={**SMALL_LITE, **cfg_options})
+    randomize_bn(model, seed, with_weights=True)  # every conv random (fan-in scaled): features of order 1
+    gen = torch.Generator().manual_seed(seed)
+    head = model.bbox_head
+    nc = head.num_classes
+    with torch.no_grad():
+        for conv in head.gfl_cls:
+            scale = 1.0 / conv.weight[0].numel() ** 0.5
+            conv.weight[:nc].copy_(torch.randn(conv.weight[:nc].shape, generator=gen) * 4 * scale)
+            conv.bias[:nc].copy_(torch.rand(nc, generator=gen) * 2 - 3)
+            conv.weight[nc:].copy_(torch.randn(conv.weight[nc:].shape, generator=gen) * 3 * scale)
+    return model.eval()
+
+
 def images(model: torch.nn.Module, size=(128, 160), num: int = 2, seed: int = 0) -> list[torch.Tensor]:
     """Normalised generated pictures of ``size`` (H, W) for ``model``."""
     from shufflenet_det.deploy.images import check_images

@@ -20,9 +20,9 @@ from .backends import (
                        peer_models,
 )
 from .driver import run_benchmark
-from .report import environment, format_summary, format_table, plot, summarize
+from .report import backbone_ratios, environment, format_summary, format_table, plot, summarize
 from .timing import Row, time_in_rounds
 
 __all__ = ['ALL_BACKENDS', 'BACKENDS', 'CPU_BACKENDS', 'DEFAULT_BACKENDS', 'GPU_BACKENDS', 'OPTIONAL_BACKENDS',
-           'Unavailable', 'peer_models', 'run_benchmark', 'environment', 'format_summary', 'format_table', 'plot',
-           'summarize', 'Row', 'time_in_rounds']
+           'Unavailable', 'peer_models', 'run_benchmark', 'backbone_ratios', 'environment', 'format_summary',
+           'format_table', 'plot', 'summarize', 'Row', 'time_in_rounds']

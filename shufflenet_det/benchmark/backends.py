@@ -13,6 +13,9 @@ run here (the reason goes into the row; nothing is emulated). :data:`BACKENDS` m
 ``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
 ``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
 ``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave, dw-chain padding
+``ort-int8``         ONNX Runtime on the static int8 (QDQ) quantization of the deploy export (``deploy.quantize``)
+``ort-raw``          detectors: ONNX Runtime on the deploy export without NMS - the network alone, up to the raw head
+                     tensors (post-processing excluded): what a bare backbone export is compared with
 ``ncnn``             ncnn (pnnx export, BN folded), timed by the board runner script in a child process
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
@@ -41,7 +44,8 @@ from torch import nn
 from ..utils.build import eval_copy, fold_batchnorm
 from ..utils.predict import is_detector, predict_fn
 
-CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ncnn')
+CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ort-raw',
+                'ort-int8', 'ncnn')
 GPU_BACKENDS = ('ort-cuda', 'cuda-fp32', 'cuda-fp16')
 OPTIONAL_BACKENDS = ('torch-compile',)
 ALL_BACKENDS = CPU_BACKENDS + OPTIONAL_BACKENDS + GPU_BACKENDS
@@ -208,18 +212,29 @@ def cuda_fp16(subject: Subject) -> Prepared:
 
 # ---------------------------------------------------------------------------------------------------- ONNX Runtime
 def onnx_export_of(subject: Subject, kind: str) -> tuple[Path, dict[str, Any]]:
-    """The ``plain`` (BN kept, nothing simplified) or ``deploy`` ONNX export of the subject and its report (cached).
+    """The ``plain`` (BN kept, nothing simplified), ``deploy`` or ``int8`` ONNX model of the subject and its report
+    (cached).
 
-    Detectors are exported for one image (NMS in the graph), backbones for the whole batch.
+    Detectors are exported for one image (NMS in the graph), backbones for the whole batch. ``int8`` is the deploy
+    export quantized by :func:`..deploy.quantize.quantize_unchecked` with its defaults, calibrated on 8 generated
+    pictures normalised as the model expects (latency only: the accuracy gate is ``tools/deploy/quantize.py``'s).
     """
     from ..deploy.onnx_export import export_backbone_onnx, export_detector_onnx
+    if kind == 'int8' and kind not in subject.exports:
+        from ..deploy.images import check_images
+        from ..deploy.quantize import quantize_unchecked
+        pictures = check_images(subject.model, tuple(subject.x.shape[2:]), None, num=8, seed=100)[0]
+        per_call = 1 if subject.detector else subject.batch
+        calibration = [torch.cat([pictures[(i + j) % 8] for j in range(per_call)]).numpy() for i in range(8)]
+        path = subject.workdir / 'int8.onnx'
+        subject.exports[kind] = (path, quantize_unchecked(onnx_export_of(subject, 'deploy')[0], path, calibration))
     if kind not in subject.exports:
         path = subject.workdir / f'{kind}.onnx'
         plain = kind == 'plain'
         kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
                       graph_opt=not plain, verbose=False)
-        if subject.detector:
-            report = export_detector_onnx(subject.model, path, [subject.x[:1]], **kwargs)
+        if subject.detector:  # kind 'raw': the deploy export without NMS (raw head tensors)
+            report = export_detector_onnx(subject.model, path, [subject.x[:1]], with_nms=kind != 'raw', **kwargs)
         else:
             report = export_backbone_onnx(subject.model, path, tuple(subject.x.shape), **kwargs)
         subject.exports[kind] = (path, report)
@@ -256,6 +271,26 @@ def ort_deploy(subject: Subject) -> Prepared:
     fn = _ort(subject, 'deploy', ['CPUExecutionProvider'], tuned=True)
     rw = onnx_export_of(subject, 'deploy')[1].get('graph_rewrites') or {}
     return Prepared(f'BN folded + onnxslim + {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
+                    f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL', fn)
+
+
+def ort_int8(subject: Subject) -> Prepared:
+    """ONNX Runtime, all graph optimisations, on the static int8 quantization of the deploy export."""
+    fn = _ort(subject, 'int8', ['CPUExecutionProvider'], tuned=True)
+    info = onnx_export_of(subject, 'int8')[1]
+    return Prepared(f"QDQ int8 of the deploy export: {info['quantized_convs']} convs int8 (u8 activations, s8 "
+                    f"per-channel weights, MinMax on 8 generated pictures), {info['float_convs']} float, "
+                    'post-processing float, ORT_ENABLE_ALL', fn)
+
+
+def ort_raw(subject: Subject) -> Prepared:
+    """ONNX Runtime, all graph optimisations, on a detector's deploy export without NMS (the network alone)."""
+    if not subject.detector:
+        raise Unavailable('backbones have no post-processing: their ort-deploy row is the network alone')
+    fn = _ort(subject, 'raw', ['CPUExecutionProvider'], tuned=True)
+    rw = onnx_export_of(subject, 'raw')[1].get('graph_rewrites') or {}
+    return Prepared(f'deploy export without NMS (raw head tensors, post-processing excluded): BN folded + onnxslim '
+                    f'+ {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
                     f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL', fn)
 
 
@@ -315,7 +350,8 @@ def ncnn(subject: Subject) -> Prepared:
 #: Every backend name and the function that prepares it.
 BACKENDS: dict[str, Callable[[Subject], Prepared]] = {
     'torch-plain': torch_plain, 'torch-folded': torch_folded, 'torch-cl': torch_cl, 'torch-jit': torch_jit,
-    'torch-compile': torch_compile, 'ort-plain': ort_plain, 'ort-deploy': ort_deploy, 'ncnn': ncnn,
+    'torch-compile': torch_compile, 'ort-plain': ort_plain, 'ort-deploy': ort_deploy, 'ort-raw': ort_raw,
+    'ort-int8': ort_int8, 'ncnn': ncnn,
     'ort-cuda': ort_cuda, 'cuda-fp32': cuda_fp32, 'cuda-fp16': cuda_fp16}
 
 

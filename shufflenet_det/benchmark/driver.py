@@ -1,11 +1,12 @@
 """The benchmark run: every (model, input size, backend) measured in one process, on one machine.
 
-Every row of a run is measured with the same input and thread count, and the backends of one model and input size
-are timed in rounds (a block of consecutive calls of each per round, :func:`.timing.time_in_rounds`), so a load
-change on a shared machine affects all of them alike and the ratios between rows stay meaningful even when the
-absolute numbers are noisy; every block starts with untimed calls, so the worker threads another runtime leaves
-spinning are not charged to the next one. Backends are prepared by the builders of :data:`.backends.BACKENDS`;
-one that cannot run here becomes a row with the reason.
+Every row of a run is measured with the same input and thread count, and the in-process backends of every model at
+one input size are timed in the same rounds (a block of consecutive calls of each per round,
+:func:`.timing.time_in_rounds`), so a load change on a shared machine affects all of them alike and the ratios between
+rows - between models too - stay meaningful even when the absolute numbers are noisy; every block starts with
+untimed calls, so the worker threads another runtime leaves spinning are not charged to the next one. Backends are
+prepared by the builders of :data:`.backends.BACKENDS`; one that cannot run here becomes a row with the reason.
+Rows timed in a child process (ncnn) are measured when their backend is prepared, outside the rounds.
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ def _progress_bar(total: int) -> Any:
     return tqdm(total=total, unit='run', leave=False, dynamic_ncols=True)
 
 
-def measure_subject(subject: Subject, size: tuple[int, int], backends: Sequence[str], runs: int, warmup: int,
-                    rounds: int = 5, bar: Any = None) -> list[Row]:
-    """One row per backend for one model at one input size; the in-process backends timed together in rounds."""
+def prepare_subject(subject: Subject, size: tuple[int, int], backends: Sequence[str], runs: int, warmup: int,
+                    bar: Any = None) -> tuple[list[Row], list[tuple[Row, Callable[[], Any]]]]:
+    """One row per backend for one model at one input size, and the (row, callable) pairs still to be timed.
+
+    Backends measured elsewhere (ncnn, in a child process) and unavailable ones are complete rows already.
+    """
     rows: list[Row] = []
     group: list[tuple[Row, Callable[[], Any]]] = []
     for backend in backends:
@@ -59,14 +63,27 @@ def measure_subject(subject: Subject, size: tuple[int, int], backends: Sequence[
             row.set_stats(prepared.stats)  # measured by the builder itself (ncnn: in a child process)
         if bar is not None:
             bar.update(runs + warmup)
+    return rows, group
+
+
+def time_group(group: Sequence[tuple[Row, Callable[[], Any]]], runs: int, warmup: int, rounds: int = 5,
+               bar: Any = None) -> None:
+    """Time the callables of ``group`` together in rounds (:func:`.timing.time_in_rounds`); fill in their rows."""
     if bar is not None:
-        bar.set_description(f'{subject.name[:24]} {size[0]}x{size[1]} (timing {len(group)} backends)')
+        bar.set_description(f'timing {len(group)} rows in rounds')
     timed = time_in_rounds([fn for _, fn in group], runs, warmup, bar, rounds=rounds)
     for (row, _), stats in zip(group, timed):
         if isinstance(stats, Exception):
             row.fail('error', _error_note(stats))
         else:
             row.set_stats(stats)
+
+
+def measure_subject(subject: Subject, size: tuple[int, int], backends: Sequence[str], runs: int, warmup: int,
+                    rounds: int = 5, bar: Any = None) -> list[Row]:
+    """One row per backend for one model at one input size; the in-process backends timed together in rounds."""
+    rows, group = prepare_subject(subject, size, backends, runs, warmup, bar)
+    time_group(group, runs, warmup, rounds, bar)
     return rows
 
 
@@ -81,10 +98,11 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
 
     ``models`` are (name, model) pairs timed with ``backends``; ``peers`` are (name, builder) pairs of other
     projects' models (:func:`.backends.peer_models`), timed with ``peer_backends`` or listed as unavailable.
-    ``images`` (normalised (1, 3, H, W) tensors) replace the random input. The backends of one model and size are
-    timed in ``rounds`` rounds (:func:`.timing.time_in_rounds`). ``ncnn_runner`` is the path of the torch-free
-    runner script that times the ``ncnn`` rows in a child process (``tools/deploy/ncnn_runner.py``); without it
-    those rows are unavailable. Returns the rows, with their ratios to the baselines.
+    ``images`` (normalised (1, 3, H, W) tensors) replace the random input. The in-process backends of every model
+    at one size are timed together in ``rounds`` rounds (:func:`.timing.time_in_rounds`). ``ncnn_runner`` is the
+    path of the torch-free runner script that times the ``ncnn`` rows in a child process
+    (``tools/deploy/ncnn_runner.py``); without it those rows are unavailable. Returns the rows, with their ratios to
+    the baselines.
     """
     unknown = [b for b in (*backends, *peer_backends) if b not in BACKENDS]
     if unknown:
@@ -109,14 +127,22 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                 rows += [Row(peer_name, '-', tuple(size), batch, threads, 'unavailable', str(exc)) for size in sizes]
                 if bar is not None:
                     bar.update(calls * len(peer_backends))
-        for m_idx, (name, model, model_backends) in enumerate(jobs):
-            for size in sizes:
+        # every model of one input size is timed in the same rounds, so that the ratios *between models* (e.g. a
+        # detector against its bare backbone) see the same load too; rows are listed model by model
+        measured: dict[tuple[int, int], list[Row]] = {}
+        for s_idx, size in enumerate(sizes):
+            group: list[tuple[Row, Callable[[], Any]]] = []
+            for m_idx, (name, model, model_backends) in enumerate(jobs):
                 workdir = Path(tmp) / f'{m_idx}_{size[0]}x{size[1]}'
                 workdir.mkdir()
                 model.eval()  # not chained: some projects' train() overrides return None
                 subject = Subject(name, model, make_input(size, batch, images), threads, workdir, runs=runs,
                                   warmup=warmup, ncnn_runner=runner)
-                rows += measure_subject(subject, tuple(size), model_backends, runs, warmup, rounds, bar)
+                measured[m_idx, s_idx], pending = prepare_subject(subject, tuple(size), model_backends, runs,
+                                                                   warmup, bar)
+                group += pending
+            time_group(group, runs, warmup, rounds, bar)
+        rows += [r for m_idx in range(len(jobs)) for s_idx in range(len(sizes)) for r in measured[m_idx, s_idx]]
     if bar is not None:
         bar.close()
     add_ratios(rows)

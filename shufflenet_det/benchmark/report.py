@@ -1,7 +1,9 @@
 """What a benchmark run reports: ratios between rows, the summary, the table, the plot and the environment.
 
-* :func:`add_ratios` - every row against the ``torch-plain`` and ``ort-plain`` rows of its model, size and batch;
+* :func:`add_ratios` - every row against the ``torch-plain``, ``ort-plain`` and ``ort-deploy`` rows of its model, size
+  and batch;
 * :func:`summarize` / :func:`format_summary` - the best deploy path and the best PyTorch path per model and size;
+* :func:`backbone_ratios` - detectors' network-only rows against a bare backbone's rows of the same run;
 * :func:`format_table` - the rows as a plain-text table;
 * :func:`plot` - latency against input size, or mAP against latency, as a PNG (written atomically);
 * :func:`environment` - versions and machine facts stored with the results.
@@ -26,10 +28,10 @@ RECORDED_PACKAGES = ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy')
 
 
 def add_ratios(rows: Sequence[Row]) -> None:
-    """Ratios to the torch-plain and ort-plain rows of the same model, size and batch (in place)."""
+    """Ratios to the torch-plain, ort-plain and ort-deploy rows of the same model, size and batch (in place)."""
     base: dict[tuple, dict[str, float]] = {}
     for r in rows:
-        if r.status == 'ok' and r.backend in (EAGER_BASELINE, ORT_BASELINE):
+        if r.status == 'ok' and r.backend in (EAGER_BASELINE, ORT_BASELINE, 'ort-deploy'):
             base.setdefault((r.model, r.size, r.batch), {})[r.backend] = r.median_ms
     for r in rows:
         b = base.get((r.model, r.size, r.batch), {})
@@ -38,6 +40,8 @@ def add_ratios(rows: Sequence[Row]) -> None:
                 r.vs_torch_plain = r.median_ms / b[EAGER_BASELINE]
             if ORT_BASELINE in b:
                 r.vs_ort_plain = r.median_ms / b[ORT_BASELINE]
+            if 'ort-deploy' in b:
+                r.vs_ort_deploy = r.median_ms / b['ort-deploy']
 
 
 def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -76,6 +80,28 @@ def format_summary(summary: Sequence[dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
+#: (detector backend, bare backbone backend) pairs of :func:`backbone_ratios`.
+VERSUS_BACKBONE = (('ort-raw', 'ort-deploy'), ('ncnn', 'ncnn'))
+
+
+def backbone_ratios(rows: Sequence[Row], reference: str) -> list[dict[str, Any]]:
+    """Every other model's ``ort-raw`` / ``ncnn`` row against the ``ort-deploy`` / ``ncnn`` row of the backbone
+    ``reference`` (a model name of the run) at the same size and batch: how much a detector costs over its bare
+    backbone (ncnn detector rows include the runner's numpy post-processing)."""
+    ref = {(r.backend, r.size, r.batch): r for r in rows if r.model == reference and r.status == 'ok'}
+    out = []
+    for r in rows:
+        if r.model == reference or r.status != 'ok':
+            continue
+        for det_backend, bb_backend in VERSUS_BACKBONE:
+            base = ref.get((bb_backend, r.size, r.batch))
+            if r.backend == det_backend and base is not None:
+                out.append(dict(model=r.model, size=list(r.size), batch=r.batch, backend=r.backend,
+                                median_ms=r.median_ms, reference=reference, reference_backend=bb_backend,
+                                reference_ms=base.median_ms, ratio=r.median_ms / base.median_ms))
+    return out
+
+
 def _number(value: float | None, places: int = 2) -> str:
     return '-' if value is None else f'{value:.{places}f}'
 
@@ -83,10 +109,11 @@ def _number(value: float | None, places: int = 2) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """A plain-text table of the rows (the note column last, unpadded)."""
     head = ['model', 'backend', 'size', 'batch', 'median ms', 'p90 ms', 'min ms', 'img/s', 'x torch-plain',
-            'x ort-plain', 'note']
+            'x ort-plain', 'x ort-deploy', 'note']
     lines = [[r.model, r.backend, f'{r.size[0]}x{r.size[1]}', str(r.batch), _number(r.median_ms),
               _number(r.p90_ms), _number(r.min_ms), _number(r.throughput, 1), _number(r.vs_torch_plain),
-              _number(r.vs_ort_plain), (r.status.upper() + ': ' if r.status != 'ok' else '') + r.note]
+              _number(r.vs_ort_plain), _number(r.vs_ort_deploy),
+              (r.status.upper() + ': ' if r.status != 'ok' else '') + r.note]
              for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
     widths[-1] = len(head[-1])

@@ -35,6 +35,7 @@ class Row:
     throughput: float | None = None  # images per second at the median latency
     vs_torch_plain: float | None = None
     vs_ort_plain: float | None = None
+    vs_ort_deploy: float | None = None  # e.g. ort-int8 against the float deploy export it was quantized from
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values (``size`` as a list)."""

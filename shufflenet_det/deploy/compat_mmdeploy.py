@@ -20,6 +20,11 @@ and names the upstream change it works around:
    patches ``torch.onnx.utils._model_to_graph``, which the exporter no longer calls, so mmdeploy's ONNX passes (the
    opset >= 13 Squeeze/Unsqueeze fix, ``optimize=True`` passes) would silently not run. The fix registers the same
    rewriter for the function the exporter really calls.
+
+Not a torch fix, installed under the same condition as 3: :func:`register_lite_rewriter` imports
+:mod:`.mmdeploy_lite`, which registers the rewriter of ``LiteGFLHead.predict_by_feat`` (mmdeploy's generic
+``BaseDenseHead`` rewriter cannot decode the lite head), so that any deploy config - mmdeploy's own too - exports a
+lite detector whose model config imports ``shufflenet_det``.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from typing import Any, Callable
 
 _APPLIED = False
 _INTERNAL_MODEL_TO_GRAPH = 'torch.onnx._internal.torchscript_exporter.utils._model_to_graph'
+#: The method that :mod:`.mmdeploy_lite` rewrites.
+LITE_PREDICT_BY_FEAT = 'shufflenet_det.models.dense_heads.lite_gfl_head.LiteGFLHead.predict_by_feat'
 
 
 def mmdeploy_available() -> bool:
@@ -97,6 +104,18 @@ def fix_model_to_graph_rewriter() -> bool:
     return True
 
 
+def register_lite_rewriter() -> bool:
+    """Register mmdeploy's rewriter of ``LiteGFLHead.predict_by_feat`` (importing :mod:`.mmdeploy_lite` does); True
+    when this call registered it."""
+    if not mmdeploy_available():
+        return False
+    from mmdeploy.core import FUNCTION_REWRITER
+    if LITE_PREDICT_BY_FEAT in FUNCTION_REWRITER._registry._rewrite_records:  # noqa: SLF001
+        return False
+    importlib.import_module(f'{__package__}.mmdeploy_lite')
+    return True
+
+
 def apply(import_mmdeploy: bool = False) -> dict[str, bool]:
     """Apply the fixes (idempotent); returns which ones changed something in this call.
 
@@ -109,6 +128,7 @@ def apply(import_mmdeploy: bool = False) -> dict[str, bool]:
     done = dict(onnx_export_dynamo_false=fix_onnx_export_default_exporter(), cast_long=fix_cast_long())
     if import_mmdeploy or 'mmdeploy' in sys.modules:
         done['model_to_graph_rewriter'] = fix_model_to_graph_rewriter()
+        done['lite_head_rewriter'] = register_lite_rewriter()
     _APPLIED = True
     return done
 

@@ -18,6 +18,10 @@ is also runnable (and testable) eagerly; the mmdeploy path is provided separatel
 ``with_nms=False`` returns the raw head tensors instead - ``cls_score_<i>`` (B, A*C, H_i, W_i) logits for every level
 then ``bbox_pred_<i>`` (B, A*4, H_i, W_i) deltas - for backends without NMS (ncnn): the post-processing then runs
 outside the graph (``tools/deploy/ncnn_runner.py``), driven by :func:`postprocess_meta`.
+
+The lite detectors (``LiteGFLHead``) have their own wrapper with the same outputs (:mod:`.lite`);
+:func:`export_wrapper` picks the right one for a detector, and :func:`select_detections` (score filter, class-aware
+ONNX NMS, the ``max_per_img`` best) is shared by both.
 """
 from __future__ import annotations
 
@@ -65,8 +69,12 @@ def postprocess_meta(detector: nn.Module) -> dict[str, Any]:
     """Everything the numpy post-processing needs to reproduce the head's ``predict_by_feat`` (JSON-serialisable).
 
     Its ``preprocess`` part is :func:`shufflenet_det.utils.predict.preprocess_meta` of the detector (how raw images
-    become the graph's input), so that a runner can prepare images without the config.
+    become the graph's input), so that a runner can prepare images without the config. Lite detectors
+    (``LiteGFLHead``) get :func:`.lite.lite_postprocess_meta` (``decoder='gfl_points'``).
     """
+    from .lite import is_lite, lite_postprocess_meta
+    if is_lite(detector):
+        return lite_postprocess_meta(detector)
     check_supported(detector)
     head = _head_of(detector)
     pg, coder, cfg = head.prior_generator, head.bbox_coder, head.test_cfg
@@ -84,6 +92,15 @@ def postprocess_meta(detector: nn.Module) -> dict[str, Any]:
                       min_bbox_size=float(cfg.get('min_bbox_size', -1))),
         preprocess=preprocess_meta(detector),
     )
+
+
+def export_wrapper(detector: nn.Module, with_nms: bool = True) -> nn.Module:
+    """The export wrapper of ``detector``: :class:`.lite.LiteExportWrapper` for lite detectors (``LiteGFLHead``),
+    :class:`DetectorExportWrapper` for RetinaNet-like ones (ValueError for anything else)."""
+    from .lite import LiteExportWrapper, is_lite
+    if is_lite(detector):
+        return LiteExportWrapper(detector, with_nms=with_nms)
+    return DetectorExportWrapper(detector, with_nms=with_nms)
 
 
 def _arange_like(vec: torch.Tensor) -> torch.Tensor:
@@ -182,25 +199,41 @@ class DetectorExportWrapper(nn.Module):
         boxes = torch.cat([p[0] for p in parts], dim=1)
         scores = torch.cat([p[1] for p in parts], dim=1)
         labels = torch.cat([p[2] for p in parts], dim=1)
-        if self.min_bbox_size >= 0:
-            wh = boxes[..., 2:] - boxes[..., :2]
-            valid = (wh > self.min_bbox_size).all(dim=-1)
-            scores = torch.where(valid, scores, torch.zeros_like(scores))
-        # class-aware NMS through one NMS call: shift each class to its own region (mmcv.ops.batched_nms)
-        max_coord = boxes.flatten(1).max(dim=1).values
-        offsets = labels.to(boxes.dtype) * (max_coord[:, None] + 1)
-        nms_boxes = boxes + offsets[..., None]
-        num_cand = boxes.shape[1] if self.nms_pre > 0 else 1 << 20
-        sel = onnx_nms(nms_boxes, scores.unsqueeze(1), num_cand, self.iou_thr, self.score_thr)
-        ones = torch.ones_like(sel[:, 0], dtype=scores.dtype)
-        kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), ones)
-        ranked = torch.where(kept > 0, scores, torch.full_like(scores, -1.0))
-        top = min(self.max_per_img, boxes.shape[1]) if self.nms_pre > 0 else self.max_per_img
-        out_scores, order = ranked.topk(top, dim=1)
-        num_dets = kept.sum(dim=1).clamp(max=top).long()
-        valid = out_scores >= 0
-        out_boxes = torch.gather(boxes, 1, order.unsqueeze(-1).expand(-1, -1, 4))
-        out_boxes = torch.where(valid.unsqueeze(-1), out_boxes, torch.zeros_like(out_boxes))
-        out_labels = torch.where(valid, torch.gather(labels, 1, order), torch.full_like(order, -1))
-        out_scores = torch.where(valid, out_scores, torch.zeros_like(out_scores))
-        return num_dets, out_boxes, out_scores, out_labels
+        return select_detections(boxes, scores, labels, score_thr=self.score_thr, iou_thr=self.iou_thr,
+                                 max_per_img=self.max_per_img, min_bbox_size=self.min_bbox_size,
+                                 bounded=self.nms_pre > 0)
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, *, score_thr: float,
+                      iou_thr: float, max_per_img: int, min_bbox_size: float,
+                      bounded: bool = True) -> tuple[torch.Tensor, ...]:
+    """mmdet's ``_bbox_post_process`` in graph form: candidates -> ``num_dets, boxes, scores, labels``.
+
+    ``boxes`` (B, K, 4), ``scores`` (B, K) and ``labels`` (B, K) are the decoded candidates of every level. Boxes not
+    larger than ``min_bbox_size`` (when >= 0) get score 0, class-aware NMS runs as one ONNX ``NonMaxSuppression``
+    (mmcv's class-offset trick; only scores above ``score_thr`` take part), and the ``max_per_img`` best survivors
+    are returned sorted by score, padded (label -1, score 0). ``bounded``: K is a fixed number of candidates
+    (``nms_pre`` per level), so at most K survive.
+    """
+    if min_bbox_size >= 0:
+        wh = boxes[..., 2:] - boxes[..., :2]
+        valid = (wh > min_bbox_size).all(dim=-1)
+        scores = torch.where(valid, scores, torch.zeros_like(scores))
+    # class-aware NMS through one NMS call: shift each class to its own region (mmcv.ops.batched_nms)
+    max_coord = boxes.flatten(1).max(dim=1).values
+    offsets = labels.to(boxes.dtype) * (max_coord[:, None] + 1)
+    nms_boxes = boxes + offsets[..., None]
+    num_cand = boxes.shape[1] if bounded else 1 << 20
+    sel = onnx_nms(nms_boxes, scores.unsqueeze(1), num_cand, iou_thr, score_thr)
+    ones = torch.ones_like(sel[:, 0], dtype=scores.dtype)
+    kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), ones)
+    ranked = torch.where(kept > 0, scores, torch.full_like(scores, -1.0))
+    top = min(max_per_img, boxes.shape[1]) if bounded else max_per_img
+    out_scores, order = ranked.topk(top, dim=1)
+    num_dets = kept.sum(dim=1).clamp(max=top).long()
+    valid = out_scores >= 0
+    out_boxes = torch.gather(boxes, 1, order.unsqueeze(-1).expand(-1, -1, 4))
+    out_boxes = torch.where(valid.unsqueeze(-1), out_boxes, torch.zeros_like(out_boxes))
+    out_labels = torch.where(valid, torch.gather(labels, 1, order), torch.full_like(order, -1))
+    out_scores = torch.where(valid, out_scores, torch.zeros_like(out_scores))
+    return num_dets, out_boxes, out_scores, out_labels

@@ -7,9 +7,9 @@ input size, and for detectors the post-processing description) are renamed into 
 passes.
 
 Detectors are exported without NMS (ncnn has no NMS layer matching mmdet's post-processing): the graph ends at the raw
-head tensors and ``numpy_postprocess.postprocess`` (used by ``tools/deploy/ncnn_runner.py``) decodes and suppresses
-boxes outside. Parity is checked with ncnn's default options, i.e. fp16 storage/arithmetic where the CPU has them, so
-the tolerances are those of half precision.
+head tensors and ``numpy_postprocess.decode_outputs`` (used by ``tools/deploy/ncnn_runner.py``) decodes and
+suppresses boxes outside. Parity is checked with ncnn's default options, i.e. fp16 storage/arithmetic where the CPU
+has them, so the tolerances are those of half precision.
 """
 from __future__ import annotations
 
@@ -204,9 +204,8 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
                 if det_check is not None:
-                    from .numpy_postprocess import postprocess
-                    n = len(got) // 2
-                    dets = postprocess(got[:n], got[n:], det_check['postprocess'], tuple(x.shape[2:]))
+                    from .numpy_postprocess import decode_outputs
+                    dets = decode_outputs(got, det_check['postprocess'], tuple(x.shape[2:]))
                     dres = compare_detections(det_check['torch_dets'][i], dets, det_check['box_atol'],
                                               det_check['score_atol'])
                     dres['input_shape'] = list(x.shape)
@@ -239,20 +238,21 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
                          fold_bn: bool = True, dynamic: bool = False, fp16_weights: bool = False,
                          atol: float = 5e-3, rtol: float = 5e-3, box_atol: float = 1.0, score_atol: float = 5e-3,
                          verbose: bool = True) -> dict[str, Any]:
-    """RetinaNet-like detector -> ncnn raw head outputs (NMS outside, see module docstring).
+    """RetinaNet-like or lite detector -> ncnn raw head outputs (NMS outside, see module docstring).
 
     Checks the raw tensors (half-precision tolerance) and the detections of the numpy post-processing run on ncnn's
     outputs against mmdet's ``predict`` on the same normalised images (``box_atol`` px, ``score_atol``, equal
-    labels).
+    labels). Lite detectors end at their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis),
+    decoded by ``numpy_postprocess.postprocess_gfl``.
     """
-    from .detector import DetectorExportWrapper, postprocess_meta
+    from .detector import export_wrapper, postprocess_meta
     images = with_second_size(images, dynamic)
     reference, model, folded = prepare_detector(detector, fold_bn)
     post = postprocess_meta(detector)
     torch_dets = [predict_detections(reference, x)[0] for x in images]
     det_check = dict(postprocess=post, torch_dets=torch_dets, box_atol=box_atol, score_atol=score_atol)
     meta = detector_meta(detector, folded, False, post)
-    return export_ncnn(DetectorExportWrapper(model, with_nms=False), out, images,
-                       DetectorExportWrapper(reference, with_nms=False), dynamic=dynamic,
+    return export_ncnn(export_wrapper(model, with_nms=False), out, images,
+                       export_wrapper(reference, with_nms=False), dynamic=dynamic,
                        fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, det_check=det_check,
                        verbose=verbose)

@@ -1,8 +1,14 @@
-"""RetinaNet-style post-processing in numpy only (no torch): anchors, box decoding, class-aware NMS.
+"""Detector post-processing in numpy only (no torch): priors, box decoding, class-aware NMS.
 
-Used outside the graph for backends without NMS (ncnn). It mirrors mmdet 3.x ``AnchorHead.predict_by_feat`` for
-sigmoid classifiers with ``DeltaXYWHBBoxCoder`` (the same semantics as ``detector.DetectorExportWrapper``), driven by
-the ``postprocess`` dict stored next to an exported model (``detector.postprocess_meta``).
+Used outside the graph for backends without NMS (ncnn, raw ONNX exports), driven by the ``postprocess`` dict stored
+next to an exported model (``detector.postprocess_meta``); :func:`decode_outputs` picks the decoder it names:
+
+* :func:`postprocess` - RetinaNet-like heads: mmdet 3.x ``AnchorHead.predict_by_feat`` for sigmoid classifiers with
+  ``DeltaXYWHBBoxCoder`` (the semantics of ``detector.DetectorExportWrapper``), on per-level raw maps;
+* :func:`postprocess_gfl` - the lite detectors' ``LiteGFLHead`` (Generalized Focal Loss, Li et al., arXiv
+  2006.04388, on anchor-free points as in NanoDet-Plus): the raw tensor ``(N, C + 4 (R + 1))`` of sigmoid class
+  scores and distance distributions, decoded as its ``predict_by_feat`` does (the semantics of
+  ``lite.LiteExportWrapper``).
 
 This file imports nothing but numpy and the standard library, so it can be copied to a board together with
 ``tools/deploy/ncnn_runner.py`` (which loads it by path and never imports torch).
@@ -114,3 +120,99 @@ def postprocess(cls_scores: Sequence[np.ndarray], bbox_preds: Sequence[np.ndarra
         boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
     keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
     return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+# ---------------------------------------------------------------------------------------------------- GFL points
+#: The ``decoder`` entry of the post-processing meta of ``LiteGFLHead`` exports.
+GFL_DECODER = 'gfl_points'
+
+
+def level_shapes(img_hw: Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
+    """Feature map size of every level for an ``img_hw`` input: ``ceil(size / stride)`` (stride-2 convs and pools
+    with "same" padding, as in ShuffleNet and GhostPAN)."""
+    h, w = int(img_hw[0]), int(img_hw[1])
+    return [(-(-h // int(s)), -(-w // int(s))) for s in strides]
+
+
+def grid_points(feat_h: int, feat_w: int, stride: float) -> np.ndarray:
+    """``(H * W, 2)`` points ``(x, y) = (col, row) * stride``, row-major (mmdet's ``MlvlPointGenerator``, offset 0)."""
+    xx, yy = np.meshgrid(np.arange(feat_w, dtype=np.float32), np.arange(feat_h, dtype=np.float32))
+    return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1) * np.float32(stride)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis``."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def distribution_to_distance(reg: np.ndarray, reg_max: int) -> np.ndarray:
+    """``(K, 4 (R + 1))`` distance distributions (logits) -> ``(K, 4)`` expected distances in strides (GFL's
+    integral: softmax over the ``R + 1`` bins, then the mean of ``0..R``; mmdet's ``Integral``)."""
+    prob = softmax(np.asarray(reg, np.float32).reshape(-1, 4, reg_max + 1), axis=-1)
+    return (prob @ np.arange(reg_max + 1, dtype=np.float32)).astype(np.float32)
+
+
+def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Detections of one image from the raw ``LiteGFLHead`` tensor, as its ``predict_by_feat`` computes them.
+
+    ``output`` is ``(N, C + 4 (R + 1))`` (a leading batch axis of size 1 is accepted): per point, sigmoid class
+    scores then the 4 distance distributions (left, top, right, bottom), points row-major, finest level first;
+    ``img_hw`` is the size of the network input. Per level, the ``nms_pre`` best (point, class) pairs scoring above
+    ``score_thr`` (mmdet's ``filter_scores_and_topk``) are decoded (expected distance x stride around the point,
+    clipped to the input); boxes not larger than ``min_bbox_size`` are dropped, then class-aware NMS and the
+    ``max_per_img`` best. Returns ``boxes`` (N, 4) in input pixels, ``scores`` (N,) and ``labels`` (N,), sorted by
+    decreasing score.
+    """
+    nc, reg_max, cfg = int(meta['num_classes']), int(meta['reg_max']), meta['test_cfg']
+    out = np.asarray(output, dtype=np.float32)
+    if out.ndim == 3 and out.shape[0] == 1:
+        out = out[0]
+    width = nc + 4 * (reg_max + 1)
+    shapes = level_shapes(img_hw, meta['strides'])
+    total = sum(h * w for h, w in shapes)
+    if out.ndim != 2 or out.shape != (total, width):
+        raise ValueError(f'raw GFL output must be ({total}, {width}) for a {img_hw[0]}x{img_hw[1]} input (levels '
+                         f'{shapes}, {nc} classes, reg_max {reg_max}), got {out.shape}')
+    h_img, w_img = int(img_hw[0]), int(img_hw[1])
+    all_boxes, all_scores, all_labels = [], [], []
+    start = 0
+    for (h, w), stride in zip(shapes, meta['strides']):
+        rows = out[start:start + h * w]
+        start += h * w
+        flat = rows[:, :nc].reshape(-1)
+        idx = np.nonzero(flat > cfg['score_thr'])[0]
+        idx = idx[np.argsort(-flat[idx], kind='stable')][:cfg['nms_pre']]
+        point_idx, labels = idx // nc, idx % nc
+        points = grid_points(h, w, stride)[point_idx]
+        dist = distribution_to_distance(rows[point_idx, nc:], reg_max) * np.float32(stride)
+        boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w_img)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h_img)
+        all_boxes.append(boxes.astype(np.float32))
+        all_scores.append(flat[idx])
+        all_labels.append(labels)
+    boxes = np.concatenate(all_boxes).reshape(-1, 4)
+    scores = np.concatenate(all_scores)
+    labels = np.concatenate(all_labels).astype(np.int64)
+    if cfg.get('min_bbox_size', -1) >= 0:
+        wh = boxes[:, 2:] - boxes[:, :2]
+        valid = (wh > cfg['min_bbox_size']).all(axis=1)
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+    keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
+    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
+                   img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Detections of one image from the raw outputs of an export without NMS, in the export's output order.
+
+    ``meta['decoder'] == 'gfl_points'``: one raw ``LiteGFLHead`` tensor (:func:`postprocess_gfl`); otherwise the
+    per-level class maps then box-delta maps of a RetinaNet-like head (:func:`postprocess`).
+    """
+    if meta.get('decoder') == GFL_DECODER:
+        if len(outputs) != 1:
+            raise ValueError(f'a GFL export has one raw output, got {len(outputs)}')
+        return postprocess_gfl(outputs[0], meta, img_hw)
+    n = len(outputs) // 2
+    return postprocess(outputs[:n], outputs[n:], meta, img_hw)

@@ -215,14 +215,18 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True, with_nms: bool = True,
                          simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
                          raw_atol: float = 1e-3, verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
-    """Export a RetinaNet-like detector; check against mmdet's ``predict`` on every image of ``images``.
+    """Export a RetinaNet-like or lite detector; check against mmdet's ``predict`` on every image of ``images``.
 
     ``images`` are normalised (1, 3, H, W) tensors; the first one is the export example (and, for a static export,
     every image must have its size). With NMS the check compares boxes (``box_atol`` pixels), scores
     (``score_atol``) and labels (exactly, after one-to-one matching) with mmdet's post-processing; without NMS it
-    compares the raw head tensors within ``raw_atol``.
+    compares the raw head tensors within ``raw_atol`` and the detections that the numpy post-processing
+    (``numpy_postprocess.decode_outputs``, driven by the report's ``postprocess`` entry) makes of ONNX Runtime's raw
+    outputs with mmdet's, within the same box and score tolerances. The wrapper comes from
+    :func:`.detector.export_wrapper` (lite detectors: one raw tensor ``output``, see :mod:`.lite`).
     """
-    from .detector import DetectorExportWrapper, postprocess_meta
+    from .detector import export_wrapper, postprocess_meta
+    from .numpy_postprocess import decode_outputs
     if not images:
         raise ValueError('export_detector_onnx needs at least one check image')
     shape = check_input_shape(images[0].shape)
@@ -231,8 +235,9 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                          f'{sorted({tuple(im.shape) for im in images})}')
     images = with_second_size(images, dynamic)
     reference, model, folded = prepare_detector(detector, fold_bn)
-    wrapper = DetectorExportWrapper(model, with_nms=with_nms).eval()
+    wrapper = export_wrapper(model, with_nms=with_nms).eval()
     names = wrapper.output_names
+    post = postprocess_meta(detector)
     axes = None
     if dynamic:
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
@@ -250,13 +255,19 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                     checks.append(res)
             else:
                 with torch.no_grad():
-                    ref = DetectorExportWrapper(reference, with_nms=False)(x)
+                    ref = export_wrapper(reference, with_nms=False)(x)
                 res = compare_tensors(ref, got, raw_atol, names)
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
+                torch_dets = predict_detections(reference, x)
+                for i, ref_dets in enumerate(torch_dets):
+                    dets = decode_outputs([o[i:i + 1] for o in got], post, tuple(x.shape[2:]))
+                    res = compare_detections(ref_dets, dets, box_atol, score_atol)
+                    res['input_shape'] = list(x.shape)
+                    checks.append(res)
         return summarize(checks)
 
-    meta = detector_meta(detector, folded, with_nms, postprocess_meta(detector), input_shape=list(shape))
+    meta = detector_meta(detector, folded, with_nms, post, input_shape=list(shape))
     return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
                           dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
                           graph_opt=graph_opt)

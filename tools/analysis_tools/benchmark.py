@@ -40,6 +40,8 @@ from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 #: The torch-free ncnn runner of this repository, which times the ncnn rows in a child process.
 NCNN_RUNNER = Path(__file__).resolve().parents[1] / 'deploy' / 'ncnn_runner.py'
+#: Where tools/main_job.py writes a config's results by default (work_dirs/main_job/<config name>/results.json).
+MAIN_JOB_DIR = Path(__file__).resolve().parents[2] / 'work_dirs' / 'main_job'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -54,6 +56,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                           'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py (weights: random init)')
     src.add_argument('--what', choices=['detector', 'backbone'], default='detector',
                      help='with --config: time the whole detector (default) or its backbone')
+    src.add_argument('--add-backbone', metavar='TYPE',
+                     help='with --config: also time this registered backbone (with --backbone-args) in the same run, '
+                          'e.g. the bare backbone a detector is compared with; the ratios of each detector\'s '
+                          'ort-raw / ncnn rows to its ort-deploy / ncnn rows are printed and stored')
     run = parser.add_argument_group('run')
     run.add_argument('--backends', nargs='+', default=list(DEFAULT_BACKENDS), choices=list(ALL_BACKENDS),
                      metavar='BACKEND', help=f'subset of {", ".join(ALL_BACKENDS)} (default: all but torch-compile)')
@@ -81,10 +87,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      help='mAP per model name (as in the table) for the mAP-vs-latency plot')
     out.add_argument('--results', nargs='+', default=[], metavar='JSON',
                      help='results.json files of tools/main_job.py: their config name and bbox_mAP feed the '
-                          'mAP-vs-latency plot (benchmark the same configs with --config)')
+                          'mAP-vs-latency plot (benchmark the same configs with --config); a --config without one '
+                          'uses work_dirs/main_job/<config name>/results.json when present')
     args = parser.parse_args(argv)
     if bool(args.backbone) == bool(args.config):
         parser.error('give exactly one of --backbone and --config')
+    if args.add_backbone and not args.config:
+        parser.error('--add-backbone goes with --config (with --backbone, time that backbone alone)')
     for name, value in (('--batch', args.batch), ('--threads', args.threads), ('--runs', args.runs),
                         ('--rounds', args.rounds)):
         if value < 1:
@@ -110,6 +119,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             args.maps[name] = float(res['metrics']['bbox_mAP'])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             parser.error(f'--results {path!r}: not a tools/main_job.py results file ({type(exc).__name__}: {exc})')
+    args.maps_found = {}
+    for cfg in args.config or []:
+        name = os.path.splitext(os.path.basename(cfg))[0]
+        found = MAIN_JOB_DIR / name / 'results.json'
+        if name not in args.maps and found.is_file():
+            try:
+                args.maps[name] = float(json.loads(found.read_text())['metrics']['bbox_mAP'])
+                args.maps_found[name] = str(found)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # an unreadable file of an interrupted job: no mAP for that model
     return args
 
 
@@ -140,6 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     _check_outputs(args)
     from shufflenet_det.benchmark import (
+        backbone_ratios,
         environment,
         format_summary,
         format_table,
@@ -165,6 +185,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             float(bb_args.get('widen_factor', 1.0)) != 1.0 else peer_models()
     else:
         peers = []
+        if args.add_backbone:
+            try:
+                bb_args = parse_backbone_args(args.backbone_args)
+                model = backbone_from_args(args.add_backbone, bb_args)
+            except ValueError as exc:
+                print(f'error: {exc}', file=sys.stderr)
+                return 2
+            models.append((f'shufflenet_det {args.add_backbone}' + (f' {bb_args}' if bb_args else ''), model))
         for cfg in args.config:
             try:
                 det = build_detector(cfg)
@@ -185,6 +213,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = summarize(rows)
     if summary:
         print(format_summary(summary))
+    versus = backbone_ratios(rows, models[0][0]) if args.add_backbone else []
+    for v in versus:
+        print(f"[benchmark] {v['model']} {v['size'][0]}x{v['size'][1]}: {v['backend']} {v['median_ms']:.2f} ms = "
+              f"{v['ratio']:.2f}x {v['reference']} {v['reference_backend']} ({v['reference_ms']:.2f} ms)")
     print(f'[benchmark] {len(rows)} rows in {time.time() - t0:.0f} s; batch {args.batch}, {args.threads} threads, '
           f'{args.runs} runs after {args.warmup} warm-up; load average {env.get("loadavg_1m")} -> '
           f'{env.get("loadavg_1m_end")} (other processes on the machine make absolute numbers noisy; the ratios '
@@ -193,8 +225,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = dict(sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
                         warmup=args.warmup, rounds=args.rounds, backends=args.backends)
         write_json_atomic(dict(command=sys.argv, environment=env, settings=settings,
-                               rows=[r.as_dict() for r in rows], summary=summary), args.out, 'benchmark results')
+                               rows=[r.as_dict() for r in rows], summary=summary, versus_backbone=versus),
+                          args.out, 'benchmark results')
         print(f'[benchmark] wrote {args.out}')
+    for name, found in args.maps_found.items():
+        print(f'[benchmark] mAP of {name}: {args.maps[name]:.3f} from {found}')
     if args.plot:
         plot(rows, args.plot, args.maps or None)
         print(f'[benchmark] wrote {args.plot}')

@@ -2,9 +2,9 @@
 
 Works unchanged on an ARM board (``pip install ncnn numpy``): copy this file together with
 ``shufflenet_det/deploy/numpy_postprocess.py`` (next to it, or keep the repository layout) and the model's
-``.param``, ``.bin`` and ``.json``. Detector models (raw head outputs) are post-processed here - anchors, box
-decoding, class-aware NMS, as mmdet's RetinaHead - with the parameters stored in the ``.json`` side-car; backbone
-models print their feature shapes.
+``.param``, ``.bin`` and ``.json``. Detector models (raw head outputs) are post-processed here - priors, box
+decoding, class-aware NMS, as mmdet's RetinaHead or the lite detectors' GFL head - with the parameters stored in the
+``.json`` side-car; backbone models print their feature shapes.
 
 Images: ``.ppm``/``.pgm`` (binary) and ``.npy`` (H x W x 3 uint8, BGR) are read with numpy; other formats through
 OpenCV or Pillow when one of them is installed. ``--generate`` writes and uses a synthetic test picture instead.
@@ -249,8 +249,7 @@ class NcnnModel:
         """Detections in original-image pixels."""
         mat, scale, keep = self.preprocess(img_bgr, size)
         outs = self.run(mat)
-        n = len(outs) // 2
-        dets = post.postprocess(outs[:n], outs[n:], self.meta['postprocess'], (mat.h, mat.w))
+        dets = post.decode_outputs(outs, self.meta['postprocess'], (mat.h, mat.w))
         dets['boxes'] = dets['boxes'] / scale
         del keep
         return dets
@@ -366,8 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outs = model.run(mat)
         if post is None:
             return outs
-        n = len(outs) // 2
-        return post.postprocess(outs[:n], outs[n:], model.meta['postprocess'], hw)
+        return post.decode_outputs(outs, model.meta['postprocess'], hw)
 
     if model.is_detector:
         dets = forward()
