@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,16 @@ pytestmark = pytest.mark.compat
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp('wheel')
+    # setuptools builds in the source tree (build/, *.egg-info): build from a copy of what the wheel is made of, so
+    # that the two suites of `make test`, which run at once, never share a build folder
+    src = tmp_path_factory.mktemp('src')
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
+    for name in ('pyproject.toml', 'README.md'):
+        shutil.copy2(REPO / name, src / name)
+    for name in ('shufflenet_det', 'configs'):  # configs: the target of shufflenet_det/.mim/configs
+        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=ignore)
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
-                           '-w', str(out), str(REPO)], capture_output=True, text=True, timeout=600)
+                           '-w', str(out), str(src)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     wheels = list(out.glob('shufflenet_det-*.whl'))
     assert len(wheels) == 1, wheels

@@ -111,15 +111,7 @@ def postprocess(cls_scores: Sequence[np.ndarray], bbox_preds: Sequence[np.ndarra
         all_boxes.append(decode_boxes(anchors[anchor_idx], deltas[anchor_idx], coder, img_hw))
         all_scores.append(flat[idx])
         all_labels.append(labels)
-    boxes = np.concatenate(all_boxes).reshape(-1, 4)
-    scores = np.concatenate(all_scores)
-    labels = np.concatenate(all_labels).astype(np.int64)
-    if cfg.get('min_bbox_size', -1) >= 0:
-        wh = boxes[:, 2:] - boxes[:, :2]
-        valid = (wh > cfg['min_bbox_size']).all(axis=1)
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-    keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
-    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+    return keep_best_candidates(all_boxes, all_scores, all_labels, cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- GFL points
@@ -192,15 +184,7 @@ def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int,
         all_boxes.append(boxes.astype(np.float32))
         all_scores.append(flat[idx])
         all_labels.append(labels)
-    boxes = np.concatenate(all_boxes).reshape(-1, 4)
-    scores = np.concatenate(all_scores)
-    labels = np.concatenate(all_labels).astype(np.int64)
-    if cfg.get('min_bbox_size', -1) >= 0:
-        wh = boxes[:, 2:] - boxes[:, :2]
-        valid = (wh > cfg['min_bbox_size']).all(axis=1)
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-    keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
-    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+    return keep_best_candidates(all_boxes, all_scores, all_labels, cfg)
 
 
 def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
@@ -216,3 +200,18 @@ def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
         return postprocess_gfl(outputs[0], meta, img_hw)
     n = len(outputs) // 2
     return postprocess(outputs[:n], outputs[n:], meta, img_hw)
+
+
+def keep_best_candidates(all_boxes: list, all_scores: list, all_labels: list, cfg: dict[str, Any]
+                      ) -> dict[str, np.ndarray]:
+    """mmdet's ``_bbox_post_process`` on the per-level candidates: the ``min_bbox_size`` filter, class-aware NMS,
+    the ``max_per_img`` best (both decoders end here)."""
+    boxes = np.concatenate(all_boxes).reshape(-1, 4)
+    scores = np.concatenate(all_scores)
+    labels = np.concatenate(all_labels).astype(np.int64)
+    if cfg.get('min_bbox_size', -1) >= 0:
+        wh = boxes[:, 2:] - boxes[:, :2]
+        valid = (wh > cfg['min_bbox_size']).all(axis=1)
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+    keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
+    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
