@@ -23,6 +23,7 @@ import torch
 
 from helpers import REPO, assert_clean_failure, build_backbone, tree_snapshot
 from tiny_mini_coco import make_dataset, write_config
+from zygote import run_python
 
 CONVERT = 'tools/model_converters/convert_weights.py'
 CONVERT_ARGS = ['--src', 'torchvision', '--type', 'ShuffleNetV2', '--widen-factor', '0.5']
@@ -222,10 +223,11 @@ if torch.cuda.is_available():  # --amp is valid there
 
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    cmd = ['bash', *argv] if argv[0].endswith('.sh') else [sys.executable, *argv]
     full_env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', PYTHON=sys.executable, **env)
     full_env.pop('SHUFFLENET_DET_DEBUG', None)
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300)
+    if not argv[0].endswith('.sh'):
+        return run_python(argv, env=full_env)
+    return subprocess.run(['bash', *argv], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300)
 
 
 @dataclass

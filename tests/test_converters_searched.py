@@ -2,21 +2,19 @@
 re-implementation of the official networks, refusals, and the command line."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import shufflenet_det  # noqa: F401
-from helpers import REPO as ROOT
 from helpers import load_script
 from official_refs.megvii_searched import build_official, official_checkpoint, randomize_
 from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, target_backbone
 from shufflenet_det.models.backbones.archs import DETNAS_ARCHS, ONESHOT_ARCH, SHUFFLENET_V2_PLUS_ARCHS
 from shufflenet_det.models.backbones.spos_blocks import deinterleave_index
 from shufflenet_det.utils.checkpoint import read_state_dict
+from zygote import run_python
 
 pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
 
@@ -104,9 +102,8 @@ def test_mismatched_checkpoint_is_refused(tmp_path: Path, family, spec, target, 
 def test_cli_converts_detnas(tmp_path: Path) -> None:
     ref, src = _write_official(tmp_path, 'DetNAS', DETNAS_ARCHS['VOC-FPN-300M'])
     out = tmp_path / 'detnas_voc_fpn_300m.pth'
-    proc = subprocess.run([sys.executable, 'tools/model_converters/convert_weights.py', '--src', 'megvii', '--type',
-                           'DetNAS', '--arch', 'VOC-FPN-300M', str(src), str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_python(['tools/model_converters/convert_weights.py', '--src', 'megvii', '--type', 'DetNAS', '--arch',
+                       'VOC-FPN-300M', str(src), str(out)])
     assert proc.returncode == 0, proc.stderr
     model = target_backbone('DetNAS', dict(arch='VOC-FPN-300M', out_indices=(4,))).eval()
     model.load_state_dict(read_state_dict(out), strict=True)

@@ -6,9 +6,7 @@ features numerically (float64, 64x64 input).
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from shufflenet_det.converters import ConversionError, core, get_converter
 from shufflenet_det.converters.megvii_v1v2 import megvii_v2_stage_permutations, megvii_v2_unit_plan
 from shufflenet_det.converters.mmpretrain import regroup_shuffle
 from shufflenet_det.utils.checkpoint import CheckpointError, read_state_dict
+from zygote import run_python
 
 pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
 
@@ -264,9 +263,7 @@ def test_safe_load_refuses_pickled_objects(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=300)
+    return run_python([str(CLI), *args])
 
 
 def _no_leftovers(folder: Path, out: Path) -> None:

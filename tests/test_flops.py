@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,6 @@ import torch
 from torch import nn
 
 import shufflenet_det  # noqa: F401
-from helpers import REPO as ROOT
 from helpers import load_script
 from shufflenet_det.analysis import (
     PUBLISHED_VARIANTS,
@@ -21,6 +18,7 @@ from shufflenet_det.analysis import (
     published_variants,
     register_published_variant,
 )
+from zygote import run_python
 
 
 @pytest.mark.parametrize('variant', PUBLISHED_VARIANTS, ids=[v.name for v in PUBLISHED_VARIANTS])
@@ -147,9 +145,8 @@ def _run_cli_on_config(model_cfg: dict, tmp_path: Path, capsys) -> dict:
 
 def test_cli_subprocess() -> None:
     """The documented command line, run as a script from the repository root."""
-    proc = subprocess.run([sys.executable, 'tools/analysis_tools/get_flops.py', '--backbone', 'ShuffleNetV2',
-                           '--cfg-options', 'widen_factor=1.0', '--shape', '224'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_python(['tools/analysis_tools/get_flops.py', '--backbone', 'ShuffleNetV2', '--cfg-options',
+                       'widen_factor=1.0', '--shape', '224'])
     assert proc.returncode == 0, proc.stderr
     assert 'FLOPs (multiply-adds): 0.145 G (144,907,992)' in proc.stdout, proc.stdout
     assert 'params: 2.279 M (2,278,604)' in proc.stdout, proc.stdout

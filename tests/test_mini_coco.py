@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,8 @@ from pycocotools.cocoeval import COCOeval
 
 from shufflenet_det.datasets import mini_coco
 from shufflenet_det.datasets.mini_coco import SHAPE_CLASSES, MiniCocoSpec, ensure, generate, read_spec
-from tiny_mini_coco import REPO, load_script
+from tiny_mini_coco import load_script
+from zygote import run_python
 
 TINY = dict(num_train=6, num_val=4, image_width=112, image_height=96, min_objects=2, max_objects=4, min_size=14,
             max_size=30)
@@ -165,8 +164,7 @@ def test_cli(tmp_path: Path, capsys):
     out = tmp_path / 'cli'
     args = ['--out', str(out), '--num-train', '2', '--num-val', '1', '--image-size', '96x64', '--min-size', '12',
             '--max-size', '24', '--classes', 'ring', 'diamond', '--format', 'jpg']
-    done = subprocess.run([sys.executable, 'tools/misc/make_mini_coco.py'] + args, capture_output=True, text=True,
-                          cwd=REPO)
+    done = run_python(['tools/misc/make_mini_coco.py'] + args)
     assert done.returncode == 0, done.stderr
     assert read_spec(out) == MiniCocoSpec(num_train=2, num_val=1, image_width=96, image_height=64, min_size=12,
                                           max_size=24, classes=('ring', 'diamond'), image_format='jpg')

@@ -1,13 +1,12 @@
 """Helpers for the tool tests: a tiny mini-COCO dataset and a config that trains on it in seconds."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from helpers import REPO, load_script  # noqa: F401  (re-exported for the tool tests)
 from shufflenet_det.datasets.mini_coco import MiniCocoSpec, generate
+from zygote import run_python
 
 MINI_RETINANET = REPO / 'configs' / 'mini' / 'retinanet_shufflenetv2-1x_fpn_mini-coco.py'
 TINY_SPEC = MiniCocoSpec(num_train=16, num_val=4, image_width=64, image_height=64, min_objects=1, max_objects=2,
@@ -57,7 +56,6 @@ log_processor = dict(window_size=1)
 
 
 def run_tool(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``python <args>`` from the repository root with one thread (the test machines are small)."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    """Run ``python <args>`` from the repository root with one thread (the test machines are small), as its own
+    process forked from the tests' zygote (:func:`zygote.run_python`)."""
+    return run_python(args, timeout=timeout, **kwargs)
