@@ -73,10 +73,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = args.config or mini_config(args.model, REPO / 'configs')
     name = os.path.splitext(os.path.basename(config))[0]
     work_dir = args.work_dir or os.path.join('work_dirs', 'main_job', name)
+    from shufflenet_det.deploy.cli import check_output_dir
+    check_output_dir(work_dir, '--work-dir')  # before the dataset is generated: a bad work dir leaves nothing
     from shufflenet_det.apps.launch import PretrainedWeightsMissing
     from shufflenet_det.datasets import DatasetCheckError
-    from shufflenet_det.utils.build import ConfigError
+    from shufflenet_det.utils.build import ConfigError, load_config
     try:
+        load_config(config, args.cfg_options)  # a broken config fails before the dataset is generated
         results = run_job(config, work_dir, data_root=args.data_root, cfg_options=args.cfg_options,
                           num_vis=args.num_vis, resume=args.resume)
     except (ConfigError, DatasetCheckError, PretrainedWeightsMissing, FileExistsError, FileNotFoundError) as exc:

@@ -299,11 +299,9 @@ def run_search(config: str,
                           f'python tools/train.py {config})')
     check_search_data(settings)
 
-    state_dict = read_state_dict(checkpoint, what='supernet checkpoint')
-    scorer = build_scorer(cfg, settings, state_dict, f'supernet checkpoint {checkpoint!r}')
     print_fp = fingerprint(cfg, settings, file_sha256(checkpoint))
 
-    saved: dict[str, Any] = {}
+    saved: dict[str, Any] = {}  # a corrupt or foreign resume state fails here, before the supernet is built
     if resume:
         try:
             saved = json.loads(state_file.read_text(encoding='utf-8'))
@@ -318,6 +316,8 @@ def run_search(config: str,
                               '(only nas_search.generations may change when continuing); use the same config and '
                               'supernet checkpoint, or start a new search in another --work-dir')
 
+    state_dict = read_state_dict(checkpoint, what='supernet checkpoint')
+    scorer = build_scorer(cfg, settings, state_dict, f'supernet checkpoint {checkpoint!r}')
     import torch
     log(f'[nas search] space {space.layout()} ({space.num_blocks} units, {space.size:.3g} paths); supernet '
         f'{checkpoint}; work dir {work}; torch threads {torch.get_num_threads()}')

@@ -131,3 +131,21 @@ def check_output_path(path: Any, option: str) -> None:
         fail(f'{option} {str(path)!r}: cannot create its folder, {str(folder)!r} is a file')
     if not os.access(folder, os.W_OK | os.X_OK):
         fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')
+
+
+def check_output_dir(path: Any, option: str) -> None:
+    """End the tool unless the folder ``path`` can be used for outputs: a folder already, or creatable below its
+    nearest existing ancestor, which must be a writable folder (nothing is created here). Run before any long work
+    (a dataset generated, a model built) so that a work dir below a file fails in seconds and leaves nothing."""
+    if not path:
+        return
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        fail(f'{option} {str(path)!r} is a file, not a folder')
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f'{option} {str(path)!r}: cannot create it, {str(folder)!r} is a file')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')

@@ -187,13 +187,40 @@ def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int,
     return keep_best_candidates(all_boxes, all_scores, all_labels, cfg)
 
 
+#: Keys of the post-processing meta each decoder reads (``None``: the anchor-head decoder), and of its ``test_cfg``.
+META_KEYS = {GFL_DECODER: ('num_classes', 'reg_max', 'strides', 'test_cfg'),
+             None: ('num_classes', 'strides', 'base_anchors', 'coder', 'test_cfg')}
+TEST_CFG_KEYS = ('nms_pre', 'score_thr', 'iou_threshold', 'max_per_img')
+
+
+def check_meta(meta: Any) -> None:
+    """ValueError naming what is wrong when ``meta`` (an export report's ``postprocess``) names an unknown decoder
+    or lacks a key its decoder reads; :func:`decode_outputs` runs it first."""
+    if not isinstance(meta, dict):
+        raise ValueError(f'postprocess must be a JSON object, got {type(meta).__name__}')
+    decoder = meta.get('decoder')
+    if decoder not in META_KEYS:
+        raise ValueError(f"postprocess.decoder={decoder!r} is not a known decoder; allowed: {GFL_DECODER!r} (lite "
+                         'detectors) or none (anchor heads)')
+    missing = [k for k in META_KEYS[decoder] if k not in meta]
+    if not missing and isinstance(meta['test_cfg'], dict):
+        missing = [f'test_cfg.{k}' for k in TEST_CFG_KEYS if k not in meta['test_cfg']]
+    elif not missing:
+        missing = ['test_cfg (a JSON object)']
+    if missing:
+        raise ValueError(f"postprocess lacks {missing}, which the {decoder or 'anchor head'} decoder reads; export "
+                         'the model again with tools/deploy/export_onnx.py')
+
+
 def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
                    img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
     """Detections of one image from the raw outputs of an export without NMS, in the export's output order.
 
     ``meta['decoder'] == 'gfl_points'``: one raw ``LiteGFLHead`` tensor (:func:`postprocess_gfl`); otherwise the
-    per-level class maps then box-delta maps of a RetinaNet-like head (:func:`postprocess`).
+    per-level class maps then box-delta maps of a RetinaNet-like head (:func:`postprocess`). ValueError for a
+    ``meta`` that :func:`check_meta` refuses.
     """
+    check_meta(meta)
     if meta.get('decoder') == GFL_DECODER:
         if len(outputs) != 1:
             raise ValueError(f'a GFL export has one raw output, got {len(outputs)}')

@@ -104,6 +104,12 @@ class QuantConfig:
             raise ValueError(f'exclude_sensitive must be >= 0, got {self.exclude_sensitive}')
         if self.op_types is not None and not self.op_types:
             raise ValueError('op_types must name at least one operator type (or be None for all)')
+        if self.op_types:
+            known = quantizable_op_types()
+            unknown = [t for t in self.op_types if t not in known]
+            if unknown:
+                raise ValueError(f'operator types to quantize (--op-types) {unknown} are not types ONNX Runtime '
+                                 f'quantizes; allowed: {sorted(known)}')
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +118,32 @@ class QuantConfig:
         d['exclude'] = list(self.exclude)
         d['op_types'] = list(self.op_types) if self.op_types is not None else None
         return d
+
+
+def quantizable_op_types() -> set[str]:
+    """Operator types ONNX Runtime's ``quantize_static`` can quantize (its QDQ and QOperator registries: what it
+    quantizes when no ``op_types_to_quantize`` is given)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+#: Operators that only a quantized model holds (QDQ pairs, QOperator and integer kernels).
+QUANTIZED_OPS = ('QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'QLinearConv', 'QLinearMatMul',
+                 'ConvInteger', 'MatMulInteger')
+
+
+def check_float_model(model: Any, source: str | os.PathLike = 'the model') -> None:
+    """:class:`QuantizationError` naming ``source`` when the ``onnx.ModelProto`` already holds quantized operators
+    (:data:`QUANTIZED_OPS`): quantizing it again would stack a second QDQ layer on the first, which ONNX Runtime
+    cannot load."""
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    if found:
+        raise QuantizationError(f'{str(source)!r} is already quantized (it holds '
+                                + ', '.join(f'{n} {op}' for op, n in sorted(found.items()))
+                                + ' nodes); quantize the float export of tools/deploy/export_onnx.py')
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -144,7 +176,7 @@ def sample_images(ann_file: str | os.PathLike, img_dir: str | os.PathLike, num: 
         raise ValueError(f'annotation file {str(ann_file)!r} cannot be read as COCO json: {exc}') from exc
     if len(images) < num:
         raise ValueError(f'{str(ann_file)!r} has {len(images)} images, fewer than the {num} calibration images '
-                         'asked for')
+                         'asked for (--num-calib, times the batch of a static export)')
     images = sorted(images, key=lambda im: im['id'])
     pick = np.random.default_rng(seed).choice(len(images), size=num, replace=False)
     return [Path(img_dir) / images[i]['file_name'] for i in sorted(pick)]
@@ -234,8 +266,14 @@ def resolve_exclusions(config: QuantConfig, model: Any) -> tuple[list[dict[str, 
     unknown = [n for n in config.exclude if n not in known]
     if unknown:
         hint = ', '.join(c['name'] for c in convs[:6])
-        raise ValueError(f'nodes to keep in float {unknown} are not nodes of the model (its convolutions: {hint}, '
-                         '...; list them with tools/deploy/quantize.py --list-nodes)')
+        raise ValueError(f'nodes to keep in float (--exclude) {unknown} are not nodes of the model (its '
+                         f'convolutions: {hint}, ...; list them with tools/deploy/quantize.py --list-nodes)')
+    if config.op_types:
+        present = {n.op_type for n in model.graph.node}
+        if not present & set(config.op_types):
+            raise ValueError(f'operator types to quantize (--op-types) {list(config.op_types)}: the model has no '
+                             f'node of these types, nothing would be quantized; its quantizable types: '
+                             f'{sorted(present & quantizable_op_types())}')
     why = dict.fromkeys(config.exclude, 'option')
     for c in convs:
         if config.exclude_final_convs and c['final']:
@@ -682,7 +720,9 @@ def quantize_unchecked(model_path: str | os.PathLike, out_path: str | os.PathLik
     with scratch_dir() as work:
         pre, int8 = work / 'float.onnx', work / 'int8.onnx'
         preprocess_for_quantization(model_path, pre)
-        convs, excluded = resolve_exclusions(config, onnx.load(str(pre)))
+        pre_model = onnx.load(str(pre))
+        check_float_model(pre_model, model_path)
+        convs, excluded = resolve_exclusions(config, pre_model)
         quantize_file(pre, int8, calibration, input_name, config, list(excluded))
         quantized = _quantized_convs(onnx.load(str(int8)))
         with atomic_outputs([out_path], 'int8 model') as (tmp,):
@@ -815,7 +855,9 @@ def quantize_onnx(model_path: str | os.PathLike, out_path: str | os.PathLike, re
     with scratch_dir() as work:
         pre, int8, cache = work / 'float.onnx', work / 'int8.onnx', work / 'calibration.json'
         preprocess_for_quantization(model_path, pre)
-        convs, excluded = resolve_exclusions(config, onnx.load(str(pre)))
+        pre_model = onnx.load(str(pre))
+        check_float_model(pre_model, model_path)
+        convs, excluded = resolve_exclusions(config, pre_model)
         groups = _grouped(excluded)
         say(f'[quantize] {len(convs)} convolutions, kept in float: '
             + (', '.join(f'{len(v)} {k}' for k, v in groups.items()) or 'none')

@@ -38,10 +38,10 @@ def split_coco_images(coco: dict[str, Any], num_holdout: int, seed: int = 0,
     if not isinstance(images, list) or not images:
         raise ValueError(f'{source} lists no images: nothing to split')
     if not isinstance(num_holdout, int) or isinstance(num_holdout, bool) or not 1 <= num_holdout < len(images):
-        raise ValueError(f'num_holdout={num_holdout!r} must be an int in [1, {len(images) - 1}] ({source} has '
-                         f'{len(images)} images, and both parts need at least one)')
+        raise ValueError(f'num_holdout (--num-val) {num_holdout!r} must be an int in [1, {len(images) - 1}] ({source} '
+                         f'has {len(images)} images, and both parts need at least one)')
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f'seed={seed!r} must be a non-negative int')
+        raise ValueError(f'seed (--seed) {seed!r} must be a non-negative int')
     ids = sorted(int(im['id']) for im in images)
     if len(set(ids)) != len(ids):
         raise ValueError(f'{source} lists duplicate image ids')
@@ -70,6 +70,8 @@ def write_coco_split(ann_file: str | Path, num_holdout: int, seed: int = 0, out_
     from ..datasets.layout import check_annotation_file
 
     ann_file = Path(ann_file)
+    if ann_file.is_dir():
+        raise ValueError(f'annotation file {str(ann_file)!r} is a folder; give the COCO instances .json file')
     if not ann_file.is_file():
         raise FileNotFoundError(f'annotation file {str(ann_file)!r} does not exist')
     default_train, default_holdout = default_split_paths(ann_file)

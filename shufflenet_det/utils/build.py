@@ -20,6 +20,8 @@ from .checkpoint import load_weights
 
 #: Config name prefixes resolved inside installed packages (``<package>/.mim/configs/...``), as mmengine does.
 PACKAGE_SCOPES = ('mmdet', 'shufflenet_det')
+#: File types mmengine's ``Config.fromfile`` reads.
+CONFIG_SUFFIXES = ('.py', '.json', '.yml', '.yaml')
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,9 @@ def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> An
             raise ConfigError(f'config {str(config)!r} does not exist')
         if not Path(path).is_file():
             raise ConfigError(f'config {str(config)!r} is not a file')
+        if Path(path).suffix not in CONFIG_SUFFIXES:  # mmengine would raise a bare OSError
+            raise ConfigError(f'config {str(config)!r} is not a config file: mmengine reads '
+                              f'{", ".join(CONFIG_SUFFIXES)} files')
         try:
             cfg = Config.fromfile(path)
         except SyntaxError as exc:
@@ -134,7 +139,12 @@ def build_detector(config: Any, checkpoint: str | os.PathLike | None = None,
     model_cfg = copy.deepcopy(cfg.model)
     if 'backbone' in model_cfg:
         model_cfg.backbone['init_cfg'] = None
-    model = MODELS.build(model_cfg)
+    try:
+        model = MODELS.build(model_cfg)
+    except (KeyError, TypeError) as exc:  # an unregistered type, a missing or unknown argument
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ConfigError(f'config {getattr(cfg, "filename", config)!r}: cannot build its model: '
+                          f'{type(exc).__name__}: {text}') from exc
     if checkpoint is not None:
         load_weights(model, checkpoint)
     else:

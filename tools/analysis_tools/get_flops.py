@@ -134,16 +134,19 @@ def run_backbone(args: argparse.Namespace) -> dict:
 
 def run_detector(args: argparse.Namespace) -> dict:
     """Count the detector of the config (backbone + neck + head forward, no post-processing)."""
-    from mmdet.registry import MODELS
+    from mmdet.models.detectors import BaseDetector
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
     from shufflenet_det.analysis import model_complexity
-    from shufflenet_det.utils.build import fold_batchnorm, load_config
+    from shufflenet_det.utils.build import ConfigError, build_detector, fold_batchnorm, load_config
 
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = revert_sync_batchnorm(build_detector(cfg))  # ConfigError for a model it cannot build
+    if not isinstance(model, BaseDetector):
+        raise ConfigError(f'config {args.config!r} describes a {type(model).__name__}, not an mmdet detector; count '
+                          'a backbone with --backbone TYPE --cfg-options ...')
     training_only = sum(p.numel() for name in getattr(model, 'training_only_modules', ())
                         for p in getattr(model, name).parameters())
     mode = 'detector (extract_feat + head forward)'

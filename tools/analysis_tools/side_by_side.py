@@ -70,8 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(str(exc))
     if args.timing_rounds < 0:
         fail(f'--timing-rounds must be >= 0 (0 skips the timing), got {args.timing_rounds}')
-    from shufflenet_det.deploy.cli import check_output_path
+    from shufflenet_det.deploy.cli import check_output_dir, check_output_path
     check_output_path(args.out, '--out')
+    check_output_dir(args.runs_dir, '--runs-dir')
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

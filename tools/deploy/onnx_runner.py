@@ -145,6 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ValueError('--threads, --bench and --warmup must be >= 0')
     if args.size is not None and min(args.size) <= 0:
         raise ValueError(f'--size must be two positive integers H W, got {args.size[0]} {args.size[1]}')
+    if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
+        raise ValueError(f'--score-thr must be a score in [0, 1], got {args.score_thr}')
     model = OnnxModel(args.model, args.threads)
     if args.out_json:
         for what, path in (('the model', model.path), ('its report', model.meta_path), ('--image', args.image),
@@ -152,6 +154,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if path and _RUNNER._same_path(args.out_json, path):
                 raise ValueError(f'--out-json {args.out_json!r} is the same file as {what} {path!r}: refusing to '
                                  'overwrite an input')
+        folder = os.path.dirname(os.path.abspath(args.out_json))  # checked before any run: --bench can be long
+        why = ('it is a folder' if os.path.isdir(args.out_json) else
+               f'{folder!r} is a file' if os.path.exists(folder) and not os.path.isdir(folder) else
+               f'folder {folder!r} does not exist' if not os.path.isdir(folder) else
+               f'folder {folder!r} is not writable' if not os.access(folder, os.W_OK | os.X_OK) else None)
+        if why:
+            raise ValueError(f'--out-json {args.out_json!r} cannot be written: {why}')
     export_hw = model.input_shape[2:]
     if args.size is not None and not model.dynamic and list(args.size) != export_hw:
         raise ValueError(f'--size {args.size[0]} {args.size[1]} does not match the static model {model.path!r}, '
@@ -171,7 +180,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         img = _RUNNER.read_image(args.image) if args.image else _RUNNER.make_test_picture(int(size[0]), int(size[1]))
         x, scale = model.preprocess(img, args.size)
     post = None if model.with_nms else _RUNNER.load_postprocess_module()
-    dets = model.detect(x, post)
+    if post is not None:
+        try:
+            post.check_meta(model.post)
+        except ValueError as exc:
+            raise ValueError(f'{model.meta_path!r}: {exc}') from None
+    try:
+        dets = model.detect(x, post)
+    except ValueError as exc:  # the report's postprocess does not fit the model's outputs
+        raise ValueError(f'{model.meta_path!r} does not describe the outputs of {model.path!r}: {exc}') from None
     keep = dets['scores'] >= (args.score_thr if args.score_thr is not None else -1.0)
     names = model.meta.get('classes')
     result: dict[str, Any] = dict(model=os.path.basename(model.path), image=args.tensor or args.image or 'generated',

@@ -98,6 +98,12 @@ def _check_args(args: argparse.Namespace) -> None:
         fail(f'--percentile must be in (0, 100], got {args.percentile}')
     if args.shape and min(args.shape) <= 0:
         fail(f'--shape must be positive, got {tuple(args.shape)}')
+    if args.exclude_sensitive and not args.sensitivity_images:
+        fail(f'--exclude-sensitive {args.exclude_sensitive} needs the sensitivity report: --sensitivity-images must be '
+             '>= 1')
+    from shufflenet_det.utils.build import resolve_config_path
+    if not os.path.isfile(resolve_config_path(args.config)):
+        fail(f'--config {args.config!r} does not exist')
 
 
 def _preprocess(report: dict, cfg) -> dict:
@@ -145,6 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from shufflenet_det.utils import load_config
     try:
         kind = qz.model_kind(report)
+    except ValueError as exc:
+        fail(f'report {str(side)!r} of the model: {exc}; export again with tools/deploy/export_onnx.py')
+    try:
         measurable = kind == 'detector' or (kind == 'raw-detector' and qz.raw_decoder_name(report) is not None)
         if not measurable and args.max_output_error is None and not args.list_nodes:
             fail(f'{str(model_path)!r} is a {kind} export: no mAP can be measured on its outputs, so the gate is the '
@@ -154,11 +163,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         open_onnx(model_path)  # a corrupt model fails here, before any data is read
         import onnx
         graph = onnx.load(str(model_path))
+        qz.check_float_model(graph, model_path)  # an int8 model whose report was replaced by the float one's
         if args.list_nodes:
             for c in qz.conv_nodes(graph):
                 print(f"{c['name']}  {c['kind']}{'  final' if c['final'] else ''}")
             return 0
-        qz.resolve_exclusions(qz.QuantConfig(exclude=tuple(args.exclude)), graph)  # a typo fails in seconds
+        qz.resolve_exclusions(qz.QuantConfig(exclude=tuple(args.exclude), op_types=tuple(args.op_types)
+                                             if args.op_types else None).validate(), graph)  # a typo fails in seconds
         cfg = load_config(args.config)
         static = None if report.get('dynamic') else tuple(int(v) for v in (report.get('input_shape') or [])[2:])
         if args.shape and static and tuple(args.shape) != static:

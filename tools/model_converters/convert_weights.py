@@ -37,6 +37,8 @@ existing OUT, OUT = IN, a bad flag); ``--debug`` shows the traceback of an error
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
 import inspect
 import sys
 from pathlib import Path
@@ -55,14 +57,32 @@ from shufflenet_det.utils.io import same_file  # noqa: E402
 
 
 class KeyValueAction(DictAction):
-    """mmengine's ``DictAction`` (values parsed as Python literals), with a usage error instead of a traceback."""
+    """mmengine's ``DictAction`` (values parsed as Python literals), with a usage error instead of a traceback.
+
+    A value in braces is a dict literal (``arch={'base': 'Large', ...}``, a dict encoding of the backbone), read with
+    ``ast.literal_eval``: mmengine's parser only knows lists and tuples (it recursed without end on dicts).
+    """
 
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
         bad = [v for v in values if '=' not in v]
         if bad:
             parser.error(f'{option_string} expects KEY=VALUE items, got {bad}; put IN and OUT before '
                          f'{option_string}')
-        super().__call__(parser, namespace, values, option_string)
+        options = copy.copy(getattr(namespace, self.dest, None) or {})
+        for item in values:
+            key, text = item.split('=', 1)
+            try:
+                if text.lstrip().startswith('{'):
+                    value = ast.literal_eval(text)
+                    if not isinstance(value, dict):
+                        raise ValueError('not a dict')
+                else:
+                    value = self._parse_iterable(text)
+            except (ValueError, SyntaxError, TypeError, AssertionError, RecursionError, MemoryError) as exc:
+                parser.error(f'{option_string} {item!r}: the value is not a Python literal ({type(exc).__name__}: '
+                             f'{str(exc)[:200]}); quote it for the shell, e.g. \'{key}={{"a": [1, 2], "b": "x"}}\'')
+            options[key] = value
+        setattr(namespace, self.dest, options)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -136,6 +156,8 @@ def check_paths(src_path: str, dst_path: str, overwrite: bool) -> None:
         fail(f'OUT {dst_path!r} is a directory; give a file path')
     if (out.exists() or out.is_symlink()) and not overwrite:
         fail(f'OUT {dst_path!r} already exists; pass --overwrite to replace it')
+    from shufflenet_det.deploy.cli import check_output_path
+    check_output_path(dst_path, 'OUT')  # its folder: a file, or not writable
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -48,12 +48,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(f'--threads must be >= 1, got {args.threads}')
     if not os.path.isfile(args.config):
         fail(f'config {args.config!r} does not exist')
+    from shufflenet_det.apps.nas_search import default_work_dir, run_search
+    from shufflenet_det.deploy.cli import check_output_dir
+    work_dir = args.work_dir or default_work_dir(args.config)
+    check_output_dir(work_dir, '--work-dir')  # before the supernet is built and references are scored
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    from shufflenet_det.apps.nas_search import run_search
-    run_search(args.config, args.checkpoint, work_dir=args.work_dir, resume=args.resume,
-               cfg_options=args.cfg_options)
+    run_search(args.config, args.checkpoint, work_dir=work_dir, resume=args.resume, cfg_options=args.cfg_options)
     return 0
 
 
