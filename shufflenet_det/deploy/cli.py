@@ -116,6 +116,17 @@ def refuse_input_overwrite(outputs: Iterable[tuple[str, Any]], inputs: Iterable[
                      'an input; choose another output path')
 
 
+def _check_creatable(path: Any, option: str, folder: Path, what: str) -> None:
+    """End the tool unless ``folder`` exists as a writable folder or can be created below its nearest existing
+    ancestor, which must be one (``what``: how the message calls the thing to create)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f'{option} {str(path)!r}: cannot create {what}, {str(folder)!r} is a file')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')
+
+
 def check_output_path(path: Any, option: str) -> None:
     """End the tool unless ``path`` can be written: not a folder, and its folder exists and is writable or can be
     created (nothing is created here). Run before any long work, so that a bad output path fails in seconds."""
@@ -124,13 +135,7 @@ def check_output_path(path: Any, option: str) -> None:
     target = Path(path).expanduser().absolute()
     if target.is_dir():
         fail(f'{option} {str(path)!r} is a folder; give a file path')
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        fail(f'{option} {str(path)!r}: cannot create its folder, {str(folder)!r} is a file')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')
+    _check_creatable(path, option, target.parent, 'its folder')
 
 
 def check_output_dir(path: Any, option: str) -> None:
@@ -142,10 +147,4 @@ def check_output_dir(path: Any, option: str) -> None:
     target = Path(path).expanduser().absolute()
     if target.exists() and not target.is_dir():
         fail(f'{option} {str(path)!r} is a file, not a folder')
-    folder = target
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        fail(f'{option} {str(path)!r}: cannot create it, {str(folder)!r} is a file')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')
+    _check_creatable(path, option, target, 'it')
