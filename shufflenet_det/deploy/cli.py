@@ -148,3 +148,18 @@ def check_output_dir(path: Any, option: str) -> None:
     if target.exists() and not target.is_dir():
         fail(f'{option} {str(path)!r} is a file, not a folder')
     _check_creatable(path, option, target, 'it')
+
+
+def read_export_report(model_path: Path, side: Path) -> dict[str, Any]:
+    """The export report ``side`` of the ONNX model ``model_path`` (written next to it by ``export_onnx.py``), or the
+    tool ends naming the missing or unreadable file."""
+    if not model_path.is_file() or not side.is_file():
+        fail(f'{model_path} and its report {side} must exist (export with tools/deploy/export_onnx.py)')
+    try:
+        report = json.loads(side.read_text())
+        if not isinstance(report, dict):
+            raise ValueError('not a JSON object')
+    except (OSError, ValueError) as exc:
+        fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
+             'tools/deploy/export_onnx.py')
+    return report

@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
+    from shufflenet_det.deploy.cli import check_output_path, read_export_report, refuse_input_overwrite
     from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx, open_onnx
     from shufflenet_det.utils import build_detector, load_config, write_json_atomic
     if args.limit is not None and args.limit < 1:
@@ -55,17 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     refuse_input_overwrite([('--out', args.out)], [('the model', model_path), ('its report', side),
                                                     ('--config', args.config), ('--checkpoint', args.checkpoint)])
     check_output_path(args.out, '--out')
-    if not model_path.is_file() or not side.is_file():
-        print(f'error: {model_path} and its side-car {side} must exist (export with tools/deploy/export_onnx.py)',
-              file=sys.stderr)
-        return 2
-    try:
-        meta = json.loads(side.read_text())
-        if not isinstance(meta, dict):
-            raise ValueError('not a JSON object')
-    except (OSError, ValueError) as exc:
-        fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
-             'tools/deploy/export_onnx.py')
+    meta = read_export_report(model_path, side)
     if meta.get('what') != 'detector' or not meta.get('with_nms'):
         print(f'error: {model_path} is not a detector exported with NMS in the graph', file=sys.stderr)
         return 2

@@ -20,7 +20,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -124,7 +123,7 @@ def _preprocess(report: dict, cfg) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     _check_args(args)
-    from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
+    from shufflenet_det.deploy.cli import check_output_path, read_export_report, refuse_input_overwrite
     model_path = Path(args.model)
     side = model_path.with_name(model_path.name + '.json')
     out = Path(args.out) if args.out else model_path.with_name(
@@ -135,15 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     refuse_input_overwrite([('--out', out), ('the report (--out + .json)', out_report)],
                            [('the model', model_path), ('its report', side), ('--config', args.config)])
     check_output_path(out, '--out')
-    if not model_path.is_file() or not side.is_file():
-        fail(f'{model_path} and its report {side} must exist (export with tools/deploy/export_onnx.py)')
-    try:
-        report = json.loads(side.read_text())
-        if not isinstance(report, dict):
-            raise ValueError('not a JSON object')
-    except (OSError, ValueError) as exc:
-        fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
-             'tools/deploy/export_onnx.py')
+    report = read_export_report(model_path, side)
     if (report.get('quantization') or {}).get('format'):
         fail(f'{str(model_path)!r} is already quantized; quantize the float export')
     from shufflenet_det.deploy import quantize as qz
