@@ -103,6 +103,15 @@ def export_wrapper(detector: nn.Module, with_nms: bool = True) -> nn.Module:
     return DetectorExportWrapper(detector, with_nms=with_nms)
 
 
+def head_output_scales(detector: nn.Module, x: torch.Tensor) -> list[float]:
+    """Per image of the batch ``x``, the magnitude of the detector's raw head outputs (:func:`.parity.output_scale`):
+    the scale its parity tolerances follow."""
+    from .parity import output_scale
+    with torch.no_grad():
+        raw = export_wrapper(detector, with_nms=False)(x)
+    return [output_scale([r[i:i + 1] for r in raw]) for i in range(int(x.shape[0]))]
+
+
 def _arange_like(vec: torch.Tensor) -> torch.Tensor:
     """0, 1, ..., len(vec)-1 as float, built from tensor ops only (stays dynamic in a traced ONNX graph)."""
     return torch.ones_like(vec).cumsum(0) - 1

@@ -36,7 +36,7 @@ from .export_common import (
     unpad_detections,
     with_second_size,
 )
-from .parity import compare_detections, compare_tensors, summarize
+from .parity import RTOL, compare_detections, compare_tensors, summarize
 
 MIN_OPSET = 11  # NonMaxSuppression with the inputs used here, TopK with k as input, Resize of mmdet's FPN
 MAX_OPSET = 20  # highest opset of the TorchScript exporter of torch 2.13
@@ -171,9 +171,10 @@ def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathL
 # ---------------------------------------------------------------------------------------------------- backbone
 def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True,
-                         simplify: str | None = None, atol: float = 1e-4, seed: int = 0,
+                         simplify: str | None = None, atol: float = 1e-4, rtol: float = RTOL, seed: int = 0,
                          verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
-    """Export a backbone (BN folded unless ``fold_bn=False``) and check every feature map within ``atol``.
+    """Export a backbone (BN folded unless ``fold_bn=False``) and check every feature map (``atol`` / ``rtol``:
+    the tensor rule of :mod:`.parity`, which follows the scale of each feature map).
 
     The reference is the original (unfolded) PyTorch backbone in eval mode; with ``dynamic`` the batch and spatial
     axes are dynamic and the check also runs at a second input size. ``graph_opt`` applies the rewrites of
@@ -199,7 +200,7 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
             for x in inputs:
                 ref = TupleOutputs(reference)(x)
                 got = sess.run(None, {'input': x.numpy()})
-                res = compare_tensors(ref, got, atol, names)
+                res = compare_tensors(ref, got, atol, rtol, names)
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
         return summarize(checks)
@@ -214,18 +215,21 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
 def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: Sequence[torch.Tensor],
                          opset: int = 17, dynamic: bool = False, fold_bn: bool = True, with_nms: bool = True,
                          simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
-                         raw_atol: float = 1e-3, verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
+                         raw_atol: float = 1e-3, raw_rtol: float = RTOL, verbose: bool = True,
+                         graph_opt: bool = True) -> dict[str, Any]:
     """Export a RetinaNet-like or lite detector; check against mmdet's ``predict`` on every image of ``images``.
 
     ``images`` are normalised (1, 3, H, W) tensors; the first one is the export example (and, for a static export,
     every image must have its size). With NMS the check compares boxes (``box_atol`` pixels), scores
     (``score_atol``) and labels (exactly, after one-to-one matching) with mmdet's post-processing; without NMS it
-    compares the raw head tensors within ``raw_atol`` and the detections that the numpy post-processing
+    compares the raw head tensors (``raw_atol`` / ``raw_rtol``) and the detections that the numpy post-processing
     (``numpy_postprocess.decode_outputs``, driven by the report's ``postprocess`` entry) makes of ONNX Runtime's raw
-    outputs with mmdet's, within the same box and score tolerances. The wrapper comes from
+    outputs with mmdet's, within the same box and score tolerances. Every rule is :mod:`.parity`'s: tolerances
+    scale with the magnitude of the raw head outputs, and detections may differ only at the score, top-k and NMS
+    boundaries of the head's ``test_cfg``. The wrapper comes from
     :func:`.detector.export_wrapper` (lite detectors: one raw tensor ``output``, see :mod:`.lite`).
     """
-    from .detector import export_wrapper, postprocess_meta
+    from .detector import export_wrapper, head_output_scales, postprocess_meta
     from .numpy_postprocess import decode_outputs
     if not images:
         raise ValueError('export_detector_onnx needs at least one check image')
@@ -248,21 +252,22 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
         checks = []
         for x in images:
             got = sess.run(None, {'input': x.numpy()})
+            scales = head_output_scales(reference, x)
             if with_nms:
-                for ref, act in zip(predict_detections(reference, x), unpad_detections(*got)):
-                    res = compare_detections(ref, act, box_atol, score_atol)
+                for ref, act, scale in zip(predict_detections(reference, x), unpad_detections(*got), scales):
+                    res = compare_detections(ref, act, box_atol, score_atol, post['test_cfg'], scale)
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
             else:
                 with torch.no_grad():
-                    ref = export_wrapper(reference, with_nms=False)(x)
-                res = compare_tensors(ref, got, raw_atol, names)
+                    raw = export_wrapper(reference, with_nms=False)(x)
+                res = compare_tensors(raw, got, raw_atol, raw_rtol, names)
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
                 torch_dets = predict_detections(reference, x)
                 for i, ref_dets in enumerate(torch_dets):
                     dets = decode_outputs([o[i:i + 1] for o in got], post, tuple(x.shape[2:]))
-                    res = compare_detections(ref_dets, dets, box_atol, score_atol)
+                    res = compare_detections(ref_dets, dets, box_atol, score_atol, post['test_cfg'], scales[i])
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
         return summarize(checks)
