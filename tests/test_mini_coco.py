@@ -99,7 +99,7 @@ def test_pycocotools_reads_it_and_scores_ground_truth_perfectly(dataset: Path):
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    assert evaluator.stats[0] == pytest.approx(1.0)
+    assert evaluator.stats[0] == pytest.approx(1.0)  # each box scored against itself: IoU exactly 1
 
 
 @pytest.mark.parametrize('kw, message', [
@@ -151,7 +151,10 @@ def test_ensure(tmp_path: Path):
     root = tmp_path / 'mini'
     assert ensure(root, tiny_spec()) is True
     assert ensure(root, tiny_spec()) is False  # same spec: reused
-    assert ensure(root, tiny_spec(seed=2)) is True and read_spec(root) == tiny_spec(seed=2)
+    with pytest.raises(FileExistsError, match=r"seed=0 \(this job needs 2\).*--overwrite"):
+        ensure(root, tiny_spec(seed=2))  # another generated dataset is the user's data: kept unless asked
+    assert read_spec(root) == tiny_spec()
+    assert ensure(root, tiny_spec(seed=2), overwrite=True) is True and read_spec(root) == tiny_spec(seed=2)
     foreign = tmp_path / 'foreign'
     foreign.mkdir()
     (foreign / 'keep.txt').write_text('mine')

@@ -40,9 +40,14 @@ from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', choices=sorted(MINI_CONFIGS), default='retinanet', help='which mini config to train')
-    p.add_argument('--config', help='train this config instead of --model')
-    p.add_argument('--data-root', default='data/mini_coco', help='where the mini dataset is (generated if absent)')
+    p.add_argument('--model', choices=sorted(MINI_CONFIGS),
+                   help='which mini config to train (default: retinanet; not together with --config)')
+    p.add_argument('--config', help='train this config instead of a --model (not together with --model)')
+    p.add_argument('--data-root', default='data/mini_coco',
+                   help='where the mini dataset is: generated if absent, reused if it is the one the job needs')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace a dataset of another spec (other image counts, sizes, seed ...) generated earlier '
+                        'at --data-root; without it the job refuses to touch it')
     p.add_argument('--work-dir', help='output folder (default: work_dirs/main_job/<config name>)')
     p.add_argument('--target-map', type=float, default=0.5,
                    help='exit with status 1 when the bbox mAP ends below this, a number in [0, 1] (0 disables the '
@@ -65,12 +70,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(f'--num-vis must be >= 0 (0: no detections picture), got {args.num_vis}')
     if args.threads is not None and args.threads < 1:
         fail(f'--threads must be >= 1, got {args.threads}')
+    if args.config and args.model:
+        fail(f'--model {args.model} and --config {args.config!r} both choose the config to train: give one of them')
     if args.config and not os.path.isfile(args.config):
         fail(f'--config {args.config!r} does not exist')
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    config = args.config or mini_config(args.model, REPO / 'configs')
+    config = args.config or mini_config(args.model or 'retinanet', REPO / 'configs')
     name = os.path.splitext(os.path.basename(config))[0]
     work_dir = args.work_dir or os.path.join('work_dirs', 'main_job', name)
     from shufflenet_det.deploy.cli import check_output_dir
@@ -81,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         load_config(config, args.cfg_options)  # a broken config fails before the dataset is generated
         results = run_job(config, work_dir, data_root=args.data_root, cfg_options=args.cfg_options,
-                          num_vis=args.num_vis, resume=args.resume)
+                          num_vis=args.num_vis, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DatasetCheckError, PretrainedWeightsMissing, FileExistsError, FileNotFoundError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -39,9 +39,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='resume from this checkpoint; without a path, resume from the latest checkpoint in '
                              'the work dir (its last_checkpoint file). It must be a checkpoint of this model')
     parser.add_argument('--partial-load', action='store_true',
-                        help='let the config\'s load_from checkpoint fit the model only partly (another class count, '
-                             'width ...): the matching weights are loaded, the others keep their initialisation and '
-                             'the mismatch is logged as a warning. Without it a mismatch is an error')
+                        help='let the config\'s load_from checkpoint, and the checkpoints of Pretrained init_cfgs, '
+                             'fit the model only partly (another class count, width ...): the matching weights are '
+                             'loaded, the others keep their initialisation and the mismatch is logged as a warning. '
+                             'Without it a mismatch is an error')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs, e.g. '
                              'train_cfg.max_epochs=2 "optim_wrapper.optimizer.lr=0.005"; lists as key="[a,b]"')

@@ -4,7 +4,8 @@ The tools behave like mmdet's own tools (same flags, same ``work_dirs/<config na
 fail in seconds with an actionable message instead of minutes later with a traceback:
 
 * the data the config reads exists and is readable, images included (:func:`shufflenet_det.datasets.check_config_data`);
-* the ImageNet checkpoints named by ``init_cfg=dict(type='Pretrained', ...)`` exist (:func:`check_pretrained_files`);
+* the ImageNet checkpoints named by ``init_cfg=dict(type='Pretrained', ...)`` exist, are read safely and fit the
+  part they initialise (:func:`check_pretrained_files`; a partial fit on request, as below);
 * the backbone's output channels are what the neck expects (:func:`check_backbone_neck_channels`: the backbone is
   built, so its argument errors surface here too);
 * the checkpoint a run starts from (``load_from``, ``--resume``, tools/test.py's CHECKPOINT) is a readable PyTorch
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..utils.build import load_config
+from ..utils.build import ConfigError, load_config
+from ..utils.config_options import merge_cfg_options
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
@@ -58,12 +60,12 @@ def load_run_config(config: str,
                     work_dir: Optional[str] = None) -> Config:
     """The config of a training / testing run: ``config`` loaded by :func:`shufflenet_det.utils.build.load_config`
     (:class:`~shufflenet_det.utils.build.ConfigError` naming the file when it is missing or broken), with the
-    launcher set, ``--cfg-options`` merged (after the launcher, so they may override it) and the work dir set
-    (CLI > config > ``work_dirs/<config name>``)."""
+    launcher set, ``--cfg-options`` merged (after the launcher, so they may override it; ConfigError naming a bad
+    option: :mod:`shufflenet_det.utils.config_options`) and the work dir set (CLI > config >
+    ``work_dirs/<config name>``)."""
     cfg = load_config(config)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+    merge_cfg_options(cfg, cfg_options, ConfigError)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -114,19 +116,76 @@ def _iter_init_cfgs(obj: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any
             yield from _iter_init_cfgs(value, f'{path}[{i}]')
 
 
-def check_pretrained_files(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`PretrainedWeightsMissing` for a ``Pretrained`` init_cfg whose local checkpoint is missing.
+def check_pretrained_files(cfg: Mapping[str, Any], partial_load: bool = False) -> None:
+    """Check the local checkpoints named by ``Pretrained`` init_cfgs before mmengine loads them.
 
-    URLs and ``scheme://`` names (``torchvision://``, ``open-mmlab://`` ...) are resolved by mmengine and skipped.
+    A missing file raises :class:`PretrainedWeightsMissing`; a file that is unreadable or refused by the safe loader,
+    or whose weights do not fit the model part whose ``init_cfg`` names it (mmengine loads such weights non-strictly:
+    another model's checkpoint would leave a warning in the log and the part randomly initialised), raises
+    :class:`ModelCheckError` naming the file and the keys - unless ``partial_load`` (the tools' ``--partial-load``),
+    which logs the mismatch as a warning. URLs and ``scheme://`` names (``torchvision://``, ``open-mmlab://`` ...) are
+    resolved by mmengine and skipped.
     """
-    for where, init_cfg in _iter_init_cfgs(cfg.get('model', {}), 'model'):
+    model_cfg = cfg.get('model', {})
+    for where, init_cfg in _iter_init_cfgs(model_cfg, 'model'):
         if init_cfg.get('type') != 'Pretrained':
             continue
         ckpt = init_cfg.get('checkpoint')
-        if isinstance(ckpt, str) and '://' not in ckpt and not osp.isfile(ckpt):
+        if not isinstance(ckpt, str) or '://' in ckpt:
+            continue
+        if not osp.isfile(ckpt):
             raise PretrainedWeightsMissing(
                 f'pretrained checkpoint {ckpt!r} ({where}) does not exist (relative paths are resolved from '
                 f'{os.getcwd()}); {CONVERT_HINT}')
+        _check_pretrained_fit(model_cfg, where, ckpt, init_cfg.get('prefix'), partial_load)
+
+
+def _check_pretrained_fit(model_cfg: Mapping[str, Any], where: str, ckpt: str, prefix: Optional[str],
+                          partial_load: bool) -> None:
+    """Read ``ckpt`` safely and compare it (keys with ``prefix`` only, prefix removed: mmengine's ``PretrainedInit``)
+    with the model part of ``model_cfg`` whose init_cfg is at ``where`` (see :func:`check_pretrained_files`)."""
+    from mmdet.registry import MODELS
+
+    from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_checkpoint
+
+    source = f'pretrained checkpoint {ckpt!r} ({where})'
+    try:
+        state = extract_state_dict(read_checkpoint(ckpt, what='pretrained checkpoint'), source)
+    except CheckpointError as exc:
+        raise ModelCheckError(f'{exc} ({where})') from exc
+    if prefix:
+        if not any(k.startswith(prefix) for k in state):
+            raise ModelCheckError(f'{source} has no weights under prefix={prefix!r} (keys such as '
+                                  f'{sorted(state)[:3]}); set {where}.prefix to the prefix of the part to load')
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    part: Any = model_cfg
+    for key in where.split('.')[1:-1]:  # between 'model' and 'init_cfg'; list items ('head[0]') are not checked
+        part = part.get(key) if isinstance(part, Mapping) else None
+    if not isinstance(part, Mapping) or 'type' not in part:
+        return
+    try:
+        module = MODELS.build(copy.deepcopy(dict(part)))  # building loads nothing: init_cfg acts in init_weights()
+    except (TypeError, KeyError, AssertionError, ValueError):  # reported by the model checks that follow
+        return
+    try:
+        check_state_dict_fits(module, state, source)
+    except CheckpointError as exc:
+        if not partial_load:
+            raise ModelCheckError(f'{exc} Point {where} at the weights of this model ({CONVERT_HINT}), or pass '
+                                  '--partial-load to load only the weights that fit') from exc
+        print_log(f'partial load (--partial-load): {exc}', logger='current', level=logging.WARNING)
+
+
+def check_resume_work_dir(work_dir: str, option: str = '--work-dir') -> str:
+    """The checkpoint ``--resume`` continues from in ``work_dir`` (its ``last_checkpoint`` file); ValueError naming
+    ``option`` when the folder holds none (a resume that would silently start from scratch)."""
+    from mmengine.runner import find_latest_checkpoint
+    latest = find_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
+    if not latest:
+        raise ValueError(f'--resume: {option} {work_dir!r} holds no checkpoint to continue (no last_checkpoint file '
+                         'of an earlier run); give the work dir of the interrupted job, or run without --resume to '
+                         'start a new one')
+    return str(latest)
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -283,12 +342,13 @@ def prepare_for(cfg: Config, phases: Sequence[str], check_pretrained: bool, chec
     """The checks and settings both tools apply before building the Runner (see module docstring).
 
     ``check_model``: check the backbone against the neck and the start checkpoint against the model
-    (:func:`check_backbone_neck_channels`, :func:`check_start_checkpoint` with ``partial_load``).
+    (:func:`check_backbone_neck_channels`, :func:`check_start_checkpoint` with ``partial_load``); ``partial_load``
+    also lets ``Pretrained`` init weights fit partly (:func:`check_pretrained_files`).
     """
     from ..datasets import check_config_data
     check_config_data(cfg, phases)
     if check_pretrained:
-        check_pretrained_files(cfg)
+        check_pretrained_files(cfg, partial_load=partial_load)
     if check_model:
         check_backbone_neck_channels(cfg)
         check_start_checkpoint(cfg, partial_load=partial_load)

@@ -139,20 +139,27 @@ def run_job(config: str,
             cfg_options: Optional[dict] = None,
             num_vis: int = 8,
             resume: bool = False,
-            spec: Optional[MiniCocoSpec] = None) -> dict[str, Any]:
+            spec: Optional[MiniCocoSpec] = None,
+            overwrite: bool = False) -> dict[str, Any]:
     """Generate the dataset (``spec``, default: the generator's defaults) if needed, train ``config``, evaluate,
     draw ``num_vis`` validation images (0: no picture; ``picture`` is then None); return (and write) the results
-    dict."""
+    dict.
+
+    A dataset of another spec at ``data_root`` is replaced only with ``overwrite`` (FileExistsError otherwise);
+    ``resume`` needs a checkpoint in ``work_dir`` (ValueError naming ``--work-dir`` otherwise).
+    """
     from ..analysis import model_complexity
     from ..datasets import MiniCocoSpec, ensure
-    from .launch import build_runner, load_run_config, prepare_for
+    from .launch import build_runner, check_resume_work_dir, load_run_config, prepare_for
 
     if int(num_vis) != num_vis or num_vis < 0:
         raise ValueError(f'num_vis must be an integer >= 0 (0: no detections picture), got {num_vis!r}')
+    if resume:
+        check_resume_work_dir(work_dir)
     job_start = time.perf_counter()
     spec = spec or MiniCocoSpec()
     t0 = time.perf_counter()
-    generated = ensure(data_root, spec)
+    generated = ensure(data_root, spec, overwrite=overwrite)
     data_s = time.perf_counter() - t0
     print(f'[main job] dataset {data_root}: {"generated" if generated else "reused"} '
           f'({spec.num_train} train / {spec.num_val} val images, {spec.image_width}x{spec.image_height}) '
@@ -250,8 +257,9 @@ def format_table(results: dict[str, Any], title: Optional[str] = None) -> str:
     if per_class:
         lines.append('per class AP: ' + ', '.join(f'{k} {v:.3f}' for k, v in per_class.items()))
     t, mod = results['train'], results['model']
+    per_iter = 'n/a' if t['seconds_per_iter'] is None else t['seconds_per_iter']  # None: no iteration ran (resume)
     lines.append(f"train: {t['epochs']} epochs, {t['iterations']} iterations of {t['batch_size']} images in "
-                 f"{t['seconds']:.0f} s ({t['seconds_per_iter']} s/iter); whole job {results['job_seconds']:.0f} s "
+                 f"{t['seconds']:.0f} s ({per_iter} s/iter); whole job {results['job_seconds']:.0f} s "
                  f"on {results['environment']['threads']} threads")
     lines.append(f"model: {mod['params'] / 1e6:.2f} M params ({mod['params_used'] / 1e6:.2f} M used), "
                  f"{mod['flops'] / 1e9:.3f} G multiply-adds at {mod['flops_input'][2]}x{mod['flops_input'][3]}")

@@ -9,6 +9,9 @@ before mmdet's tool reads it (mmengine 0.10.x resolves ``pkg::`` names only for 
 
     python -m shufflenet_det.apps.mmdet_tool train my_config.py --work-dir work_dirs/mine [--resume]
     python -m shufflenet_det.apps.mmdet_tool test my_config.py work_dirs/mine/epoch_12.pth
+
+Errors follow the project's tool policy (:mod:`shufflenet_det.utils.cli`): ``error: <message>``, exit status 2, no
+traceback (``--debug`` shows it).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import runpy
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+from ..utils.cli import fail, run_main
 
 
 def mmdet_tools_dir() -> Path:
@@ -36,6 +41,16 @@ def mmdet_tool_path(name: str) -> Path:
     return path
 
 
+def check_config_argument(args: Sequence[str]) -> None:
+    """End the tool naming the config when the tool's first argument is a config file (``.py``, ``.json`` ...) that
+    does not exist (mmdet's tools would show a FileNotFoundError traceback); package names (``pkg::...``) are left to
+    mmengine."""
+    from ..utils.build import CONFIG_SUFFIXES
+    config = args[0] if args and not args[0].startswith('-') else None
+    if config and '::' not in config and Path(config).suffix in CONFIG_SUFFIXES and not os.path.isfile(config):
+        fail(f'config {config!r} does not exist' + (' (it is a folder)' if os.path.isdir(config) else ''))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``TOOL [ARGS...]``: run mmdet's ``TOOL`` with ``ARGS`` after importing shufflenet_det."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -45,8 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         path = mmdet_tool_path(args[0])
     except ValueError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+        fail(str(exc))
+    check_config_argument(args[1:])
     import shufflenet_det  # noqa: F401  - registers the backbones and the shufflenet_det:: config names
     sys.argv = [str(path), *args[1:]]
     runpy.run_path(str(path), run_name='__main__')
@@ -54,4 +69,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

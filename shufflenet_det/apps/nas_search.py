@@ -110,6 +110,7 @@ def resolve_subnet_config(value: Optional[str], config_path: Optional[str]) -> O
 
 def parse_settings(cfg: Any, config_path: Optional[str] = None) -> SearchSettings:
     """The validated ``nas_search`` section of ``cfg``; :class:`SearchError` naming the bad key otherwise."""
+    from ..nas.evaluate import check_metric, evaluator_metric_keys
     from ..nas.evolution import EvolutionSettings
     from ..nas.flops import FLOPS_MODES
 
@@ -140,6 +141,12 @@ def parse_settings(cfg: Any, config_path: Optional[str] = None) -> SearchSetting
         raise SearchError(f'nas_search.num_calib_batches={n!r} must be an int >= 1')
     if not isinstance(values['metric'], str) or not values['metric']:
         raise SearchError(f"nas_search.metric={values['metric']!r} must be a metric name, e.g. 'coco/bbox_mAP'")
+    known = evaluator_metric_keys(values['val_evaluator'])
+    if known is not None:  # other evaluators: checked on the first evaluation (PathScorer)
+        try:
+            check_metric(values['metric'], known)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
     refs = values['references']
     if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
         raise SearchError(f'nas_search.references={refs!r} must be a list of published DetNAS names')
@@ -235,6 +242,34 @@ def build_scorer(cfg: Any, settings: SearchSettings, state_dict: Mapping[str, An
     return PathScorer(model, calib, val, evaluator, settings.num_calib_batches, settings.metric)
 
 
+def check_budget(space: Any, counter: Callable[[tuple[int, ...]], int], flops_limit: Optional[float]) -> None:
+    """SearchError naming both numbers unless the cheapest path of ``space`` fits ``flops_limit``: otherwise every
+    generation would breed no candidate and the search would end with nothing scored.
+
+    The uniform paths (one choice in every unit) are counted first; only when none fits is the cheapest path
+    searched for exactly: a path's multiply-adds are the sum of its units' (the channels of every unit are fixed), so
+    trying every other choice one unit at a time, keeping any that costs less, ends at the cheapest path.
+    """
+    from ..nas.evolution import path_key
+    if flops_limit is None:
+        return
+    costs = {c: counter((c,) * space.num_blocks) for c in range(space.num_choices)}
+    choice = min(costs, key=costs.__getitem__)
+    path, smallest = [choice] * space.num_blocks, costs[choice]
+    if smallest <= flops_limit:
+        return
+    for unit in range(space.num_blocks):
+        for c in range(space.num_choices):
+            trial = path[:unit] + [c] + path[unit + 1:]
+            flops = counter(tuple(trial)) if c != path[unit] else smallest
+            if flops < smallest:
+                path, smallest = trial, flops
+    if smallest > flops_limit:
+        raise SearchError(f'nas_search.flops_limit={flops_limit:g} is below the multiply-adds of the smallest path of '
+                          f'the search space, {smallest} ({smallest / 1e6:.2f}M, encoding {path_key(path)}): no '
+                          f'candidate can fit; raise flops_limit to at least {smallest} (or remove it)')
+
+
 def _progress(bar: Any) -> Optional[Callable[..., None]]:
     """The ``on_candidate`` callback advancing ``bar`` (None without a bar)."""
     if bar is None:
@@ -307,8 +342,8 @@ def run_search(config: str,
             saved = json.loads(state_file.read_text(encoding='utf-8'))
             if saved.get('version') != STATE_VERSION:
                 raise ValueError(f"version {saved.get('version')!r} (this tool writes {STATE_VERSION})")
-            state = SearchState.from_dict(saved['search'])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            state = SearchState.from_dict(saved['search']).check(space)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SearchError(f'--resume: {str(state_file)!r} is not a readable search state: {exc}') from None
         differ = [k for k, v in print_fp.items() if saved.get('fingerprint', {}).get(k) != v]
         if differ:
@@ -316,12 +351,13 @@ def run_search(config: str,
                               '(only nas_search.generations may change when continuing); use the same config and '
                               'supernet checkpoint, or start a new search in another --work-dir')
 
+    counter = PathFlops(cfg.model, settings.flops_mode, settings.flops_input)
+    check_budget(space, counter, settings.evolution.flops_limit)
     state_dict = read_state_dict(checkpoint, what='supernet checkpoint')
     scorer = build_scorer(cfg, settings, state_dict, f'supernet checkpoint {checkpoint!r}')
     import torch
     log(f'[nas search] space {space.layout()} ({space.num_blocks} units, {space.size:.3g} paths); supernet '
         f'{checkpoint}; work dir {work}; torch threads {torch.get_num_threads()}')
-    counter = PathFlops(cfg.model, settings.flops_mode, settings.flops_input)
     search = EvolutionarySearch(space, settings.evolution, counter, scorer)
     evo = settings.evolution
     elapsed_before = float(saved.get('elapsed_seconds', 0.0)) if resume else 0.0

@@ -11,8 +11,8 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from ..utils.io import write_json_atomic
-from .mini_job import format_table, interleaved_step_times, mini_config, run_job
+from ..utils.io import same_file, write_json_atomic
+from .mini_job import MINI_CONFIGS, format_table, interleaved_step_times, mini_config, run_job
 
 #: Display names of the keys of :data:`.mini_job.MINI_CONFIGS`.
 MODEL_NAMES = {'retinanet': 'RetinaNet ShuffleNetV2 1.0x', 'retinanet-r18': 'RetinaNet ResNet-18',
@@ -60,6 +60,19 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def check_results_model(results: dict[str, Any], path: str | os.PathLike, key: str,
+                        config: str) -> dict[str, Any]:
+    """``results`` (read from ``path``) if its ``config`` is the mini config of model ``key`` (``config``);
+    ValueError naming the file and both models otherwise (a job of another model run with this model's work dir)."""
+    written = os.path.basename(str(results['config']))
+    if written == os.path.basename(config):
+        return results
+    other = next((k for k, v in MINI_CONFIGS.items() if os.path.basename(v) == written), None)
+    raise ValueError(f'results file {str(path)!r} is of {f"the {other} model" if other else "another config"} '
+                     f'(its config: {results["config"]}), not of {key} ({os.path.basename(config)}): refusing to show '
+                     f'it as {key}; train {key} into its own work dir (run without --reuse)')
+
+
 def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] = None,
             pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Any]:
     """The side-by-side record: one row per model of ``pair``, and the first one's cost relative to the second's
@@ -83,7 +96,7 @@ def compare(runs: Mapping[str, dict], step_times: Optional[Mapping[str, float]] 
         rows.append(row)
     a, b = rows
     speed_key = 'interleaved_seconds_per_step' if step_times else 'seconds_per_iter'
-    ratio = {k: round(a[k] / b[k], 3) for k in (speed_key, 'params_used', 'flops') if b[k]}
+    ratio = {k: round(a[k] / b[k], 3) for k in (speed_key, 'params_used', 'flops') if a[k] is not None and b[k]}
     first = runs[pair[0]]
     return dict(data=first['dataset']['spec'], schedule=dict(epochs=first['train']['epochs'],
                                                              batch_size=first['train']['batch_size']),
@@ -101,22 +114,27 @@ def format_comparison(record: Mapping[str, Any]) -> str:
              f"{record['flops_input'][2]}x{record['flops_input'][3]})", head]
     for r in record['models']:
         step = f"{r['interleaved_seconds_per_step']:>9.3f}" if timed else f"{'':>9}"
+        per_iter = f"{'n/a':>8}" if r['seconds_per_iter'] is None else f"{r['seconds_per_iter']:>8.3f}"
         lines.append(f"{r['model']:<30}{r['bbox_mAP'] or 0:>7.3f}{r['bbox_mAP_50'] or 0:>7.3f}"
-                     f"{r['seconds_per_iter']:>8.3f}{step}{r['params_used'] / 1e6:>11.2f}{r['flops'] / 1e9:>8.3f}")
-    lines.append('s/iter: during each training run; ' + ('s/step*: both models stepped in turn on the same batch '
-                                                          '(same machine load)' if timed else ''))
+                     f"{per_iter}{step}{r['params_used'] / 1e6:>11.2f}{r['flops'] / 1e9:>8.3f}")
+    lines.append('s/iter: during each training run (n/a: the run trained no iteration, e.g. a resume after its '
+                 'last epoch); ' + ('s/step*: both models stepped in turn on the same batch (same machine load)'
+                                    if timed else ''))
     lines.append(f"{record['ratio_of']}: " + ', '.join(f'{k} x{v}' for k, v in record['ratios'].items()))
     return '\n'.join(lines)
 
 
 def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, data_root: str = 'data/mini_coco',
                      runs_dir: str = 'work_dirs/main_job', reuse: bool = False, timing_rounds: int = 8,
-                     cfg_options: Optional[dict] = None, pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Any]:
+                     cfg_options: Optional[dict] = None, pair: tuple[str, str] = DEFAULT_PAIR,
+                     overwrite: bool = False) -> dict[str, Any]:
     """Train (or, with ``reuse``, read back) both models of ``pair``, time them in turn (``timing_rounds`` steps
     each; 0 skips it), write the comparison record to ``out`` and return it.
 
     ``config_root`` is the folder holding ``mini/`` (the repository's ``configs/``); each model's job runs in
-    ``<runs_dir>/<config name>``, the folder ``tools/main_job.py`` uses, so its finished runs can be reused.
+    ``<runs_dir>/<config name>``, the folder ``tools/main_job.py`` uses, so its finished runs can be reused (a
+    reused file must be of that model). ``out`` must not be one of those results files; ``overwrite``: replace a
+    dataset of another spec at ``data_root`` (:func:`.mini_job.run_job`).
     """
     pair = check_pair(pair)
     runs, jobs = {}, {}
@@ -124,19 +142,23 @@ def run_side_by_side(config_root: str | os.PathLike, out: str | os.PathLike, dat
         config = mini_config(key, config_root)
         work_dir = os.path.join(runs_dir, os.path.splitext(os.path.basename(config))[0])
         cached = os.path.join(work_dir, 'results.json')
+        if same_file(out, cached):
+            raise ValueError(f'--out {str(out)!r} is the results file of the {key} job ({cached}): refusing to '
+                             'overwrite it; choose another --out')
         if reuse and os.path.isfile(cached):
-            runs[key] = read_results(cached)
+            runs[key] = check_results_model(read_results(cached), cached, key, config)
             print(f'reusing {cached}')
         else:
             jobs[key] = (config, work_dir)
     for key in pair:
         if key in jobs:
-            runs[key] = run_job(*jobs[key], data_root=data_root, cfg_options=cfg_options)
+            runs[key] = run_job(*jobs[key], data_root=data_root, cfg_options=cfg_options, overwrite=overwrite)
         print(format_table(runs[key]) + '\n')
     step_times = None
     if timing_rounds > 0:
         step_times = interleaved_step_times({key: mini_config(key, config_root) for key in pair}, data_root,
                                             rounds=timing_rounds)
     record = compare(runs, step_times, pair)
+    format_comparison(record)  # what the tool prints: a record it cannot show is not written either
     write_json_atomic(record, out, what='comparison')
     return record

@@ -330,11 +330,12 @@ def generate(root: str | os.PathLike, spec: MiniCocoSpec, overwrite: bool = Fals
     return root
 
 
-def ensure(root: str | os.PathLike, spec: MiniCocoSpec) -> bool:
-    """Make sure ``root`` holds the dataset of ``spec``; return True if it had to be (re)generated.
+def ensure(root: str | os.PathLike, spec: MiniCocoSpec, overwrite: bool = False) -> bool:
+    """Make sure ``root`` holds the dataset of ``spec``; return True if it had to be generated.
 
-    A dataset generated earlier with another spec is regenerated; a folder that is not a generated dataset is
-    never touched (FileExistsError).
+    A dataset of ``spec`` is reused. A dataset generated earlier with another spec (other sizes, classes, seed) is
+    the user's data: it is replaced only with ``overwrite``, FileExistsError naming both specs otherwise. A folder
+    that is not a generated dataset is never touched (FileExistsError).
     """
     root = Path(root)
     existing = read_spec(root) if root.exists() else None
@@ -343,6 +344,12 @@ def ensure(root: str | os.PathLike, spec: MiniCocoSpec) -> bool:
     if root.exists() and existing is None:
         raise FileExistsError(f'{root} exists but is not a complete dataset made by this generator; move it away '
                               'or choose another --data-root')
+    if existing is not None and not overwrite:
+        wanted = spec.to_dict()
+        shown = ', '.join(f'{k}={v!r} (this job needs {wanted.get(k)!r})' for k, v in existing.to_dict().items()
+                          if wanted.get(k) != v)
+        raise FileExistsError(f'--data-root {str(root)!r} holds a generated dataset of another spec: {shown}; pass '
+                              '--overwrite to replace it with the one this job needs, or choose another --data-root')
     generate(root, spec, overwrite=True)
     return True
 

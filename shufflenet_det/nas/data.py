@@ -27,6 +27,20 @@ def default_split_paths(ann_file: str | Path) -> tuple[Path, Path]:
     return p.with_name(f'{p.stem}{TRAIN_SUFFIX}.json'), p.with_name(f'{p.stem}{HOLDOUT_SUFFIX}.json')
 
 
+def _check_ids(entries: Any, section: str, field: str, source: str) -> None:
+    """ValueError naming ``source``, the entry and ``field`` unless every entry of ``section`` has an integer
+    ``field`` (COCO's image ``id`` / annotation ``image_id``)."""
+    if not isinstance(entries, list):
+        raise ValueError(f'{source}: "{section}" must be a list, got {type(entries).__name__}')
+    for i, entry in enumerate(entries):
+        value = entry.get(field) if isinstance(entry, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            problem = f'has no "{field}" field' if not isinstance(entry, dict) or field not in entry \
+                else f'has "{field}": {value!r}'
+            raise ValueError(f'{source}: {section}[{i}] {problem}; every COCO {section[:-1]} needs an integer '
+                             f'"{field}"')
+
+
 def split_coco_images(coco: dict[str, Any], num_holdout: int, seed: int = 0,
                       source: str = 'annotation file') -> tuple[dict[str, Any], dict[str, Any]]:
     """``(train, holdout)`` COCO dicts: ``num_holdout`` images drawn uniformly without replacement (numpy generator
@@ -42,6 +56,8 @@ def split_coco_images(coco: dict[str, Any], num_holdout: int, seed: int = 0,
                          f'has {len(images)} images, and both parts need at least one)')
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f'seed (--seed) {seed!r} must be a non-negative int')
+    _check_ids(images, 'images', 'id', source)
+    _check_ids(coco.get('annotations', []), 'annotations', 'image_id', source)
     ids = sorted(int(im['id']) for im in images)
     if len(set(ids)) != len(ids):
         raise ValueError(f'{source} lists duplicate image ids')

@@ -96,6 +96,38 @@ def evaluate(model: nn.Module, loader: Iterable, evaluator: Any, num_samples: in
     return {str(k): float(v) for k, v in (metrics or {}).items()}
 
 
+#: The metric items mmdet's ``CocoMetric`` reports for ``bbox`` / ``segm`` unless ``metric_items`` says otherwise.
+COCO_METRIC_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+
+def evaluator_metric_keys(val_evaluator: Any) -> list[str] | None:
+    """The metric names the evaluator config ``val_evaluator`` (a dict or a list) reports, e.g. ``'coco/bbox_mAP'``,
+    as far as they are known before it runs: mmdet's ``CocoMetric`` with ``bbox`` / ``segm`` metrics (the per-class
+    keys of ``classwise=True`` as the pattern ``<prefix>/*_precision``); None for any other evaluator."""
+    keys: list[str] = []
+    for ev in val_evaluator if isinstance(val_evaluator, (list, tuple)) else [val_evaluator]:
+        if not isinstance(ev, Mapping) or ev.get('type') not in ('CocoMetric', 'mmdet.CocoMetric'):
+            return None
+        metrics = ev.get('metric', 'bbox')
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        if any(m not in ('bbox', 'segm') for m in metrics):
+            return None
+        prefix = ev.get('prefix') or 'coco'
+        keys += [f'{prefix}/{m}_{item}' for m in metrics for item in ev.get('metric_items') or COCO_METRIC_ITEMS]
+        if ev.get('classwise'):
+            keys.append(f'{prefix}/*_precision')  # mmdet 3.x: '<prefix>/<class name>_precision'
+    return keys
+
+
+def check_metric(metric: str, keys: Sequence[str], produced: bool = False) -> None:
+    """ValueError naming ``metric`` and ``keys`` unless ``metric`` is one of ``keys`` (``*`` patterns allowed);
+    ``produced``: the keys come from an evaluation rather than from the evaluator's config."""
+    import fnmatch
+    if not any(fnmatch.fnmatchcase(metric, key) for key in keys):
+        raise ValueError(f'nas_search.metric={metric!r} is not a metric the held-out evaluator '
+                         f'{"produced" if produced else "produces"}; its metrics: {sorted(keys)}')
+
+
 class PathScorer:
     """``path -> dict(score, metrics)``: recalibrate BN on ``calib_loader`` then evaluate on ``val_loader``.
 
@@ -106,7 +138,7 @@ class PathScorer:
         evaluator: an mmengine ``Evaluator`` whose ``dataset_meta`` is set.
         num_calib_batches: batches of ``calib_loader`` per recalibration.
         metric: the metric that is the score (default ``'coco/bbox_mAP'``); a path whose detector finds nothing gets
-            no COCO metrics from mmdet, and scores 0.
+            no COCO metrics from mmdet, and scores 0; metrics without this one raise ValueError naming it.
     """
 
     def __init__(self, model: nn.Module, calib_loader: Iterable, val_loader: Iterable, evaluator: Any,
@@ -127,5 +159,7 @@ class PathScorer:
     def __call__(self, path: Sequence[int]) -> Mapping[str, Any]:
         self.prepare(path)
         metrics = evaluate(self.model, self.val_loader, self.evaluator, self.num_samples)
+        if metrics:  # no metrics at all: no detection (mAP 0); other metrics without the score's: a misspelt name
+            check_metric(self.metric, list(metrics), produced=True)
         score = metrics.get(self.metric)
         return dict(score=float(score) if score is not None and score >= 0 else 0.0, metrics=metrics)

@@ -138,6 +138,47 @@ class SearchState:
             raise ValueError(f'not a search state: expected the keys {sorted(known)}')
         return cls(**{k: data[k] for k in known})
 
+    def check(self, space: SearchSpace) -> SearchState:
+        """Return the state if every field has the type and range a search writes (paths of ``space``); ValueError
+        naming the field otherwise (a state file edited by hand, or of another search space)."""
+        def is_int(value: Any, minimum: int = 0) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        def check_path(path: Any, name: str) -> None:
+            if not isinstance(path, list) or not all(is_int(c) for c in path):
+                raise ValueError(f'{name}={path!r} must be a list of block choice ids')
+            space.check_path(path, name)
+
+        if not is_int(self.generation):
+            raise ValueError(f'generation={self.generation!r} must be an int >= 0 (generations completed)')
+        if not isinstance(self.population, list) or not isinstance(self.origins, list) \
+                or len(self.origins) != len(self.population):
+            raise ValueError('population and origins must be lists of the same length')
+        for i, (path, origin) in enumerate(zip(self.population, self.origins)):
+            check_path(path, f'population[{i}]')
+            if origin not in ('mutation', 'crossover', 'random'):
+                raise ValueError(f"origins[{i}]={origin!r} must be 'mutation', 'crossover' or 'random'")
+        if not isinstance(self.candidates, dict):
+            raise ValueError('candidates must be a dict of encoding -> record')
+        for key, rec in self.candidates.items():
+            if not isinstance(rec, dict) or not {'path', 'flops', 'score'} <= set(rec):
+                raise ValueError(f'candidates[{key!r}] must be a record with path, flops and score')
+            check_path(rec['path'], f'candidates[{key!r}].path')
+            if path_key(rec['path']) != key or not is_int(rec['flops']) \
+                    or not isinstance(rec['score'], (int, float)) or isinstance(rec['score'], bool):
+                raise ValueError(f'candidates[{key!r}] must hold the path {key!r}, an int flops and a number score')
+        if not isinstance(self.top_k, list) or any(k not in self.candidates for k in self.top_k):
+            raise ValueError(f'top_k={self.top_k!r} must list keys of candidates')
+        if not isinstance(self.flops, dict) or not all(is_int(v) for v in self.flops.values()):
+            raise ValueError('flops must be a dict of encoding -> int multiply-adds')
+        if not isinstance(self.history, list):
+            raise ValueError('history must be a list')
+        try:
+            np.random.default_rng().bit_generator.state = self.rng
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f'rng is not a numpy generator state ({exc})') from None
+        return self
+
 
 class EvolutionarySearch:
     """The SPOS evolution over a :class:`SearchSpace` (see module docstring).

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from .checkpoint import load_weights
+from .config_options import merge_cfg_options
 
 #: Config name prefixes resolved inside installed packages (``<package>/.mim/configs/...``), as mmengine does.
 PACKAGE_SCOPES = ('mmdet', 'shufflenet_det')
@@ -42,7 +43,8 @@ def resolve_config_path(config: str | os.PathLike) -> str:
 def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> Any:
     """``mmengine.Config`` of ``config`` (a path, a package-scoped name or a Config) with mmdet's registries ready.
 
-    Raises :class:`ConfigError` naming the file when it is missing, is not a file or cannot be parsed.
+    Raises :class:`ConfigError` naming the file when it is missing, is not a file or cannot be parsed, and naming the
+    option when ``cfg_options`` cannot be merged or give a bad value (:mod:`.config_options`).
     """
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -66,9 +68,7 @@ def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> An
             raise ConfigError(f'config {str(config)!r} is not valid Python: {exc.msg} (line {exc.lineno})') from exc
         except (FileNotFoundError, ImportError, KeyError, TypeError, ValueError, AttributeError, NameError) as exc:
             raise ConfigError(f'config {str(config)!r} cannot be loaded: {type(exc).__name__}: {exc}') from exc
-    if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
-    return cfg
+    return merge_cfg_options(cfg, cfg_options, ConfigError)
 
 
 def quiet_init_weights(model: nn.Module) -> None:

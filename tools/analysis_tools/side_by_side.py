@@ -47,6 +47,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--models', nargs=2, default=list(DEFAULT_PAIR), metavar=('A', 'B'),
                    help=f'the two mini models to compare, A\'s cost relative to B\'s; of {sorted(MODEL_NAMES)}')
     p.add_argument('--data-root', default='data/mini_coco', help='the mini dataset (generated if absent)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace a dataset of another spec generated earlier at --data-root (refused without it)')
     p.add_argument('--runs-dir', default='work_dirs/main_job',
                    help='one sub-folder per model, the same as tools/main_job.py uses')
     p.add_argument('--out', default='work_dirs/side_by_side/side_by_side.json', help='the comparison JSON')
@@ -78,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     record = run_side_by_side(REPO / 'configs', args.out, data_root=args.data_root, runs_dir=args.runs_dir,
                               reuse=args.reuse, timing_rounds=args.timing_rounds, cfg_options=args.cfg_options,
-                              pair=pair)
+                              pair=pair, overwrite=args.overwrite)
     print(format_comparison(record))
     print(f'written to {args.out}')
     return 0
