@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
-import numpy as np
 import onnxruntime  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import pytest
 import torch
 
 import deploy_fixtures as fx
-from helpers import load_script
+from helpers import assert_close_scaled, load_script
 from shufflenet_det.deploy.detector import DetectorExportWrapper
 from shufflenet_det.deploy.export_common import ExportError, unpad_detections
 from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx, ort_session
@@ -43,7 +42,11 @@ def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
     # two checks: the export size and a second batch/size (dynamic axes really dynamic)
     shapes = [c['input_shape'] for c in saved['parity']['checks']]
     assert shapes == [[1, 3, 96, 128], [2, 3, 128, 192]]
-    assert all(c['max_abs_diff'] <= 1e-4 for c in saved['parity']['checks'])
+    # ONNX Runtime with folded BN sums in another order than torch: a few float32 eps (1.2e-7) of each feature
+    # map's magnitude S per layer, measured below 1e-6 of S (AVX2, AVX-512). 1e-4 of max(1, S) (the export's atol)
+    # stays two orders above that; a wrong fold or layer moves features by O(S).
+    assert all(o['max_abs_diff'] <= 1e-4 * max(1.0, o['ref_max_abs'])
+               for c in saved['parity']['checks'] for o in c['outputs'])
     assert len(saved['parity']['checks'][0]['outputs']) == 5
     # independent re-check of the written file at a third size
     import onnx
@@ -54,7 +57,7 @@ def test_backbone_parity_static_and_dynamic(tmp_path: Path) -> None:
         ref = model(x)
     got = ort_session(out).run(None, {'input': x.numpy()})
     for r, g in zip(ref, got):
-        assert np.abs(r.numpy() - g).max() <= 1e-4
+        assert_close_scaled(g, r, atol=1e-4)  # as above: 1e-4 of max(1, S)
 
 
 def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
@@ -65,7 +68,8 @@ def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
     # 16 units, each concat + channel shuffle now one interleave; the 4 units of stage 2 have 58-channel branches,
     # padded to 60 (stages 3 and 4: 116 and 232 already are multiples of 4); exactness is part of the parity check
     assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16, 'depthwise_chain_padding': 4}
-    assert report['parity']['passed'] and report['parity']['checks'][0]['max_abs_diff'] <= 1e-4
+    assert report['parity']['passed']  # exactness of the rewrites: within 1e-4 of max(1, S), as above
+    assert all(o['max_abs_diff'] <= 1e-4 * max(1.0, o['ref_max_abs']) for o in report['parity']['checks'][0]['outputs'])
     graph = onnx.load(str(out)).graph
     ops = [n.op_type for n in graph.node]
     assert 'Transpose' not in ops and ops.count('Unsqueeze') == 32
@@ -85,7 +89,10 @@ def test_wrapper_reproduces_mmdet_predict(detector) -> None:
         assert len(ref['boxes']) > 10
         with torch.no_grad():
             got = unpad_detections(*[t.numpy() for t in wrapper(x)])[0]
-        res = compare_detections(ref, got, box_atol=1e-4, score_atol=1e-6)
+        # the same features, decoded by other torch ops (delta2bbox with exp, clip): a few float32 ulp of the box
+        # coordinates (ulp 1.5e-5 at 128-256 px) and scores (6e-8 near 1); tolerances 1e-4 px and 1e-6, times
+        # max(1, S) of the raw head outputs, as the exports scale theirs (fx.parity_args)
+        res = compare_detections(ref, got, box_atol=1e-4, score_atol=1e-6, **fx.parity_args(detector, x))
         assert res['passed'], res
 
 
@@ -98,8 +105,14 @@ def test_detector_parity_with_nms_in_graph(static_export) -> None:
     checks = json.loads(out.with_name('det.onnx.json').read_text())['parity']['checks']
     assert len(checks) == 2
     for c in checks:
-        assert c['num_reference'] == c['num_actual'] > 10 and c['labels_equal']
-        assert c['max_box_diff'] <= 1e-2 and c['max_score_diff'] <= 1e-4
+        # ONNX Runtime vs torch: counts may differ only by detections at a score / top-k / NMS boundary (each
+        # counted in 'boundary'); matched ones within the export's default tolerances (1e-2 px, 1e-4 of score),
+        # scaled by max(1, S) of the raw head outputs
+        assert c['passed'] and c['num_reference'] > 10 and c['labels_equal']
+        moved = sum(c['boundary'].values())
+        assert abs(c['num_reference'] - c['num_actual']) <= moved
+        assert c['box_atol'] == 1e-2 and c['score_atol'] == 1e-4
+        assert c['max_box_diff'] <= c['box_tol'] and c['max_score_diff'] <= c['score_tol']
     # outputs: num_dets, boxes, scores, labels padded to max_per_img
     sess = ort_session(out)
     assert [o.name for o in sess.get_outputs()] == ['num_dets', 'boxes', 'scores', 'labels']
@@ -108,32 +121,51 @@ def test_detector_parity_with_nms_in_graph(static_export) -> None:
 
 
 def test_coco_map_of_the_export_equals_torch(tmp_path: Path, detector, static_export) -> None:
-    # a tiny COCO set whose ground truth is the PyTorch model's best detections on generated pictures
+    """evaluate_onnx's COCO plumbing (labels -> category ids, xyxy -> xywh, undoing the resize) on a tiny set whose
+    ground truth is every PyTorch detection: torch scores mAP 1 by construction, and so does the export wherever
+    its detections match torch's - a comparison that holds on any CPU, unlike equal mAPs of two float models, which
+    a near-tie of a true and a false positive's scores can reorder."""
     import mmcv
 
     from shufflenet_det.deploy.evaluate import evaluate_onnx
-    from shufflenet_det.deploy.images import prepare_image, synthetic_image
+    from shufflenet_det.deploy.images import prepare_image, read_image, synthetic_image
     size, pre = (128, 160), preprocess_meta(detector)
     classes = ['a', 'b', 'c', 'd']
-    images, anns = [], []
+    sess = ort_session(static_export[0])
+    images, anns, counts, moved = [], [], [0, 0], 0
     for i in range(3):
         img = synthetic_image(100, 150, seed=20 + i)  # resized by 1.28 into 128x160 (keep ratio)
         mmcv.imwrite(img, str(tmp_path / f'{i}.png'))
         images.append(dict(id=i + 1, file_name=f'{i}.png', height=100, width=150))
-        x, scale = prepare_image(img, size, pre)
+        x, scale = prepare_image(read_image(tmp_path / f'{i}.png'), size, pre)  # as evaluate_onnx reads it
         ref = predict_detections(detector, x)[0]
-        for box, label in zip(ref['boxes'][:5] / scale, ref['labels'][:5]):  # its 5 best boxes as ground truth
+        for box, label in zip(ref['boxes'] / scale, ref['labels']):  # every detection is a ground-truth box
             x1, y1, x2, y2 = box.tolist()
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(label) + 1, iscrowd=0,
                              bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1)))
-    assert len(anns) >= 3
+        # the export's detections of the same input: matched to torch's, or unmatched at a score / top-k / NMS
+        # boundary only (rounding of another runtime on another CPU may move a detection across one)
+        got = unpad_detections(*sess.run(None, {'input': x.numpy()}))[0]
+        res = compare_detections(ref, got, 1e-2, 1e-4, **fx.parity_args(detector, x))
+        assert res['passed'], res
+        counts[0] += res['num_reference']
+        counts[1] += res['num_actual']
+        moved += sum(res['boundary'].values())
+    assert len(anns) > 10
     ann_file = tmp_path / 'gt.json'
     ann_file.write_text(json.dumps(dict(images=images, annotations=anns, categories=[
         dict(id=k + 1, name=n) for k, n in enumerate(classes)])))
     result = evaluate_onnx(static_export[0], ann_file, tmp_path, classes, size, pre, reference=detector)
-    assert result['num_images'] == 3 and result['onnx_detections'] == result['torch_detections'] > 0
-    assert result['torch']['bbox_mAP'] > 0.3
-    assert result['mAP_diff'] < 1e-3
+    assert result['num_images'] == 3 and [result['torch_detections'], result['onnx_detections']] == counts
+    # every torch detection is its own ground truth (IoU 1): no false positive, no missed box
+    assert result['torch']['bbox_mAP'] == pytest.approx(1.0)
+    if moved == 0:
+        # every export detection matched a torch one within <= 1e-2 px x max(1, S) (IoU above 0.95, the highest
+        # COCO threshold, for boxes over a few pixels) and none is extra: mAP 1 as well
+        assert result['onnx']['bbox_mAP'] == pytest.approx(1.0) and result['mAP_diff'] == pytest.approx(0.0)
+    else:
+        # a boundary detection is one missed ground truth or one extra (low-ranked) false positive per case
+        assert result['onnx']['bbox_mAP'] > 0.5
     assert sorted(p.name for p in static_export[0].parent.iterdir()) == ['det.onnx', 'det.onnx.json']
 
 
@@ -148,7 +180,7 @@ def test_detector_dynamic_size_and_batch(tmp_path: Path, detector) -> None:
     for i, x in enumerate((a, b)):
         ref = predict_detections(detector, x)[0]
         got = dict(boxes=boxes[i, :n[i]], scores=scores[i, :n[i]], labels=labels[i, :n[i]])
-        assert compare_detections(ref, got, 1e-2, 1e-4)['passed']
+        assert compare_detections(ref, got, 1e-2, 1e-4, **fx.parity_args(detector, x))['passed']
 
 
 def _listing(path: Path) -> list[str]:
@@ -226,7 +258,7 @@ def test_cli_backbone(tmp_path: Path, capsys) -> None:
                    '--shape', '64', '64', '--out', str(out)])
     assert rc == 0 and out.is_file() and json.loads((tmp_path / 'cli.onnx.json').read_text())['parity']['passed']
     assert 'parity PASSED' in capsys.readouterr().out
-    rc = cli.main(['--backbone', 'ShuffleNetV2', '--shape', '64', '64', '--opset', '5', '--out',
-                   str(tmp_path / 'bad.onnx')])
-    assert rc == 1 and not (tmp_path / 'bad.onnx').exists()
-    assert 'opset' in capsys.readouterr().err
+    rc = cli.run_main(cli.main, ['--backbone', 'ShuffleNetV2', '--shape', '64', '64', '--opset', '5', '--out',
+                                 str(tmp_path / 'bad.onnx')])  # refused before the model is built
+    assert rc == 2 and not (tmp_path / 'bad.onnx').exists()
+    assert '--opset 5 is not supported: give 11..20' in capsys.readouterr().err

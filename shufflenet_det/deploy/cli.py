@@ -5,12 +5,58 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from torch import nn
 
 from ..utils.cli import fail
 from ..utils.io import same_file
+
+#: The largest input side the tools accept: a typo such as ``--shape 100000`` would otherwise try to allocate tens
+#: of GB (a 4096 x 4096 float input is 200 MB; detectors here run at 320-640).
+MAX_INPUT_SIDE = 4096
+
+
+def check_shape_arg(shape: Sequence[int] | None, option: str = '--shape') -> None:
+    """End the tool unless every side of ``shape`` (the value of ``option``; None: not given) is in
+    ``1..MAX_INPUT_SIDE``."""
+    if not shape:
+        return
+    text = ' '.join(str(v) for v in shape)
+    if min(shape) <= 0:
+        fail(f'{option} must be positive, got {text}')
+    if max(shape) > MAX_INPUT_SIDE:
+        fail(f'{option} {text} is too large: at most {MAX_INPUT_SIDE} pixels a side')
+
+
+def input_size_divisor(detector: nn.Module) -> tuple[int, str] | None:
+    """``(d, why)`` when every input side of ``detector`` must be a multiple of ``d``; None when any size works.
+
+    The lite detectors' GhostPAN upsamples every level by exactly 2 to meet the next finer one, so the input must be
+    divisible by the coarsest backbone stride (what their data preprocessor pads to). mmdet's FPN resizes to the
+    finer level's size and takes any input.
+    """
+    from ..models.necks import GhostPAN
+    if not isinstance(getattr(detector, 'neck', None), GhostPAN):
+        return None
+    strides = [int(s) for s in getattr(detector.backbone, 'out_strides', None) or ()]
+    divisor = max(strides) if strides else int(getattr(detector.data_preprocessor, 'pad_size_divisor', 1) or 1)
+    return divisor, (f'the {type(detector.neck).__name__} neck upsamples each level by 2 to meet the next, from the '
+                     f'coarsest backbone stride {divisor}')
+
+
+def check_input_size(detector: nn.Module, shape: Sequence[int], source: str = '--shape') -> None:
+    """End the tool, naming ``source`` (where ``shape`` came from), when ``shape`` (H, W) is not an input size the
+    detector can run at (:func:`input_size_divisor`); run it before any export or count."""
+    rule = input_size_divisor(detector)
+    if rule is None:
+        return
+    divisor, why = rule
+    h, w = (int(shape[0]), int(shape[-1]))
+    if h % divisor or w % divisor:
+        up = [-(-v // divisor) * divisor for v in (h, w)]
+        fail(f'{source} {h} {w} does not fit {type(detector).__name__}: {why}, so H and W must be multiples of '
+             f'{divisor} (e.g. {up[0]} {up[1]})')
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +73,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                      help='what to export (default: detector with --config, backbone with --backbone)')
     src.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                      help='input height and width (default: the config\'s image_size, else 320 for a detector '
-                          'and 224 for a backbone)')
+                          f'and 224 for a backbone); at most {MAX_INPUT_SIDE}, and multiples of the coarsest '
+                          'backbone stride (32) for the lite detectors (GhostPAN neck)')
     src.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm layers (default: fold them)')
     src.add_argument('--dynamic', action='store_true', help='dynamic input size (and batch for ONNX)')
     src.add_argument('--images', nargs='+', help='check images (default: the config\'s validation images when on '
@@ -78,8 +125,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
         fail('--what detector needs --config')
     if args.num_images < 1:
         fail(f'--num-images must be >= 1, got {args.num_images}')
-    if args.shape and min(args.shape) <= 0:
-        fail(f'--shape must be positive, got {tuple(args.shape)}')
+    check_shape_arg(args.shape)
     bb_args = parse_backbone_args(args.backbone_args)
     try:
         cfg = load_config(args.config, args.cfg_options) if args.config else None
@@ -89,14 +135,17 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
             model = backbone_from_args(args.backbone, bb_args, cfg, args.checkpoint)
     except ValueError as exc:  # ConfigError, CheckpointError, an unknown backbone type or argument
         fail(str(exc))
+    source = '--shape'
     if args.shape:
         shape = tuple(args.shape)
     elif cfg is not None and cfg.get('image_size') is not None:
         shape = tuple(int(v) for v in cfg.image_size)[::-1]  # mmdet scales are (w, h)
+        source = f'the image_size of config {args.config!r} (H W)'
     else:
         shape = (320, 320) if what == 'detector' else (224, 224)
-    if min(shape) <= 0:
-        fail(f'--shape must be positive, got {shape}')
+    check_shape_arg(shape, source)
+    if what == 'detector':
+        check_input_size(model, shape, source)
     return what, model, shape, cfg  # type: ignore[return-value]
 
 
@@ -163,3 +212,34 @@ def read_export_report(model_path: Path, side: Path) -> dict[str, Any]:
         fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
              'tools/deploy/export_onnx.py')
     return report
+
+
+def _tolerance(text: str) -> float:
+    """argparse type of a parity tolerance: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not (value >= 0 and value != float('inf')):
+        raise argparse.ArgumentTypeError(f'{text!r} must be a finite number >= 0')
+    return value
+
+
+def add_tolerance_args(parser: argparse.ArgumentParser, atol: float | None, rtol: float | None, box_atol: float,
+                       score_atol: float, title: str = 'parity tolerances') -> None:
+    """The parity options of an export tool (the rules of :mod:`.parity`); ``atol`` / ``rtol`` None: no tensor
+    check in this tool."""
+    tol = parser.add_argument_group(title, 'tensors: |diff| <= atol * max(1, max|ref|) + rtol * |ref| per element; '
+                                           'detections: one-to-one same-label partners within box / score '
+                                           'tolerance * max(1, raw head output magnitude), unmatched only at the '
+                                           'score_thr, max_per_img and NMS boundaries')
+    if atol is not None:
+        tol.add_argument('--atol', type=_tolerance, default=atol,
+                         help=f'tensors: absolute term, relative to max|ref| above 1 (default {atol:g})')
+    if rtol is not None:
+        tol.add_argument('--rtol', type=_tolerance, default=rtol,
+                         help=f'tensors: relative term of each element (default {rtol:g})')
+    tol.add_argument('--box-atol', type=_tolerance, default=box_atol,
+                     help=f'detector boxes: pixels (default {box_atol:g})')
+    tol.add_argument('--score-atol', type=_tolerance, default=score_atol,
+                     help=f'detector scores (default {score_atol:g})')

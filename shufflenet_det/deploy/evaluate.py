@@ -114,11 +114,46 @@ def open_onnx(path: str | os.PathLike, threads: int = 0) -> Any:
 
 
 def dataset_of(cfg: Any) -> tuple[Path, Path, list[str]]:
-    """(annotation file, image folder, class names) of a config's validation set."""
-    ds = cfg.val_dataloader.dataset
+    """(annotation file, image folder, class names) of a config's validation set; ValueError naming the config and
+    what it lacks when it has none (e.g. an mmdeploy deploy config given instead of the detector's)."""
+    name = repr(str(getattr(cfg, 'filename', None) or 'the config'))
+    if not isinstance(cfg.get('model'), dict) and any(
+            k in cfg for k in ('onnx_config', 'backend_config', 'codebase_config')):
+        raise ValueError(f'config {name} is an mmdeploy deploy config (onnx_config / codebase_config), not a '
+                         'detector config: it has no val_dataloader; give the config the model was trained with')
+    loader = cfg.get('val_dataloader')
+    ds = loader.get('dataset') if isinstance(loader, dict) else None
+    if not isinstance(ds, dict) or not ds.get('ann_file'):
+        lacks = ('val_dataloader' if loader is None else 'val_dataloader.dataset' if not isinstance(ds, dict)
+                 else 'val_dataloader.dataset.ann_file')
+        raise ValueError(f'config {name} has no {lacks}: the validation set (a COCO-format ann_file, its images and '
+                         'classes) comes from there; give a detector config with a validation set')
     root = Path(ds.get('data_root', '') or '')
     classes = (ds.get('metainfo') or cfg.get('metainfo') or {}).get('classes')
     if classes is None:
         from mmdet.datasets import CocoDataset
         classes = CocoDataset.METAINFO['classes']
     return root / ds.ann_file, root / ds.get('data_prefix', {}).get('img', ''), list(classes)
+
+
+def check_report_classes(report: dict[str, Any], classes: Sequence[str], report_path: str | os.PathLike,
+                         config: str | os.PathLike) -> None:
+    """ValueError naming both files and the first differing class when the classes of an export (its report) are
+    not the config's validation classes, in order: label ``i`` would be scored as another category."""
+    exported = report.get('classes')
+    if not isinstance(exported, list):  # an older report: the number of classes at least
+        exported = None
+        n = (report.get('postprocess') or {}).get('num_classes')
+        if not isinstance(n, int) or n == len(classes):
+            return
+    elif list(exported) == list(classes):
+        return
+    where = f'the export (report {str(report_path)!r})'
+    if exported is None:
+        raise ValueError(f'{where} has {n} classes, config {str(config)!r} {len(classes)}; evaluate with the '
+                         'config the model was exported from')
+    i = next((i for i, (a, b) in enumerate(zip(exported, classes)) if a != b), min(len(exported), len(classes)))
+    first = (f"class {i} is {exported[i] if i < len(exported) else None!r} in the export and "
+             f"{classes[i] if i < len(classes) else None!r} in the config")
+    raise ValueError(f'the classes of {where} differ from those of config {str(config)!r} ({len(exported)} vs '
+                     f'{len(classes)} classes): {first}; evaluate with the config the model was exported from')

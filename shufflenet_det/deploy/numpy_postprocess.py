@@ -242,3 +242,80 @@ def keep_best_candidates(all_boxes: list, all_scores: list, all_labels: list, cf
         boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
     keep = batched_nms(boxes, scores, labels, cfg['iou_threshold'])[:cfg['max_per_img']]
     return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+# ---------------------------------------------------------------------------------------------------- reports
+def _expected_outputs(report: dict[str, Any], count: int) -> tuple[str, list[int] | None]:
+    """What the export a report describes outputs: a description and the rank of every output (None: unknown)."""
+    post = report.get('postprocess') if isinstance(report.get('postprocess'), dict) else {}
+    if report.get('what') == 'backbone':
+        return 'a backbone export (feature maps)', [4] * count
+    if report.get('with_nms'):
+        return 'a detector with NMS in the graph (num_dets, boxes, scores, labels)', [1, 3, 2, 2]
+    if post.get('decoder') == GFL_DECODER:
+        return 'a lite detector without NMS (one raw tensor (B, N, C + 4 (reg_max + 1)))', [3]
+    levels = post.get('num_levels')
+    if 'decoder' not in post and isinstance(levels, int) and levels > 0:  # an unknown decoder: check_meta says so
+        return f'a detector without NMS ({levels} class maps, then {levels} box maps)', [4] * (2 * levels)
+    return 'a detector without NMS', None
+
+
+def _io(nodes: Sequence[Any]) -> list[tuple[str, int | None]]:
+    """``(name, rank)`` of ONNX Runtime ``NodeArg`` s (rank None when the shape is unknown)."""
+    return [(n.name, len(n.shape) if isinstance(n.shape, (list, tuple)) else None) for n in nodes]
+
+
+def check_session(session: Any, report: dict[str, Any], model: str, report_path: str) -> None:
+    """ValueError naming both files when the export report ``report_path`` does not describe the graph ``model``.
+
+    ``session`` is an ONNX Runtime session of ``model`` (anything with ``get_inputs`` / ``get_outputs``). Compared
+    with the report: the one input (its name and rank), the output names and count, and the ranks the kind of export
+    the report names has, so that a report copied next to another model is caught before any work.
+    """
+    inputs, outputs = _io(session.get_inputs()), _io(session.get_outputs())
+    problems = []
+    if len(inputs) != 1:
+        problems.append(f'the model has {len(inputs)} inputs {[n for n, _ in inputs]}, an export has one')
+    else:
+        name, rank = inputs[0]
+        if report.get('input_name') not in (None, name):
+            problems.append(f"its input is {name!r}, the report's {report['input_name']!r}")
+        shape = report.get('input_shape')
+        if rank is not None and isinstance(shape, list) and rank != len(shape):
+            problems.append(f'its input has rank {rank}, the report\'s input_shape {shape}')
+    names = [n for n, _ in outputs]
+    listed = report.get('output_names')
+    if isinstance(listed, list) and listed != names:
+        problems.append(f'its outputs are {names}, the report lists {listed}')
+    what, ranks = _expected_outputs(report, len(outputs))
+    got = [r for _, r in outputs]
+    if ranks is not None and (len(got) != len(ranks) or any(r is not None and r != e for r, e in zip(got, ranks))):
+        problems.append(f'its outputs have ranks {got}; {what} has {ranks}')
+    if problems:
+        raise ValueError(f'report {report_path!r} does not describe the model {model!r}: ' + '; '.join(problems)
+                         + ' (a report of another export? keep every model with its own .onnx.json, or export again)')
+
+
+def size_divisor(report: dict[str, Any]) -> int:
+    """What every input side of the export a report describes must be a multiple of: the ``pad_size_divisor`` its
+    inputs are padded to (the lite detectors' GhostPAN needs it: each level upsampled by 2 meets the next)."""
+    pre = (report.get('postprocess') or {}).get('preprocess') if isinstance(report.get('postprocess'), dict) else None
+    try:
+        return max(1, int((pre or {}).get('pad_size_divisor', 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def check_input_hw(report: dict[str, Any], hw: Sequence[int], what: str) -> None:
+    """ValueError naming ``what`` (the input's source) unless ``hw`` (H, W) is an input size the dynamic export of
+    ``report`` allows: positive multiples of :func:`size_divisor` (a static export takes its own size only, which
+    the runners check against ``input_shape``)."""
+    if not report.get('dynamic'):
+        return
+    h, w = int(hw[0]), int(hw[1])
+    div = size_divisor(report)
+    if h < div or w < div or h % div or w % div:
+        up = [max(div, -(-v // div) * div) for v in (h, w)]
+        raise ValueError(f'{what} is {h}x{w}, but the dynamic export takes H and W that are positive multiples of '
+                         f'{div} (the padding divisor of its preprocessing, the coarsest stride its neck needs), '
+                         f'e.g. {up[0]}x{up[1]}; pad the tensor bottom/right with 0, or give --image')

@@ -45,7 +45,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='with --backbone: backbone kwargs (widen_factor=1.0 groups=3); with a config: '
                              'overrides merged into the config (model.backbone.widen_factor=0.5)')
     parser.add_argument('--shape', type=int, nargs='+', default=None,
-                        help='input size: S or H W (default 224 for backbones and --table, 320 320 for detectors)')
+                        help='input size: S or H W (default 224 for backbones and --table, 320 320 for detectors); '
+                             'at most 4096, multiples of the coarsest backbone stride (32) for the lite detectors')
     parser.add_argument('--no-classifier', action='store_true',
                         help='with --backbone: count the raw backbone (its out_indices, settable with --cfg-options '
                              'out_indices="(0,1,2,3)") instead of the classifier')
@@ -68,8 +69,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     modes = sum([args.config is not None, args.backbone is not None, args.table])
     if modes != 1:
         parser.error('give exactly one of: a detector config, --backbone TYPE, --table')
-    if args.shape is not None and (len(args.shape) not in (1, 2) or min(args.shape) <= 0):
+    if args.shape is not None and len(args.shape) not in (1, 2):
         parser.error(f'--shape takes S or H W (positive ints), got {args.shape}')
+    from shufflenet_det.deploy.cli import check_shape_arg
+    check_shape_arg(args.shape)  # positive, at most MAX_INPUT_SIDE: a typo must not allocate tens of GB
     if args.num_classes <= 0:
         parser.error(f'--num-classes must be positive, got {args.num_classes}')
     if args.no_classifier and args.backbone is None:
@@ -139,6 +142,7 @@ def run_detector(args: argparse.Namespace) -> dict:
     from mmengine.registry import init_default_scope
 
     from shufflenet_det.analysis import model_complexity
+    from shufflenet_det.deploy.cli import check_input_size
     from shufflenet_det.utils.build import ConfigError, build_detector, fold_batchnorm, load_config
 
     cfg = load_config(args.config, args.cfg_options)
@@ -154,6 +158,7 @@ def run_detector(args: argparse.Namespace) -> dict:
         fold_batchnorm(model.eval())
         mode = 'deployed detector (switch_to_deploy; extract_feat + head forward)'
     shape = tuple(args.shape) if args.shape else (320, 320)
+    check_input_size(model, shape, '--shape' if args.shape else 'the default shape')  # before any tracing
     res = model_complexity(model, shape, op_set=args.op_set)
     res.update(config=args.config, mode=mode, training_only_params=0 if args.deploy else training_only)
     return res

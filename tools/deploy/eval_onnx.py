@@ -40,15 +40,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.cli import check_output_path, read_export_report, refuse_input_overwrite
-    from shufflenet_det.deploy.evaluate import dataset_of, evaluate_onnx, open_onnx
+    from shufflenet_det.deploy.cli import check_output_path, check_shape_arg, read_export_report, refuse_input_overwrite
+    from shufflenet_det.deploy.evaluate import check_report_classes, dataset_of, evaluate_onnx, open_onnx
+    from shufflenet_det.deploy.numpy_postprocess import check_session
     from shufflenet_det.utils import build_detector, load_config, write_json_atomic
     if args.limit is not None and args.limit < 1:
         fail(f'--limit must be >= 1 (omit it to evaluate every image), got {args.limit}')
     if args.threads < 0:
         fail(f'--threads must be >= 0 (0: ONNX Runtime\'s default), got {args.threads}')
-    if args.shape and min(args.shape) <= 0:
-        fail(f'--shape must be positive, got {tuple(args.shape)}')
+    check_shape_arg(args.shape)
     model_path = Path(args.model)
     side = model_path.with_name(model_path.name + '.json')
     refuse_input_overwrite([('--out', args.out)], [('the model', model_path), ('its report', side),
@@ -64,8 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              f'input is {static[0]}x{static[1]}; omit --shape, or export with --dynamic')
     try:
         session = open_onnx(model_path, args.threads)  # a corrupt file fails here, before the dataset is read
+        check_session(session, meta, str(model_path), str(side))  # a report copied next to another model
         cfg = load_config(args.config)
         ann_file, img_dir, classes = dataset_of(cfg)
+        check_report_classes(meta, classes, side, args.config)  # before any work: labels would score other classes
         if not ann_file.is_file():
             raise ValueError(f'validation annotations {str(ann_file)!r} not found')
         if args.shape:

@@ -27,26 +27,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from shufflenet_det.deploy.cli import (  # noqa: E402
     add_model_args,
+    add_tolerance_args,
     check_output_path,
     refuse_input_overwrite,
     resolve,
 )
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument('--out', required=True,
-                        help='output name: writes <out>.param, <out>.bin and <out>.json (a trailing .param is ok)')
+                        help='output base name, not a folder: writes <out>.param, <out>.bin and <out>.json (a '
+                             'trailing .param is ok), e.g. --out work_dirs/deploy/model; an existing folder (or a '
+                             'name ending in /) is refused rather than guessing a file name in or beside it')
     parser.add_argument('--fp16-weights', action='store_true',
                         help='store the weights as fp16 in the .bin (half the size; default fp32, ncnn still '
                              'computes in fp16 where the CPU supports it)')
-    tol = parser.add_argument_group('parity tolerances (half precision)')
-    tol.add_argument('--atol', type=float, default=5e-3, help='raw tensors: max |diff| <= atol + rtol * max |ref|')
-    tol.add_argument('--rtol', type=float, default=5e-3)
-    tol.add_argument('--box-atol', type=float, default=1.0, help='detector boxes max |diff| in pixels')
-    tol.add_argument('--score-atol', type=float, default=5e-3, help='detector scores max |diff|')
+    add_tolerance_args(parser, atol=5e-3, rtol=5e-3, box_atol=1.0, score_atol=5e-3,
+                       title='parity tolerances (half precision)')
     return parser.parse_args(argv)
 
 
@@ -55,6 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from shufflenet_det.deploy.export_common import ExportError
     from shufflenet_det.deploy.images import check_images
     from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, ncnn_paths
+    if os.path.isdir(args.out) or args.out.endswith(('/', os.sep)):
+        fail(f'--out {args.out!r} is a folder, but --out is the base name of the three files <out>.param, <out>.bin '
+             f'and <out>.json; give a name inside it, e.g. --out {os.path.join(args.out, "model")}')
     param, bin_path, js = ncnn_paths(args.out)
     refuse_input_overwrite([('--out (.param)', param), ('--out (.bin)', bin_path), ('--out (.json)', js)],
                            [('--checkpoint', args.checkpoint), ('--config', args.config)]

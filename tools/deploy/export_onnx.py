@@ -3,8 +3,9 @@
 The detector graph contains the box decoding and NMS (ONNX NonMaxSuppression) and outputs
 ``num_dets (B,), boxes (B, 100, 4), scores (B, 100), labels (B, 100)`` for a normalised input ``input (B, 3, H, W)``
 (see shufflenet_det/deploy/detector.py). BatchNorm is folded. Every export is compared with PyTorch - backbone
-features within --atol, detector boxes/scores/labels with mmdet's own post-processing - and the result is printed and
-stored next to the model as ``<out>.json`` (e.g. ``model.onnx.json``); a failed export or check leaves no file behind.
+features within --atol / --rtol, detector boxes/scores/labels with mmdet's own post-processing (the rules of
+shufflenet_det/deploy/parity.py) - and the result is printed and stored next to the model as ``<out>.json``
+(e.g. ``model.onnx.json``); a failed export or check leaves no file behind.
 
 Examples::
 
@@ -24,10 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from shufflenet_det.deploy.cli import (  # noqa: E402
     add_model_args,
+    add_tolerance_args,
     check_output_path,
     refuse_input_overwrite,
     resolve,
 )
+from shufflenet_det.deploy.parity import RTOL  # noqa: E402
 from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
@@ -35,7 +38,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument('--out', required=True, help='output .onnx file (report: <out>.json, e.g. model.onnx.json)')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset, 11..20 (default 17)')
+    parser.add_argument('--opset', type=int, default=17,
+                        help='ONNX opset, 11..20 (default 17); anything else is refused before the export')
     parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
     parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
     parser.add_argument('--no-graph-opt', action='store_true',
@@ -43,10 +47,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              'depthwise -> conv chains zero-padded to a width multiple of 4)')
     parser.add_argument('--no-nms', action='store_true',
                         help='detector: stop at the raw head tensors (NMS outside the graph)')
-    tol = parser.add_argument_group('parity tolerances')
-    tol.add_argument('--atol', type=float, default=1e-4, help='backbone features / raw head outputs max |diff|')
-    tol.add_argument('--box-atol', type=float, default=1e-2, help='detector boxes max |diff| in pixels')
-    tol.add_argument('--score-atol', type=float, default=1e-4, help='detector scores max |diff|')
+    add_tolerance_args(parser, atol=1e-4, rtol=RTOL, box_atol=1e-2, score_atol=1e-4)
     return parser.parse_args(argv)
 
 
@@ -54,7 +55,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from shufflenet_det.deploy.export_common import ExportError
     from shufflenet_det.deploy.images import check_images
-    from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx
+    from shufflenet_det.deploy.onnx_export import MAX_OPSET, MIN_OPSET, export_backbone_onnx, export_detector_onnx
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        fail(f'--opset {args.opset} is not supported: give {MIN_OPSET}..{MAX_OPSET} (default 17; below {MIN_OPSET} '
+             'ONNX lacks the NonMaxSuppression / TopK / Resize forms the graphs use, above '
+             f'{MAX_OPSET} the exporter has no support)')
     if args.batch < 1:
         fail(f'--batch must be >= 1, got {args.batch}')
     if not args.out.endswith('.onnx'):
@@ -69,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if what == 'backbone':
             report = export_backbone_onnx(model, args.out, (args.batch, 3, h, w), opset=args.opset,
                                           dynamic=args.dynamic, fold_bn=not args.no_fold_bn,
-                                          simplify=args.simplify, atol=args.atol,
+                                          simplify=args.simplify, atol=args.atol, rtol=args.rtol,
                                           graph_opt=not args.no_graph_opt)
         else:
             images, sources = check_images(model, (h, w), args.images, args.num_images, cfg=cfg)
@@ -77,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report = export_detector_onnx(model, args.out, images, opset=args.opset, dynamic=args.dynamic,
                                           fold_bn=not args.no_fold_bn, with_nms=not args.no_nms,
                                           simplify=args.simplify, box_atol=args.box_atol,
-                                          score_atol=args.score_atol, raw_atol=args.atol,
+                                          score_atol=args.score_atol, raw_atol=args.atol, raw_rtol=args.rtol,
                                           graph_opt=not args.no_graph_opt)
     except (ValueError, ExportError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from mmengine.config import DictAction  # noqa: E402
 
+from shufflenet_det.deploy.cli import add_tolerance_args  # noqa: E402
 from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 
 
@@ -51,8 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('images', nargs='+', help='image(s): the first is the export example, all are run')
     parser.add_argument('--work-dir', required=True, help='output folder (end2end.onnx, end2end.json)')
     parser.add_argument('--device', default='cpu', help='device for the export and the backend (default cpu)')
-    parser.add_argument('--box-atol', type=float, default=1e-2, help='parity: max box |diff| in pixels')
-    parser.add_argument('--score-atol', type=float, default=1e-4, help='parity: max score |diff|')
+    add_tolerance_args(parser, atol=None, rtol=None, box_atol=1e-2, score_atol=1e-4)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='model config overrides, e.g. model.test_cfg.score_thr=0.3')
     args = parser.parse_args(argv)
@@ -60,6 +60,51 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.images.insert(0, args.checkpoint)
         args.checkpoint = None
     return args
+
+
+def _check_setup(args: argparse.Namespace) -> None:
+    """Refuse what would otherwise fail deep inside mmdeploy, before any work: the two configs swapped or of the
+    wrong kind, mmdeploy's ncnn backend with a lite detector, a --device that does not exist here."""
+    import torch
+
+    from shufflenet_det.utils.build import load_config
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        fail(f'--device {args.device!r} is not a device ({exc}); use cpu or cuda[:N]')
+    if device.type not in ('cpu', 'cuda'):
+        fail(f'--device {args.device!r}: mmdeploy exports and runs on cpu or cuda[:N]')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        fail(f'--device {args.device}: CUDA is not available on this machine (torch.cuda.is_available() is False); '
+             'use --device cpu')
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        fail(f'--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+    deploy_cfg, model_cfg = load_config(args.deploy_cfg), load_config(args.model_cfg, args.cfg_options)
+    is_deploy = [any(k in c for k in ('onnx_config', 'backend_config', 'codebase_config'))
+                 for c in (deploy_cfg, model_cfg)]
+    has_model = [isinstance(c.get('model'), dict) for c in (deploy_cfg, model_cfg)]
+    if is_deploy[1] and has_model[0]:
+        fail(f'the configs are swapped: deploy_cfg (1st argument) {args.deploy_cfg!r} is a model config and '
+             f'model_cfg (2nd argument) {args.model_cfg!r} is an mmdeploy deploy config; give the deploy config '
+             '(configs/deploy/...) first, then the model config')
+    if not is_deploy[0]:
+        fail(f'deploy_cfg (1st argument) {args.deploy_cfg!r} is not an mmdeploy deploy config (it has no '
+             'onnx_config / backend_config / codebase_config); give one of configs/deploy/*.py first')
+    if not has_model[1]:
+        fail(f'model_cfg (2nd argument) {args.model_cfg!r} is not a model config (it has no model); give the '
+             "detector's config second, e.g. configs/mini/retinanet_shufflenetv2-1x_fpn_mini-coco.py")
+    from mmdet.registry import MODELS
+
+    from shufflenet_det.models.dense_heads import LiteGFLHead
+    backend = (deploy_cfg.get('backend_config') or {}).get('type')
+    head = (model_cfg.model.get('bbox_head') or {}).get('type')
+    head_cls = MODELS.get(head) if isinstance(head, str) else head
+    if backend == 'ncnn' and isinstance(head_cls, type) and issubclass(head_cls, LiteGFLHead):
+        fail(f'deploy config {args.deploy_cfg!r} (mmdeploy\'s ncnn backend) with the lite detector of '
+             f'{args.model_cfg!r} ({head}) is not supported: mmdeploy\'s ncnn end2end models end in ncnn\'s '
+             'DetectionOutput layer, which decodes anchor boxes, and the lite head predicts distances from points; '
+             'export lite detectors to ncnn with tools/deploy/export_ncnn.py, or use an ONNX Runtime / TensorRT '
+             'deploy config here')
 
 
 def _dets(dets: Any, labels: Any) -> dict[str, Any]:
@@ -83,6 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_output_path(work_dir / 'end2end.json', '--work-dir')
     for image in args.images:
         read_image(image)  # a file that is no picture fails here, naming it, not deep inside mmdeploy
+    _check_setup(args)
     import torch
 
     import shufflenet_det  # noqa: F401  - registers the backbones, safe checkpoint loading
@@ -142,9 +188,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backend_model = task.build_backend_model(backend_files)
         checks, detections, mmdet_checks = [], [], []
         opset = get_onnx_config(deploy_cfg).get('opset_version', 11)
+        from shufflenet_det.deploy.detector import head_output_scales, postprocess_meta
         from shufflenet_det.deploy.lite import is_lite
         from shufflenet_det.utils.predict import predict_detections
         exact = is_lite(torch_model)  # the lite head's rewriter is mmdet's post-processing in graph form
+        test_cfg = postprocess_meta(torch_model)['test_cfg']  # the boundaries rounding may move detections across
         for image in args.images:
             data, model_inputs = task.create_input(image, input_shape,
                                                    data_preprocessor=getattr(torch_model, 'data_preprocessor', None))
@@ -154,12 +202,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with torch.no_grad():
                 out = backend_model.wrapper({backend_model.input_name: inputs})  # the raw backend outputs
             got = _dets(out['dets'], out['labels'])
-            res = compare_detections(ref, got, args.box_atol, args.score_atol)
+            scale = head_output_scales(torch_model, inputs)[0]
+            res = compare_detections(ref, got, args.box_atol, args.score_atol, test_cfg, scale)
             res['image'] = image
             checks.append(res)
             real = got['scores'] > 0  # rows of score 0 pad the outputs (mmdeploy's backend model drops them)
             mm = compare_detections(predict_detections(torch_model, inputs)[0],
-                                    {k: v[real] for k, v in got.items()}, args.box_atol, args.score_atol)
+                                    {k: v[real] for k, v in got.items()}, args.box_atol, args.score_atol, test_cfg,
+                                    scale)
             mm['image'] = image
             mmdet_checks.append(mm)
             raw_data, _ = task.create_input(image, input_shape)  # test_step runs the preprocessor itself

@@ -142,9 +142,13 @@ def read_image(path: str) -> np.ndarray:
     if ext in ('.ppm', '.pgm', '.pnm'):
         return _read_pnm(path)
     if ext == '.npy':
-        img = np.load(path, allow_pickle=False)
+        try:  # a pickled object array is refused too (never unpickled)
+            img = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f'--image {path!r} is not a readable .npy image (an H x W x 3 uint8 BGR array): '
+                             f'{exc}') from None
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f'{path}: expected an H x W x 3 uint8 BGR array, got {img.shape} {img.dtype}')
+            raise ValueError(f'--image {path!r}: expected an H x W x 3 uint8 BGR array, got {img.shape} {img.dtype}')
         return np.ascontiguousarray(img)
     try:
         import cv2
@@ -272,11 +276,12 @@ def bench(fn: Any, runs: int, warmup: int) -> dict[str, float]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='the .param file (its .bin and .json must sit next to it)')
-    parser.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow)')
-    parser.add_argument('--tensor', metavar='NPY',
+    source = parser.add_mutually_exclusive_group()  # one input: a picture, a ready tensor, or a generated picture
+    source.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow)')
+    source.add_argument('--tensor', metavar='NPY',
                         help='an already normalised float input, (3, H, W) or (1, 3, H, W) .npy, fed as it is '
                              '(no resize / normalisation; detections in input pixels)')
-    parser.add_argument('--generate', metavar='PPM',
+    source.add_argument('--generate', metavar='PPM',
                         help='write a synthetic test picture to this .ppm and use it as input')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size for a dynamic model (default: the export size); a static model only '

@@ -91,6 +91,7 @@ class OnnxModel:
             self.sess = ort.InferenceSession(self.path, sess_options=opts, providers=['CPUExecutionProvider'])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for corrupt files
             raise ValueError(f'ONNX model {self.path!r} cannot be loaded: {str(exc).strip()[:300]}') from None
+        _RUNNER.load_postprocess_module().check_session(self.sess, self.meta, self.path, self.meta_path)
         self.input_name = self.sess.get_inputs()[0].name
 
     def preprocess(self, img_bgr: np.ndarray, size: Optional[Sequence[int]] = None) -> tuple[np.ndarray, float]:
@@ -124,9 +125,12 @@ class OnnxModel:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='the .onnx detector (its .onnx.json report must sit next to it)')
-    parser.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow)')
-    parser.add_argument('--tensor', metavar='NPY', help='an already normalised (1, 3, H, W) or (3, H, W) float .npy, '
-                        'fed as it is (detections in input pixels)')
+    source = parser.add_mutually_exclusive_group()  # one input: a picture, a ready tensor, or a generated picture
+    source.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow; default: a '
+                        'generated test picture)')
+    source.add_argument('--tensor', metavar='NPY', help='an already normalised (1, 3, H, W) or (3, H, W) float .npy, '
+                        'fed as it is (detections in input pixels); for a dynamic export H and W must be what the '
+                        'export allows (multiples of its padding divisor); not with --image')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size for a dynamic export (default: the export size); a static export only '
                              'accepts its own size')
@@ -174,6 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if x.ndim != 4 or x.shape[:2] != (1, 3) or (not model.dynamic and list(x.shape[2:]) != export_hw):
             raise ValueError(f'--tensor {args.tensor!r}: expected (1, 3, H, W) with H, W = {export_hw} for this '
                              f'model, got {x.shape}')
+        _RUNNER.load_postprocess_module().check_input_hw(model.meta, x.shape[2:], f'--tensor {args.tensor!r}')
         scale = 1.0
     else:
         size = args.size or export_hw

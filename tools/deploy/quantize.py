@@ -45,7 +45,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     cal.add_argument('--calib-seed', type=int, default=0, help='seed of the calibration image sample')
     cal.add_argument('--method', choices=['minmax', 'entropy', 'percentile'], default='minmax',
                      help='activation range calibration (default minmax)')
-    cal.add_argument('--percentile', type=float, default=99.999, help='percentile of --method percentile')
+    cal.add_argument('--percentile', type=float,
+                     help='percentile of --method percentile, in (0, 100] (default 99.999); only with that method')
     q = p.add_argument_group('quantization')
     q.add_argument('--activation-type', choices=['uint8', 'int8'], default='uint8',
                    help='activation type (default uint8: ONNX Runtime\'s u8s8 kernels on x86)')
@@ -93,10 +94,15 @@ def _check_args(args: argparse.Namespace) -> None:
         fail(f'--max-map-drop must be >= 0, got {args.max_map_drop}')
     if args.max_output_error is not None and not args.max_output_error >= 0:
         fail(f'--max-output-error must be >= 0, got {args.max_output_error}')
-    if not 0 < args.percentile <= 100:
+    if args.percentile is not None and not 0 < args.percentile <= 100:
         fail(f'--percentile must be in (0, 100], got {args.percentile}')
-    if args.shape and min(args.shape) <= 0:
-        fail(f'--shape must be positive, got {tuple(args.shape)}')
+    if args.percentile is not None and args.method != 'percentile':
+        fail(f'--percentile {args.percentile} only applies with --method percentile, not --method {args.method}: '
+             'add --method percentile, or drop --percentile')
+    if args.percentile is None:
+        args.percentile = 99.999
+    from shufflenet_det.deploy.cli import check_shape_arg
+    check_shape_arg(args.shape)
     if args.exclude_sensitive and not args.sensitivity_images:
         fail(f'--exclude-sensitive {args.exclude_sensitive} needs the sensitivity report: --sensitivity-images must be '
              '>= 1')
@@ -138,7 +144,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if (report.get('quantization') or {}).get('format'):
         fail(f'{str(model_path)!r} is already quantized; quantize the float export')
     from shufflenet_det.deploy import quantize as qz
-    from shufflenet_det.deploy.evaluate import dataset_of, open_onnx
+    from shufflenet_det.deploy.evaluate import check_report_classes, dataset_of, open_onnx
+    from shufflenet_det.deploy.images import read_image
+    from shufflenet_det.deploy.numpy_postprocess import check_session
     from shufflenet_det.utils import load_config
     try:
         kind = qz.model_kind(report)
@@ -151,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  'relative error of every output on the validation images; give --max-output-error E (for scale: '
                  'the trained mini RetinaNet\'s backbone loses 0.16 / 0.34 / 0.41 on its three outputs at 256x256 '
                  'while the detector loses no mAP)')
-        open_onnx(model_path)  # a corrupt model fails here, before any data is read
+        # a corrupt model fails here, before any data is read; so does a report copied next to another model
+        check_session(open_onnx(model_path), report, str(model_path), str(side))
         import onnx
         graph = onnx.load(str(model_path))
         qz.check_float_model(graph, model_path)  # an int8 model whose report was replaced by the float one's
@@ -177,12 +186,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         batch = int(report['input_shape'][0]) if static else 1
         preprocess = _preprocess(report, cfg)
         ann, img_dir = qz.dataset_split(cfg, args.calib_split)
-        paths = qz.sample_images(ann, img_dir, args.num_calib * batch, args.calib_seed)
-        calibration = qz.calibration_tensors(paths, size, preprocess, batch)
         val_ann, val_dir, classes = dataset_of(cfg)
         if not val_ann.is_file():
             raise ValueError(f'validation annotations {str(val_ann)!r} not found')
+        check_report_classes(report, classes, side, args.config)
         validation = qz.ValidationSet(val_ann, val_dir, classes, args.eval_limit)
+        for path in validation.paths():  # every image the scoring reads, before the calibration and quantization
+            read_image(path, f'validation image (of {str(val_ann)!r})')
+        paths = qz.sample_images(ann, img_dir, args.num_calib * batch, args.calib_seed)
+        calibration = qz.calibration_tensors(paths, size, preprocess, batch)
         config = qz.QuantConfig(method=args.method, activation_type=args.activation_type,
                                 per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                 percentile=args.percentile, quantize_postprocess=args.quantize_postprocess,
