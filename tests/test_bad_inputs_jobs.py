@@ -32,7 +32,7 @@ from tiny_mini_coco import TINY_SPEC, make_dataset, write_config
 
 TOOLS = {'main_job': 'tools/main_job.py', 'side_by_side': 'tools/analysis_tools/side_by_side.py',
          'search': 'tools/nas/search.py', 'split': 'tools/nas/split_coco.py', 'train': 'tools/train.py',
-         'export': 'tools/deploy/export_onnx.py'}
+         'export': 'tools/deploy/export_onnx.py', 'flops': 'tools/analysis_tools/get_flops.py'}
 #: The work folder names of the lite-m and lite-s mini jobs (``<runs dir>/<config name>``).
 LITE_M, LITE_S = 'lite-m_shufflenetv2-1x_mini-coco', 'lite-s_shufflenetv2-0.5x_mini-coco'
 
@@ -171,6 +171,17 @@ def _cases() -> list[tuple[str, str, list[str], list[str]]]:
         ('export-num-classes-not-a-number', 'export', ['--config', '{ws}/tiny.py', '--out', '{ws}/x.onnx',
                                                        '--cfg-options', 'model.bbox_head.num_classes=abc'],
          ['model.bbox_head.num_classes', 'int >= 1']),
+        ('export-score-thr-above-1', 'export', ['--config', '{ws}/tiny.py', '--out', '{ws}/x.onnx',
+                                                '--cfg-options', 'model.test_cfg.score_thr=5'],
+         ['--cfg-options model.test_cfg.score_thr=5', 'in [0, 1]']),
+        ('train-iou-threshold-not-a-number', 'train', [*train, 'model.test_cfg.nms.iou_threshold=high'],
+         ['model.test_cfg.nms.iou_threshold', 'in [0, 1]']),
+        # channels that do not fit: named before the export / FLOP count builds anything further
+        ('export-neck-channels', 'export', ['--config', '{ws}/tiny.py', '--out', '{ws}/x.onnx',
+                                            '--cfg-options', 'model.neck.in_channels=[1,2,3]'],
+         ['model.neck.in_channels is [1, 2, 3]', 'tiny.py']),
+        ('flops-neck-channels', 'flops', ['{ws}/tiny.py', '--cfg-options', 'model.neck.in_channels=[1,2,3]'],
+         ['model.neck.in_channels is [1, 2, 3]', 'tiny.py']),
     ]
 
 

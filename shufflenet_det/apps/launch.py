@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..utils.build import ConfigError, load_config
+from ..utils.build import ConfigError, load_config, neck_channel_error
 from ..utils.config_options import merge_cfg_options
 
 if TYPE_CHECKING:
@@ -262,21 +262,9 @@ def check_backbone_neck_channels(cfg: Mapping[str, Any]) -> None:
     except (TypeError, KeyError, AssertionError) as exc:  # unknown argument / type, mmcv's bare asserts
         raise ModelCheckError(f"model.backbone ({backbone_cfg.get('type')!r}) cannot be built: "
                               f'{type(exc).__name__}: {exc}') from exc
-    out_channels = getattr(backbone, 'out_channels', None)
-    neck = model_cfg.get('neck')
-    if isinstance(neck, Sequence) and not isinstance(neck, str):
-        neck = neck[0] if neck else None
-    in_channels = neck.get('in_channels') if isinstance(neck, Mapping) else None
-    if out_channels is None or in_channels is None:
-        return
-    expected = [int(c) for c in out_channels]
-    given = list(in_channels) if isinstance(in_channels, Sequence) else [in_channels]
-    if given != expected:
-        out_indices = getattr(backbone, 'out_indices', None)
-        raise ModelCheckError(
-            f"model.backbone ({backbone_cfg.get('type')}{f', out_indices={tuple(out_indices)}' if out_indices else ''})"
-            f' outputs {expected} channels but model.neck.in_channels is {given}: set '
-            f'model.neck.in_channels={expected} (or change the backbone so that its out_channels match)')
+    error = neck_channel_error(backbone, model_cfg.get('neck'))
+    if error:
+        raise ModelCheckError(error)
 
 
 def start_checkpoint(cfg: Mapping[str, Any]) -> tuple[Optional[str], str]:

@@ -145,12 +145,38 @@ def build_detector(config: Any, checkpoint: str | os.PathLike | None = None,
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise ConfigError(f'config {getattr(cfg, "filename", config)!r}: cannot build its model: '
                           f'{type(exc).__name__}: {text}') from exc
+    error = neck_channel_error(getattr(model, 'backbone', None), getattr(model, 'neck', None))
+    if error:
+        raise ConfigError(f'config {getattr(cfg, "filename", config)!r}: {error}')
     if checkpoint is not None:
         load_weights(model, checkpoint)
     else:
         quiet_init_weights(model)
     model.cfg = cfg
     return model.eval()
+
+
+def neck_channel_error(backbone: Any, neck: Any) -> str | None:
+    """What is wrong when the backbone's ``out_channels`` are not the neck's ``in_channels`` (None: they fit, or
+    either is unknown - mmdet's ResNet has no ``out_channels``; ``neck`` is a module or its config dict).
+
+    A mismatch otherwise surfaces as a conv shape error in the first forward pass (an export, a FLOP count, the
+    first training step).
+    """
+    out_channels = getattr(backbone, 'out_channels', None)
+    if isinstance(neck, (list, tuple, nn.Sequential)):
+        neck = neck[0] if len(neck) else None
+    in_channels = neck.get('in_channels') if isinstance(neck, Mapping) else getattr(neck, 'in_channels', None)
+    if out_channels is None or in_channels is None:
+        return None
+    expected = [int(c) for c in out_channels]
+    given = [int(c) for c in in_channels] if isinstance(in_channels, (list, tuple)) else [in_channels]
+    if given == expected:
+        return None
+    out_indices = getattr(backbone, 'out_indices', None)
+    return (f"model.backbone ({type(backbone).__name__}{f', out_indices={tuple(out_indices)}' if out_indices else ''})"
+            f' outputs {expected} channels but model.neck.in_channels is {given}: set '
+            f'model.neck.in_channels={expected} (or change the backbone so that its out_channels match)')
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

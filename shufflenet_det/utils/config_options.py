@@ -25,6 +25,10 @@ INT_OPTIONS: dict[str, tuple[int, str]] = {
 }
 #: Number settings that must be positive and finite.
 POSITIVE_OPTIONS: dict[str, str] = {'optim_wrapper.optimizer.lr': 'learning rate'}
+#: Last parts of keys whose settings are fractions in [0, 1] (scores after a sigmoid / softmax, IoU overlaps), in any
+#: ``test_cfg`` / ``train_cfg`` of the model (``model.test_cfg.score_thr``, ``model.test_cfg.nms.iou_threshold``, ...).
+FRACTION_SUFFIXES: dict[str, str] = {'score_thr': 'a score threshold', 'iou_threshold': 'an IoU threshold',
+                                     'iou_thr': 'an IoU threshold'}
 #: mmengine's key that replaces a setting instead of merging into it.
 DELETE_KEY = '_delete_'
 
@@ -80,13 +84,18 @@ def _get(cfg: Any, key: str) -> tuple[bool, Any]:
 
 def check_option_values(cfg: Any, options: Mapping[str, Any], error: Callable[[str], Exception]) -> None:
     """Raise ``error(message)`` for a common numeric setting given by ``options`` with a value it cannot take
-    (:data:`INT_OPTIONS`, :data:`POSITIVE_OPTIONS`), read from the merged ``cfg``."""
+    (:data:`INT_OPTIONS`, :data:`FRACTION_SUFFIXES`, :data:`POSITIVE_OPTIONS`), read from the merged ``cfg``."""
     for key in options:
         if key in INT_OPTIONS:
             minimum, meaning = INT_OPTIONS[key]
             found, value = _get(cfg, key)
             if found and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
                 raise error(f'{_option(key, options[key])}: {key} must be an int >= {minimum} ({meaning})')
+        elif key.rsplit('.', 1)[-1] in FRACTION_SUFFIXES:
+            found, value = _get(cfg, key)
+            if found and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1):
+                raise error(f'{_option(key, options[key])}: {key} must be a number in [0, 1] '
+                            f"({FRACTION_SUFFIXES[key.rsplit('.', 1)[-1]]})")
         elif key in POSITIVE_OPTIONS:
             found, value = _get(cfg, key)
             if found and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
