@@ -66,6 +66,12 @@ def test_report_states_the_rule() -> None:
     assert 'atol 0.0001 * max(1, max|ref|) + rtol 0.001 * |ref|' in format_report(report)
 
 
+def test_an_empty_detection_check_is_reported_as_such() -> None:
+    empty = _dets(np.zeros((0, 4)), [], [])
+    assert 'compared nothing' in format_report(summarize([compare_detections(empty, empty, 1e-2, 1e-4, TEST_CFG)]))
+    assert 'compared nothing' not in format_report(summarize([compare_detections(BASE, BASE, 1e-2, 1e-4, TEST_CFG)]))
+
+
 def test_output_scale_ignores_non_finite() -> None:
     assert output_scale([np.array([1.0, -7.0]), np.array([np.inf, 3.0]), np.zeros(0)]) == 7.0
 

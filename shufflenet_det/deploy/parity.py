@@ -275,6 +275,9 @@ def format_report(report: dict[str, Any]) -> str:
                      f"max score diff {max(c.get('max_score_diff', float('inf')) for c in dets):.3g} "
                      f"(tol {max(c['score_tol'] for c in dets):.3g})"
                      + (f', boundary cases {swaps}' if swaps else ''))
+        if not any(c['num_reference'] or c['num_actual'] for c in dets):
+            parts.append('WARNING: no detection above score_thr on any check image, so the detections compared '
+                         'nothing (an untrained model?): check with --images showing objects or a trained checkpoint')
     errors = [c['error'] for c in checks if 'error' in c]
     if errors:
         parts.append('errors: ' + '; '.join(errors[:3]))
