@@ -11,8 +11,9 @@ import importlib.util
 import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -70,6 +71,41 @@ def randomize_bn(model: nn.Module, seed: int = 0, *, with_weights: bool = False)
             if with_weights:
                 m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
     return model.eval()
+
+
+#: float32 machine epsilon (2**-23): the relative rounding of one float32 operation is at most half of it.
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _as_float64(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def assert_close_scaled(actual: Any, expected: Any, atol: float, rtol: float = 0.0, msg: str = '') -> None:
+    """Element-wise ``|actual - expected| <= atol * max(1, S) + rtol * |expected|`` with ``S = max |expected|``.
+
+    The rule of :func:`shufflenet_det.deploy.parity.compare_tensors`, for tests that compare two different
+    computations of the same function (BN folded or not, converted weights in another channel order, a
+    re-implementation, another runtime). Their float32 rounding differs with the summation order of each kernel
+    (AVX2, AVX-512, reference kernels), and that rounding follows the magnitude of the summed terms - of order ``S``
+    for every element of the tensor, also near zero - not of each element: hence ``atol`` relative to ``S`` (an
+    absolute floor where ``S < 1``). A wrong weight, layer or channel order changes elements by a sizeable fraction
+    of ``S``. Shapes must be equal and ``actual`` finite; tensors and arrays are accepted (compared in float64).
+    """
+    a, e = _as_float64(actual), _as_float64(expected)
+    assert a.shape == e.shape, f'{msg} shape {a.shape} != expected {e.shape}'
+    assert np.isfinite(a).all(), f'{msg} non-finite values'
+    if not e.size:
+        return
+    scale = float(np.abs(e).max())
+    tol = atol * max(1.0, scale) + rtol * np.abs(e)
+    diff = np.abs(a - e)
+    worst = int(np.argmax(diff - tol))
+    assert (diff <= tol).all(), (f'{msg} max |diff| {diff.max():.3g} (worst element: diff {diff.flat[worst]:.3g} > '
+                                 f'tolerance {np.broadcast_to(tol, e.shape).flat[worst]:.3g}); max|expected| '
+                                 f'{scale:.3g}, atol {atol:g} * max(1, max|expected|) + rtol {rtol:g} * |expected|')
 
 
 def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
