@@ -80,9 +80,10 @@ def parity_args(detector: torch.nn.Module, x: torch.Tensor) -> dict:
 
     Two computations of the same detections (another runtime, a folded BN, a numpy decoder, another op order) round
     differently, by a few float32 eps (1.2e-7) of the magnitude ``S`` of the raw head outputs per layer: ``scale``
-    makes the box / score tolerances follow ``S``; ``test_cfg`` lets a detection lying at the score threshold, the
-    ``max_per_img`` cut or an NMS IoU boundary be kept on one side only (detection counts may differ there, by
-    rounding, on another CPU). Anything else unmatched still fails.
+    and ``box_scale`` (class logits, box outputs) make the score / box tolerances follow ``S``; ``test_cfg`` lets a
+    detection lying at the score threshold, the ``max_per_img`` cut or an NMS IoU boundary be kept on one side only
+    (detection counts may differ there, by rounding, on another CPU). Anything else unmatched still fails.
     """
     from shufflenet_det.deploy.detector import head_output_scales, postprocess_meta
-    return dict(test_cfg=postprocess_meta(detector)['test_cfg'], scale=head_output_scales(detector, x)[0])
+    scale, box_scale = head_output_scales(detector, x)[0]
+    return dict(test_cfg=postprocess_meta(detector)['test_cfg'], scale=scale, box_scale=box_scale)

@@ -7,7 +7,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers import assert_close_scaled
 from shufflenet_det.deploy.channel_pad import pad_depthwise_chains
+
+#: Zero-padded channels add exact zeros to every sum, but ONNX Runtime may run the wider convolutions with other
+#: kernels (vector width, blocking), i.e. another float32 summation order. The chains sum <= 12 terms per conv,
+#: three convs deep, with N(0, 1) weights: outputs reach S ~ 1e2, and the reordering costs a few float32 eps
+#: (1.2e-7) x sqrt(12) per conv of the terms' magnitude (<= S), ~1e-6 of S. Allowed: 1e-5 of max(1, S). A padded
+#: weight that is not zero, or a wrong group count, changes outputs by O(S).
+PAD_ATOL = 1e-5
 
 
 def _chain(prefix: str, src: str, cin: int, mid: int, cout: int, rng: np.random.Generator, act: str = 'Relu',
@@ -74,7 +82,7 @@ def test_padding_is_exact_and_only_where_needed(act: str) -> None:
     after = _run(model, x)
     for b, a in zip(before, after):
         assert b.shape == a.shape
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        assert_close_scaled(a, b, atol=PAD_ATOL)
 
 
 def test_chain_with_an_intermediate_graph_output_is_left_alone() -> None:
@@ -85,7 +93,7 @@ def test_chain_with_an_intermediate_graph_output_is_left_alone() -> None:
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert inits['p_w1'].shape == (5, 6, 1, 1) and inits['q_w1'].shape == (12, 6, 1, 1)
     for b, a in zip(before, _run(model, x)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        assert_close_scaled(a, b, atol=PAD_ATOL)
 
 
 def test_shared_initializers_are_copied_before_padding() -> None:
@@ -99,7 +107,7 @@ def test_shared_initializers_are_copied_before_padding() -> None:
     dw = next(n for n in model.graph.node if n.op_type == 'Conv' and n.input[1] == 'q_w2')
     assert dw.input[2] != 'shared' and inits[dw.input[2]].shape == (12,)
     for b, a in zip(before, _run(model, x)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        assert_close_scaled(a, b, atol=PAD_ATOL)
 
 
 def test_multiple_is_checked() -> None:
@@ -122,4 +130,4 @@ def test_single_channel_chain_keeps_a_valid_group() -> None:
     x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
     assert pad_depthwise_chains(model, multiple=4) == 1
-    np.testing.assert_allclose(_run(model, x)[0], before[0], rtol=0, atol=1e-5)
+    assert_close_scaled(_run(model, x)[0], before[0], atol=PAD_ATOL)

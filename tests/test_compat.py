@@ -101,7 +101,7 @@ def test_runner_trains_saves_loads_and_resumes_with_weights_only(tmp_path: Path,
     fresh = _runner(tmp_path / 'fresh', max_iters=4).model
     load_checkpoint(fresh, str(ckpt), map_location='cpu')
     for (name, a), b in zip(runner.model.state_dict().items(), fresh.state_dict().values()):
-        assert torch.equal(a, b), name
+        assert torch.equal(a, b), name  # exact: loading copies the saved tensors
 
     # resume=True continues from iteration 4 to 6 with the optimizer and scheduler state restored
     resumed = _runner(tmp_path, max_iters=6, resume=True, load_from=str(ckpt))

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import deploy_fixtures as fx
+from shufflenet_det.deploy.detector import postprocess_meta
 from shufflenet_det.deploy.export_common import ExportError
 from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, run_ncnn
 from shufflenet_det.deploy.parity import compare_detections
@@ -33,7 +34,10 @@ def test_backbone_ncnn_parity_and_layers(tmp_path: Path) -> None:
     # channel split -> Slice, view/transpose shuffle -> ShuffleChannel, BN folded away
     assert layers.get('ShuffleChannel', 0) >= 15 and layers.get('Slice', 0) >= 12
     assert 'BatchNorm' not in layers
-    # independent check of the written files: max |diff| within the half-precision tolerance
+    # independent check of the written files: max |diff| within the export's half-precision tolerance. ncnn builds
+    # that store or compute in fp16 (ARM, x86 with F16C / AVX-512 FP16 kernels; eps 9.8e-4) round every layer's
+    # values to ~5e-4 relative, a few e-3 of the magnitude S over the network; fp32 kernels stay near 1e-6 of S.
+    # Allowed 5e-3 + 5e-3 S per output (>= the export's element rule 5e-3 max(1, S)); a wrong layer moves O(S).
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         ref = [r.numpy()[0] for r in model(x)]
@@ -86,7 +90,12 @@ def test_detector_ncnn_and_runner_match_mmdet(tmp_path: Path) -> None:
     ref = predict_detections(detector, x)[0]
     got = dict(boxes=np.array([d['box'] for d in dets]), scores=np.array([d['score'] for d in dets]),
                labels=np.array([d['label'] for d in dets]))
-    res = compare_detections(ref, got, box_atol=0.05, score_atol=1e-3)  # the runner rounds boxes to 0.01 px
+    # The export's ncnn tolerances: 1 px and 5e-3 of score. ncnn builds that compute in fp16 (eps 9.8e-4: ARM,
+    # x86 with AVX-512 FP16) leave a few e-3 relative error in the regression deltas, i.e. up to ~1 px on boxes of
+    # this 160 px image, and ~1e-3 on scores; fp32 builds stay far below (the runner also rounds boxes to 0.01 px).
+    # A detection at the score / top-k / NMS boundary of test_cfg may be kept on one side only.
+    res = compare_detections(ref, got, box_atol=1.0, score_atol=5e-3,
+                             test_cfg=postprocess_meta(detector)['test_cfg'])
     assert res['passed'], res
 
 

@@ -99,9 +99,15 @@ def test_rewriter_is_registered_and_reproduces_mmdet() -> None:
             assert dets.shape[0] <= detector.bbox_head.test_cfg['max_per_img']
             real = dets[:, 4] > 0
             got = dict(boxes=dets[real, :4], scores=dets[real, 4], labels=labels[real])
-            res = compare_detections(ref, got, box_atol=1e-3, score_atol=1e-6)
+            # the rewriter is mmdet's post-processing in graph form, run eagerly on the same features: a few float32
+            # ulp of the box coordinates (distances up to 448 px, ulp 3e-5) and of the scores (<= 1, ulp 6e-8);
+            # tolerances 1e-3 px / 1e-6 times max(1, S) of the raw head outputs (fx.parity_args), and detections at
+            # a score / top-k / NMS boundary may be kept on one side only
+            res = compare_detections(ref, got, box_atol=1e-3, score_atol=1e-6, **fx.parity_args(detector, x))
             assert res['passed'] and res['num_reference'] > 5, res
-            assert (thr == 0.05) == (res['num_reference'] == 100)  # the max_per_img cut and padded outputs
+            # the max_per_img cut and padded outputs: torch's own count, far from 100 either way (314 and 22
+            # detections before the cut), so no rounding of another CPU moves it across
+            assert (thr == 0.05) == (res['num_reference'] == 100)
 
 
 def test_mmdeploy_deploys_user_config_outside_the_repo(user_project, tmp_path: Path) -> None:
@@ -142,8 +148,10 @@ def test_mmdeploy_deploys_user_config_outside_the_repo(user_project, tmp_path: P
         dets, labels = sess.run(None, {'input': x.numpy()})
         real = dets[0, :, 4] > 0
         got = dict(boxes=dets[0, real, :4], scores=dets[0, real, 4], labels=labels[0, real])
-        res = compare_detections(predict_detections(reference, x)[0], got, box_atol=1e-2, score_atol=1e-4)
+        # ONNX Runtime vs torch: the export's default tolerances, scaled as the exports scale them
+        res = compare_detections(predict_detections(reference, x)[0], got, box_atol=1e-2, score_atol=1e-4,
+                                 **fx.parity_args(reference, x))
         assert res['passed'], res
         counts.append(res['num_reference'])
-        assert np.all(np.diff(got['scores']) <= 1e-7)  # sorted by score
+        assert np.all(np.diff(got['scores']) <= 0)  # sorted by score (a sort is exact)
     assert all(0 < n < 100 for n in counts), counts

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import assert_close_scaled
 from shufflenet_det.apps.nas_search import SearchError, build_scorer, parse_settings, run_search
 from shufflenet_det.nas.evaluate import evaluate
 from shufflenet_det.nas.flops import PathFlops
@@ -134,10 +135,18 @@ def test_found_detector_loads_strictly_and_computes_what_was_scored(searched):
         theirs = exported(**exported.data_preprocessor(batch, training=False), mode='tensor')
     flat = [t for level in ours for t in level]
     assert len(flat) == len([t for level in theirs for t in level]) > 0
+    # the supernet on the path and the exported DetNAS run the same layers with the same (recalibrated) weights:
+    # equal up to another kernel's rounding, a few float32 eps (1.2e-7) per layer of the magnitude S; allowed 1e-5
+    # of max(1, S) + 1e-5 of each element, while another path or unrecalibrated BN changes outputs by O(S)
     for a, b in zip(flat, [t for level in theirs for t in level]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert_close_scaled(b, a, atol=1e-5, rtol=1e-5)
     metrics = evaluate(exported, scorer.val_loader, scorer.evaluator, scorer.num_samples)
-    assert metrics == pytest.approx(best['metrics'])
+    # The same metrics as scored by the search (another process, the supernet). Not exactly: this untrained
+    # detector scores everything near its 0.01 prior (score_thr 0, max_per_img 20), so last-bit differences of
+    # another computation or CPU can swap near-tied detections at the top-20 cut or in the ranking, moving its
+    # (tiny) mAPs by a few hundredths at most. The outputs check above is the precise one.
+    assert metrics.keys() == best['metrics'].keys()
+    assert metrics == pytest.approx(best['metrics'], abs=0.05)
 
 
 def test_resume_after_kill_equals_uninterrupted(searched):
@@ -170,6 +179,7 @@ def test_resume_after_kill_equals_uninterrupted(searched):
     assert comparable(resumed) == comparable(searched['log'])
     a = read_state_dict(work / 'best_subnet.pth')
     b = read_state_dict(searched['work'] / 'best_subnet.pth')
+    # exact: the same tool on the same machine recomputes the same subnet and BN recalibration, op for op
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from helpers import build_backbone, randomize_bn
+from helpers import assert_close_scaled, build_backbone, randomize_bn
 from shufflenet_det.analysis import classifier_complexity, model_complexity
 from shufflenet_det.engine.nas_hooks import UniformPathSamplerHook
 from shufflenet_det.models.backbones.archs import DETNAS_ARCHS
@@ -95,7 +95,7 @@ def test_uniform_sampling_covers_every_choice_of_every_unit():
         counts = np.bincount(paths[:, unit], minlength=4)
         assert len(counts) == 4 and counts.min() > 0
         # uniform: each choice 1000 +- 4.5 sigma (sigma = sqrt(4000 * 1/4 * 3/4) = 27.4)
-        np.testing.assert_allclose(counts, 1000, atol=125)
+        np.testing.assert_allclose(counts, 1000, atol=125)  # integer draws of a seeded PCG64: the same anywhere
     # units are independent: the joint frequencies of two units are uniform over the 16 pairs
     pairs = np.bincount(paths[:, 0] * 4 + paths[:, 19], minlength=16)
     np.testing.assert_allclose(pairs, 250, atol=70)
@@ -130,7 +130,9 @@ def test_path_weights_give_the_standalone_detnas_outputs(path: tuple):
     assert len(ours) == len(theirs) == 5
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        # the same layers and weights (a pure key remap): normally bit-identical; 1e-6 of max(1, S) (~10 float32
+        # eps of the magnitude) covers another kernel choice, a wrong choice block changes outputs by O(S)
+        assert_close_scaled(a, b, atol=1e-6)
 
 
 def test_other_paths_differ_and_each_choice_owns_its_weights():
@@ -143,7 +145,7 @@ def test_other_paths_differ_and_each_choice_owns_its_weights():
             outs.append(supernet(x)[-1])
     for i in range(4):
         for j in range(i + 1, 4):
-            assert (outs[i] - outs[j]).abs().max() > 1e-3
+            assert (outs[i] - outs[j]).abs().max() > 1e-2 * outs[i].abs().max()  # another function: O(S)
     # the 4 choices of unit 0 are 4 distinct blocks of the choice's kind
     unit = supernet.units()[0]
     assert list(unit.candidates) == list(BLOCK_CHOICES)
@@ -205,8 +207,10 @@ def test_out_channels_frozen_stages_and_deploy():
         supernet.switch_to_deploy()
         after = supernet(x)
     assert count_batchnorm(supernet) == 0
+    # folded vs unfolded BN: another float32 rounding of every weight and another summation order, a few eps
+    # (1.2e-7) per layer of the magnitude S; allowed 2e-5 of max(1, S) + 1e-4 of each element
     for a, b in zip(before, after):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert_close_scaled(b, a, atol=2e-5, rtol=1e-4)
 
 
 def test_only_the_active_path_gets_gradients():

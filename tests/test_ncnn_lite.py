@@ -12,6 +12,7 @@ import numpy as np
 import pnnx  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 
 import deploy_fixtures as fx
+from shufflenet_det.deploy.detector import postprocess_meta
 from shufflenet_det.deploy.ncnn_export import export_detector_ncnn
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import predict_detections, preprocess_meta
@@ -49,5 +50,8 @@ def test_lite_ncnn_export_and_runner_match_mmdet(tmp_path: Path) -> None:
     got = dict(boxes=np.array([d['box'] for d in result['detections']]),
                scores=np.array([d['score'] for d in result['detections']]),
                labels=np.array([d['label'] for d in result['detections']]))
-    res = compare_detections(predict_detections(detector, x)[0], got, box_atol=1.0, score_atol=5e-3)
+    # the export's ncnn tolerances (see test_export_ncnn: fp16 ncnn builds, eps 9.8e-4, move boxes of this 160 px
+    # image by up to ~1 px); detections at a score / top-k / NMS boundary may be kept on one side only
+    res = compare_detections(predict_detections(detector, x)[0], got, box_atol=1.0, score_atol=5e-3,
+                             test_cfg=postprocess_meta(detector)['test_cfg'])
     assert res['passed'], res

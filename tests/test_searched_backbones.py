@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import build_backbone, randomize_bn
+from helpers import assert_close_scaled, build_backbone, randomize_bn
 from shufflenet_det.models.backbones import DetNAS, OneShot, ShuffleNetV2Plus
 from shufflenet_det.models.backbones.archs import (
     DETNAS_ARCHS,
@@ -106,13 +106,15 @@ def test_squeeze_excite_matches_formula() -> None:
     x = torch.randn(2, 8, 5, 5)
     a = se.attention
     z = a[4](torch.relu(a[2](a[1](x.mean((2, 3), keepdim=True)))))
+    # the module's own layers on the same tensors: values O(1), equal up to the last bits of h-sigmoid's fused
+    # kernel; assert_close's float32 defaults (atol 1e-5, rtol 1.3e-6) cover that, a wrong gate does not pass
     torch.testing.assert_close(se(x), x * torch.clamp(z + 3, 0, 6) / 6)
 
 
 # ---------------------------------------------------------------- channel routing
 def test_deinterleave_is_inverse_of_torchvision_shuffle() -> None:
     x = torch.arange(12.).view(1, 12, 1, 1)
-    y = deinterleave_channels(x)
+    y = deinterleave_channels(x)  # channel copies of integer values: exact
     assert y.flatten().tolist() == [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]
     assert torch.equal(y, x[:, deinterleave_index(12)])
     assert torch.equal(channel_shuffle(y, 2), x)
@@ -127,7 +129,9 @@ def test_stride1_unit_equals_official_even_odd_routing(choice: str) -> None:
     with torch.no_grad():
         official = torch.cat((x[:, 0::2], unit.branch_main(x[:, 1::2])), 1)
         ours = unit(deinterleave_channels(x))
-    torch.testing.assert_close(ours, deinterleave_channels(official), rtol=0, atol=1e-6)
+    # the same branch on the same channels, fed through other copies / strides: normally bit-identical; 1e-6 of
+    # max(1, S) (~10 float32 eps of the magnitude) covers another kernel choice for a differently strided input
+    assert_close_scaled(ours, deinterleave_channels(official), atol=1e-6)
 
 
 # ---------------------------------------------------------------- output stages, BN folding, tracing
@@ -155,7 +159,10 @@ def test_forward_traces_without_data_dependent_control_flow() -> None:
         traced = torch.jit.trace(model, torch.randn(1, 3, 64, 64), check_trace=False)
         x = torch.randn(1, 3, 96, 64)
         for a, b in zip(traced(x), model(x)):
-            torch.testing.assert_close(a, b)
+            # the trace replays the same aten ops on the same tensors (normally bit-identical); scale-relative
+            # slack of 1e-5 of max(1, S) (assert_close's float32 rtol on every element besides) in case the
+            # graph executor picks another kernel, far below what a size-specialised trace would change
+            assert_close_scaled(a, b, atol=1e-5, rtol=1.3e-6)
 
 
 # ---------------------------------------------------------------- encodings as dicts / bad encodings
@@ -237,7 +244,9 @@ def test_v2plus_head_equals_official_head_and_counts() -> None:
     feat = torch.randn(2, 1280, 2, 2)
     with torch.no_grad():
         expected = official.classifier(official.fc(official.LastSE(feat.mean((2, 3), keepdim=True)).flatten(1)))
-        torch.testing.assert_close(head(feat), expected, rtol=1e-5, atol=1e-5)
+        # another module (SE, fc) with the same weights: summation-order rounding over <= 1280 terms, ~sqrt(1280)
+        # float32 eps (4e-6) of the logits' magnitude S; allowed 1e-5 of max(1, S) + 1e-5 of each element
+        assert_close_scaled(head(feat), expected, atol=1e-5, rtol=1e-5)
     assert 'ShuffleNetV2Plus' in CLASSIFIER_HEADS
     ours = classifier_complexity(dict(type='ShuffleNetV2Plus', arch='Small'), classifier_bias=False)
     theirs = model_complexity(official, 224)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import randomize_bn
+from helpers import assert_close_scaled, randomize_bn
 from shufflenet_det.models.backbones.shufflenet_v1 import (
     SHUFFLENET_V1_ARCH,
     ShuffleNetV1,
@@ -117,7 +117,10 @@ def test_matches_official_formulation(groups: int) -> None:
     with torch.no_grad():
         ours = model(x)[0]
         ref = _official_forward(model.state_dict(), x, groups)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    # the same weights in a functional re-implementation (other module boundaries, another shuffle): rounding of
+    # another summation order, a few float32 eps (1.2e-7) per layer of the features' magnitude S; allowed 2e-5 of
+    # max(1, S), while a wrong group routing or shuffle moves features by O(S)
+    assert_close_scaled(ours, ref, atol=2e-5)
 
 
 @pytest.mark.parametrize('kwargs,argument', [

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import randomize_bn
+from helpers import assert_close_scaled, randomize_bn
 from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH, ShuffleNetV2
 
 pytestmark = pytest.mark.compat  # also run on the OpenMMLab-standard stack (make test-openmmlab)
@@ -117,9 +117,12 @@ def test_torchvision_state_dict_loads_strict_and_matches(width: float) -> None:
     with torch.no_grad():
         ref_feat, ref_logits = torchvision_forward(tv_sd, x)
         feat = model(x)[0]
-    torch.testing.assert_close(feat, ref_feat, rtol=0, atol=1e-5)
+    # a functional re-implementation with the same weights: rounding of another summation order, a few float32 eps
+    # (1.2e-7) per layer of the magnitude S; allowed 2e-5 of max(1, S), while a wrong split, shuffle or weight
+    # moves features by O(S)
+    assert_close_scaled(feat, ref_feat, atol=2e-5)
     logits = F.linear(feat.mean([2, 3]), tv_sd['fc.weight'], tv_sd['fc.bias'])
-    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
+    assert_close_scaled(logits, ref_logits, atol=2e-5)
 
 
 def test_state_dict_keys_are_torchvision_keys_for_every_width() -> None:
@@ -153,7 +156,7 @@ def test_real_torchvision_if_available() -> None:
     with torch.no_grad():
         ref_logits = tv(x)
         logits = tv.fc(model(x)[0].mean([2, 3]))
-    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
+    assert_close_scaled(logits, ref_logits, atol=2e-5)  # as above: torchvision's modules, the same weights
 
 
 # ---------------------------------------------------------------- family arguments
@@ -199,6 +202,7 @@ def test_megvii_units_route_channels_like_the_official_block() -> None:
     x = torch.randn(2, 48, 8, 8)
     with torch.no_grad():
         out = unit(x)
+        # exact: the unit runs these very modules on the same channel values (only the copies differ)
         torch.testing.assert_close(out, torch.cat((x[:, 0::2], unit.branch2(x[:, 1::2])), 1), rtol=0, atol=0)
         down = model.stage3[0]
         torch.testing.assert_close(down(x), torch.cat((down.branch1(x), down.branch2(x)), 1), rtol=0, atol=0)
@@ -209,7 +213,8 @@ def test_megvii_units_route_channels_like_the_official_block() -> None:
     mg.load_state_dict(model.state_dict())
     img = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert (tv(img)[0] - mg(img)[0]).abs().max() > 1e-3
+        ref = tv(img)[0]
+        assert (ref - mg(img)[0]).abs().max() > 0.1 * ref.abs().max()  # O(S), not rounding
 
 
 @pytest.mark.parametrize('layout', ['Megvii', 'official', None])

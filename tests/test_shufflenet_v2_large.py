@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import shufflenet_det  # noqa: F401
-from helpers import build_backbone, load_script, randomize_bn
+from helpers import assert_close_scaled, build_backbone, load_script, randomize_bn
 from official_refs.megvii_large import OfficialExLarge, OfficialLarge, aux_keys, official_checkpoint, randomize_
 from shufflenet_det.converters import (
     ConversionError,
@@ -183,6 +183,8 @@ def test_sigmoid_squeeze_excite_matches_formula() -> None:
     x = torch.randn(2, 8, 5, 5)
     a = se.attention
     z = a[3](torch.relu(a[1](x.mean((2, 3), keepdim=True))))
+    # the module's own layers on the same tensors (values O(1)): equal up to the last bits; assert_close's float32
+    # defaults (atol 1e-5, rtol 1.3e-6) cover that, a wrong gate does not pass
     torch.testing.assert_close(se(x), x * torch.sigmoid(z))
 
 
@@ -200,7 +202,10 @@ def test_forward_traces_without_data_dependent_control_flow() -> None:
         traced = torch.jit.trace(model, torch.randn(1, 3, 64, 64), check_trace=False)
         x = torch.randn(1, 3, 96, 64)
         for a, b in zip(traced(x), model(x)):
-            torch.testing.assert_close(a, b)
+            # the trace replays the same aten ops on the same tensors (normally bit-identical); scale-relative
+            # slack of 1e-5 of max(1, S) (assert_close's float32 rtol on every element besides) in case the
+            # graph executor picks another kernel, far below what a size-specialised trace would change
+            assert_close_scaled(a, b, atol=1e-5, rtol=1.3e-6)
 
 
 # ---------------------------------------------------------------- converter
@@ -228,7 +233,9 @@ def test_round_trip_matches_official(tmp_path: Path, base: str, monkeypatch) -> 
     expected = stages + [last] if base == 'Large' else stages
     assert len(outs) == len(expected) == model.num_outputs
     for ours, theirs in zip(outs, expected):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        # the official re-implementation with the same weights (other modules, same channel order): rounding of
+        # another summation order, a few float32 eps per layer of the magnitude S; 2e-5 of max(1, S)
+        assert_close_scaled(ours, theirs, atol=2e-5)
     n_head = 2  # fc.{weight,bias} / fc.fc.{weight,bias}
     assert len(reports) == 1 and f'dropped {len(aux_keys(ref)) + n_head} keys' in reports[0]
     assert all(f'predict_{s}.*' in reports[0] for s in (56, 28, 14)) and 'fc.*' in reports[0]
@@ -247,7 +254,7 @@ def test_se_aliases(tmp_path: Path) -> None:
     torch.save({'state_dict': only_alias}, tmp_path / 'alias.pth')
     state = read_state_dict(convert_checkpoint('megvii', 'ShuffleNetV2Large', tmp_path / 'alias.pth',
                                                tmp_path / 'o.pth', dict(arch=arch)))
-    torch.testing.assert_close(state['stage2.1.branch_main.8.attention.1.weight'],
+    torch.testing.assert_close(state['stage2.1.branch_main.8.attention.1.weight'],  # exact: a reshaped copy
                                ref.features[1][1].se_fc1.weight[:, :, None, None], rtol=0, atol=0)
     key = 'module.features.1.3b.se_block.2.bias'
     bad = dict(sd, **{key: sd[key] + 1})

@@ -103,13 +103,28 @@ def export_wrapper(detector: nn.Module, with_nms: bool = True) -> nn.Module:
     return DetectorExportWrapper(detector, with_nms=with_nms)
 
 
-def head_output_scales(detector: nn.Module, x: torch.Tensor) -> list[float]:
-    """Per image of the batch ``x``, the magnitude of the detector's raw head outputs (:func:`.parity.output_scale`):
-    the scale its parity tolerances follow."""
+def head_output_scales(detector: nn.Module, x: torch.Tensor) -> list[tuple[float, float]]:
+    """Per image of the batch ``x``, the magnitudes ``(S_cls, S_box)`` of the detector's raw class logits and box
+    regression outputs (:func:`.parity.output_scale`): the scales its parity tolerances follow."""
     from .parity import output_scale
+    wrapper = export_wrapper(detector, with_nms=False)
+    num_classes = int(_head_of(detector).num_classes)
     with torch.no_grad():
-        raw = export_wrapper(detector, with_nms=False)(x)
-    return [output_scale([r[i:i + 1] for r in raw]) for i in range(int(x.shape[0]))]
+        raw = wrapper(x)
+    scales = []
+    for i in range(int(x.shape[0])):
+        cls, box = [], []
+        for name, out in zip(wrapper.output_names, raw):
+            out = out[i:i + 1]
+            if name.startswith('cls_score'):
+                cls.append(out)
+            elif name.startswith('bbox_pred'):
+                box.append(out)
+            else:  # the lite detectors' one tensor: C class logits, then the box distributions
+                cls.append(out[..., :num_classes])
+                box.append(out[..., num_classes:])
+        scales.append((output_scale(cls), output_scale(box)))
+    return scales
 
 
 def _arange_like(vec: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from .export_common import (
     reraise_interrupt,
     with_second_size,
 )
-from .parity import compare_detections, compare_tensors, output_scale, summarize
+from .parity import compare_detections, compare_tensors, summarize
 
 
 def ncnn_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -208,7 +208,7 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                     dets = decode_outputs(got, det_check['postprocess'], tuple(x.shape[2:]))
                     dres = compare_detections(det_check['torch_dets'][i], dets, det_check['box_atol'],
                                               det_check['score_atol'], det_check['postprocess']['test_cfg'],
-                                              output_scale(ref))
+                                              *det_check['scales'][i])
                     dres['input_shape'] = list(x.shape)
                     checks.append(dres)
         parity = summarize(checks)
@@ -246,12 +246,13 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
     labels). Lite detectors end at their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis),
     decoded by ``numpy_postprocess.postprocess_gfl``.
     """
-    from .detector import export_wrapper, postprocess_meta
+    from .detector import export_wrapper, head_output_scales, postprocess_meta
     images = with_second_size(images, dynamic)
     reference, model, folded = prepare_detector(detector, fold_bn)
     post = postprocess_meta(detector)
     torch_dets = [predict_detections(reference, x)[0] for x in images]
-    det_check = dict(postprocess=post, torch_dets=torch_dets, box_atol=box_atol, score_atol=score_atol)
+    scales = [head_output_scales(reference, x)[0] for x in images]
+    det_check = dict(postprocess=post, torch_dets=torch_dets, scales=scales, box_atol=box_atol, score_atol=score_atol)
     meta = detector_meta(detector, folded, False, post)
     return export_ncnn(export_wrapper(model, with_nms=False), out, images,
                        export_wrapper(reference, with_nms=False), dynamic=dynamic,

@@ -254,8 +254,9 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
             got = sess.run(None, {'input': x.numpy()})
             scales = head_output_scales(reference, x)
             if with_nms:
-                for ref, act, scale in zip(predict_detections(reference, x), unpad_detections(*got), scales):
-                    res = compare_detections(ref, act, box_atol, score_atol, post['test_cfg'], scale)
+                for ref, act, (scale, box_scale) in zip(predict_detections(reference, x), unpad_detections(*got),
+                                                        scales):
+                    res = compare_detections(ref, act, box_atol, score_atol, post['test_cfg'], scale, box_scale)
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
             else:
@@ -267,7 +268,7 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                 torch_dets = predict_detections(reference, x)
                 for i, ref_dets in enumerate(torch_dets):
                     dets = decode_outputs([o[i:i + 1] for o in got], post, tuple(x.shape[2:]))
-                    res = compare_detections(ref_dets, dets, box_atol, score_atol, post['test_cfg'], scales[i])
+                    res = compare_detections(ref_dets, dets, box_atol, score_atol, post['test_cfg'], *scales[i])
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
         return summarize(checks)

@@ -10,8 +10,9 @@ a correct export, while a wrong layer still does:
   not of its result, so an output element near zero in a tensor reaching 1e4 carries an error of about
   ``1e4 * 1e-7 * sqrt(terms)``; a wrong layer changes elements by a sizeable fraction of ``S``.
 * **Detections** (:func:`compare_detections`): detections are matched one to one (same label, closest boxes first);
-  matched partners must agree within ``box_atol * max(1, S)`` pixels and ``score_atol * max(1, S)``, where ``S`` is
-  the magnitude of the raw head outputs the detections were decoded from (:func:`output_scale`; 1 when unknown).
+  matched partners must agree within ``box_atol * max(1, S_box)`` pixels and ``score_atol * max(1, S_cls)``, where
+  ``S_cls`` and ``S_box`` are the magnitudes of the raw class logits and box regression outputs the detections
+  were decoded from (:func:`.detector.head_output_scales`; 1 when unknown).
   A detection without a partner is allowed only where rounding can legitimately move it across a decision boundary,
   and each such case is counted in the report:
 
@@ -33,7 +34,8 @@ import numpy as np
 #: The tensor rule as stated in every report.
 TENSOR_RULE = '|actual - ref| <= atol * max(1, max|ref|) + rtol * |ref| per element'
 #: The detection rule as stated in every report.
-DETECTION_RULE = ('one-to-one same-label matches within box_tol px / score_tol (= atol * max(1, head output scale)); '
+DETECTION_RULE = ('one-to-one same-label matches within box_tol px / score_tol (= atol * max(1, magnitude of the '
+                  'raw box / class outputs)); '
                   'unmatched only at score_thr, max_per_img or NMS-IoU boundaries, at most 2 + 10% of them')
 #: Default relative term of the tensor rule (float32 exports). float32 keeps 24 bits (eps 1.2e-7); a folded-BN export
 #: of a 50-layer network sums thousands of terms per output in another order, measured at up to ~5e-7 of S on
@@ -88,9 +90,12 @@ def compare_tensors(reference: Sequence[Any], actual: Sequence[Any], atol: float
             continue
         finite = bool(np.isfinite(act).all())
         diff = np.abs(ref - act)
-        ratio = float((diff / tensor_tolerance(ref, atol, rtol)).max()) if ref.size else 0.0
+        tol = tensor_tolerance(ref, atol, rtol)
+        within = bool((diff <= tol).all())  # compared directly: a negative tolerance passes nothing
+        with np.errstate(divide='ignore', invalid='ignore'):
+            ratio = float(np.where(tol > 0, diff / np.where(tol > 0, tol, 1), np.inf).max()) if ref.size else 0.0
         max_diff = float(diff.max()) if ref.size else 0.0
-        ok = finite and ratio <= 1.0
+        ok = finite and within
         outputs.append(dict(name=name, shape=list(ref.shape), max_abs_diff=max_diff,
                             ref_max_abs=float(np.abs(ref).max()) if ref.size else 0.0,
                             worst_ratio=ratio if finite else float('inf'), passed=ok))
@@ -183,24 +188,31 @@ def _boundary_reason(i: int, boxes: np.ndarray, scores: np.ndarray, labels: np.n
     return 'nms' if (near_thr | swapped).any() else None
 
 
+def _factor(scale: float) -> float:
+    return max(1.0, float(scale)) if np.isfinite(scale) else 1.0
+
+
 def compare_detections(reference: dict[str, Any], actual: dict[str, Any], box_atol: float, score_atol: float,
-                       test_cfg: Mapping[str, Any] | None = None, scale: float = 1.0) -> dict[str, Any]:
+                       test_cfg: Mapping[str, Any] | None = None, scale: float = 1.0,
+                       box_scale: float | None = None) -> dict[str, Any]:
     """Compare one image's detections, each a dict of ``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,).
 
-    The rule is in the module docstring: partners within ``box_atol * max(1, scale)`` px and ``score_atol *
-    max(1, scale)``; unmatched detections only at the boundaries of ``test_cfg`` (``score_thr``, ``max_per_img``,
-    ``iou_threshold``; a missing key disables that allowance), each counted in ``boundary``.
+    The rule is in the module docstring: partners within ``box_atol * max(1, box_scale)`` px and ``score_atol *
+    max(1, scale)`` (``scale``: the magnitude of the class logits, ``box_scale``: of the box regression outputs,
+    default ``scale``); unmatched detections only at the boundaries of ``test_cfg`` (``score_thr``,
+    ``max_per_img``, ``iou_threshold``; a missing key disables that allowance), each counted in ``boundary``.
     """
     cfg = dict(test_cfg or {})
-    factor = max(1.0, float(scale)) if np.isfinite(scale) else 1.0
-    box_tol, score_tol = box_atol * factor, score_atol * factor
+    box_scale = scale if box_scale is None else box_scale
+    box_tol, score_tol = box_atol * _factor(box_scale), score_atol * _factor(scale)
     rb, rs, rl = (_np(reference[k]) for k in ('boxes', 'scores', 'labels'))
     ab, as_, al = (_np(actual[k]) for k in ('boxes', 'scores', 'labels'))
     rb, ab = rb.reshape(-1, 4).astype(np.float64), ab.reshape(-1, 4).astype(np.float64)
     rs, as_ = rs.reshape(-1).astype(np.float64), as_.reshape(-1).astype(np.float64)
     rl, al = rl.reshape(-1).astype(np.int64), al.reshape(-1).astype(np.int64)
     result: dict[str, Any] = dict(kind='detections', rule=DETECTION_RULE, box_atol=box_atol, score_atol=score_atol,
-                                  scale=float(scale), box_tol=box_tol, score_tol=score_tol,
+                                  scale=float(scale), box_scale=float(box_scale), box_tol=box_tol,
+                                  score_tol=score_tol,
                                   num_reference=int(len(rb)), num_actual=int(len(ab)))
     if not (np.isfinite(ab).all() and np.isfinite(as_).all()):
         result.update(passed=False, error='non-finite boxes or scores')

@@ -202,14 +202,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with torch.no_grad():
                 out = backend_model.wrapper({backend_model.input_name: inputs})  # the raw backend outputs
             got = _dets(out['dets'], out['labels'])
-            scale = head_output_scales(torch_model, inputs)[0]
-            res = compare_detections(ref, got, args.box_atol, args.score_atol, test_cfg, scale)
+            scales = head_output_scales(torch_model, inputs)[0]
+            res = compare_detections(ref, got, args.box_atol, args.score_atol, test_cfg, *scales)
             res['image'] = image
             checks.append(res)
             real = got['scores'] > 0  # rows of score 0 pad the outputs (mmdeploy's backend model drops them)
             mm = compare_detections(predict_detections(torch_model, inputs)[0],
                                     {k: v[real] for k, v in got.items()}, args.box_atol, args.score_atol, test_cfg,
-                                    scale)
+                                    *scales)
             mm['image'] = image
             mmdet_checks.append(mm)
             raw_data, _ = task.create_input(image, input_shape)  # test_step runs the preprocessor itself
