@@ -2,7 +2,7 @@
 #
 #   bash tools/dist_train.sh configs/faster-rcnn_shufflenetv2.py 8
 #
-# ImageNet weights: see configs/retinanet_shufflenetv2.py (same file, checkpoints/shufflenetv2_x1.0_torchvision.pth).
+# ImageNet weights: see configs/retinanet_shufflenetv2.py (the same, shufflenet_det://torchvision/shufflenet_v2_x1_0).
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
@@ -22,7 +22,7 @@ model = dict(
         frozen_stages=0,  # freeze everything at stride 4 (the stem), as mmdet's ResNet frozen_stages=1
         norm_cfg=norm_cfg,
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_x1.0_torchvision.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://torchvision/shufflenet_v2_x1_0')),
     # FPN in_channels must equal backbone.out_channels (stem + stage2/3/4 widths); family configs override both.
     neck=dict(in_channels=[24, 116, 232, 464]))
 

@@ -3,12 +3,10 @@
 #   python tools/train.py configs/retinanet_shufflenetv2.py              # 1 GPU (or CPU)
 #   bash tools/dist_train.sh configs/retinanet_shufflenetv2.py 8        # 8 GPUs, the schedule below
 #
-# ImageNet weights (torchvision's ShuffleNet V2 1.0x, converted into this project's layout):
-#   wget https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80.pth
-#   python tools/model_converters/convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 \
-#       shufflenetv2_x1-5666bf0f80.pth checkpoints/shufflenetv2_x1.0_torchvision.pth
-# Without them, tools/train.py stops before building anything and says so; to train from scratch instead pass
-#   --cfg-options model.backbone.init_cfg=None
+# ImageNet weights: torchvision's ShuffleNet V2 1.0x, converted into this project's layout,
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
+# Without network the first run stops before building anything and names the URL and the cache path to put the
+# file at; to train from scratch instead pass --cfg-options model.backbone.init_cfg=None
 # Data: data/coco/{annotations/instances_{train,val}2017.json, train2017/, val2017/} (see tools/train.py's error).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
@@ -31,7 +29,7 @@ model = dict(
         frozen_stages=0,  # freeze everything at stride 4 (the stem), as mmdet's ResNet frozen_stages=1
         norm_cfg=norm_cfg,
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_x1.0_torchvision.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://torchvision/shufflenet_v2_x1_0')),
     # FPN in_channels must equal backbone.out_channels (the stage2/3/4 widths of the variant, see
     # README backbone table, tools/analysis_tools/get_flops.py --table); the family configs override both together.
     neck=dict(in_channels=[116, 232, 464], start_level=0, add_extra_convs='on_input', num_outs=5))

@@ -67,10 +67,13 @@ def test_config_builds_and_trains(path: Path):
     assert 'shufflenet_det' in cfg.custom_imports['imports']
     assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     init_cfg = cfg.model.backbone.get('init_cfg')
-    if init_cfg is not None:  # ImageNet weights come from the converter, never a URL that needs torchvision
-        assert init_cfg['type'] == 'Pretrained' and init_cfg['checkpoint'].startswith('checkpoints/')
+    if init_cfg is not None:  # ImageNet weights by name (converted by this project), never a URL needing torchvision
+        assert init_cfg['type'] == 'Pretrained' and init_cfg['checkpoint'].startswith('shufflenet_det://')
 
     model = MODELS.build(copy.deepcopy(cfg.model))
+    if init_cfg is not None:  # the named weights are of this backbone (type, width, groups, arch); nothing fetched
+        from shufflenet_det.weights import check_backbone
+        check_backbone(model.backbone, init_cfg['checkpoint'])
     head = cfg.model.get('bbox_head') or cfg.model.roi_head.bbox_head
     classes = cfg.train_dataloader.dataset.get('metainfo', {}).get('classes')
     num_classes = len(classes) if classes else 80

@@ -63,7 +63,10 @@ def test_missing_coco_names_layout_and_mini_command(tmp_path, monkeypatch, no_ru
 
 
 def test_missing_pretrained_weights_named_before_build(tiny_data, tmp_path, monkeypatch, no_runner):
-    monkeypatch.chdir(tmp_path)  # the default config's checkpoints/shufflenetv2_x1.0_torchvision.pth is not here
+    # the default config names shufflenet_det://torchvision/shufflenet_v2_x1_0: an empty cache and no network
+    from weights_server import closed_port_url
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setenv('SHUFFLENET_DET_WEIGHTS_MIRROR', closed_port_url())
     root = f'{tiny_data}/'
     with pytest.raises(SystemExit) as exc:
         load_tool('train').main([str(DEFAULT_CONFIG), '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
@@ -71,8 +74,11 @@ def test_missing_pretrained_weights_named_before_build(tiny_data, tmp_path, monk
                                  f'val_dataloader.dataset.data_root={root}',
                                  f'val_evaluator.ann_file={root}annotations/instances_val2017.json'])
     msg = str(exc.value)
-    assert "'checkpoints/shufflenetv2_x1.0_torchvision.pth' (model.backbone.init_cfg) does not exist" in msg
-    assert 'convert_weights.py' in msg and 'init_cfg=None' in msg
+    cached = tmp_path / 'torch' / 'hub' / 'checkpoints' / 'shufflenetv2_x1-5666bf0f80.pth'
+    assert 'cannot download shufflenet_det://torchvision/shufflenet_v2_x1_0 from http://127.0.0.1' in msg
+    assert '/models/shufflenetv2_x1-5666bf0f80.pth' in msg and f'put the file at {cached}' in msg, msg
+    assert 'convert_weights.py' in msg
+    assert not cached.exists() and not (tmp_path / 'wd').exists()
 
 
 @pytest.fixture
@@ -297,6 +303,7 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
 
     side = load_tool('analysis_tools/side_by_side')
     record = side.compare({'retinanet': results, 'retinanet-r18': results})
+    # exact: a record against itself, x / x is exactly 1.0 in IEEE arithmetic
     assert record['ratios'] == {'seconds_per_iter': 1.0, 'params_used': 1.0, 'flops': 1.0}
     assert record['ratio_of'] == 'RetinaNet ShuffleNetV2 1.0x / RetinaNet ResNet-18'
     assert 'RetinaNet ResNet-18' in side.format_comparison(record)
@@ -308,7 +315,7 @@ def test_main_job_end_to_end_on_tiny_data(tiny_data, tmp_path):
                                    warmup=0)
     assert set(steps) == {'retinanet', 'retinanet-r18'} and all(t > 0 for t in steps.values())
     record = side.compare({'retinanet': results, 'retinanet-r18': results}, {'retinanet': 0.5, 'retinanet-r18': 2.0})
-    assert record['ratios']['interleaved_seconds_per_step'] == 0.25
+    assert record['ratios']['interleaved_seconds_per_step'] == 0.25  # exact: 0.5 / 2.0, powers of two
     assert 's/step*' in side.format_comparison(record)
 
 

@@ -67,7 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     from shufflenet_det.utils.build import ConfigError
 
     start_tool(args.local_rank)
-    if not os.path.isfile(args.checkpoint):
+    from shufflenet_det.weights import is_named
+    if not is_named(args.checkpoint) and not os.path.isfile(args.checkpoint):  # names are fetched by prepare_for
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
 
     try:

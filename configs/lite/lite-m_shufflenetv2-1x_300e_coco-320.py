@@ -4,10 +4,9 @@
 #   python tools/train.py configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py          # 1 GPU x 96 images
 #   bash tools/dist_train.sh configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py 4 --auto-scale-lr
 #
-# ImageNet weights: torchvision's ShuffleNet V2 1.0x converted into this project's layout (the backbone runs
+# ImageNet weights: torchvision's ShuffleNet V2 1.0x in this project's layout (the backbone runs
 # LeakyReLU(0.1) on them, as NanoDet-Plus does):
-#   python tools/model_converters/convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 \
-#       shufflenetv2_x1-5666bf0f80.pth checkpoints/shufflenetv2_x1.0_torchvision.pth
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
 # At test and export time the auxiliary neck + head are absent: 1.19 M parameters, 0.45 G multiply-adds at 320
 # (`python tools/analysis_tools/get_flops.py configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py --deploy`).
 _base_ = [
@@ -17,6 +16,20 @@ _base_ = [
 ]
 
 image_size = (320, 320)
+
+# The official network (NanoDet-Plus-m at 320; its published weights convert with
+#   python tools/model_converters/convert_weights.py --src nanodet --config THIS_CONFIG IN OUT):
+# * the backbone has no conv5 (NanoDet's with_last_conv=False): ImageNet checkpoints' conv5.* keys are reported as
+#   unexpected by the Pretrained init and ignored;
+# * test settings of NanoDet-Plus's post-processing: boxes decoded from the points (no offset) and clipped to the
+#   input, (point, class) pairs scoring > 0.05, class-aware NMS at IoU 0.6, the 100 best. NanoDet has no top-k
+#   before NMS and no box-size filter. nms_pre (a per-level top-k, which the exports' fixed-size graphs need) is the
+#   number of (point, class) pairs of the finest level, (320 / 8)^2 x 80 classes: every level has at most that many,
+#   so the top-k keeps every candidate and drops nothing NanoDet keeps. min_bbox_size=-1: no size filter.
+model = dict(
+    backbone=dict(with_conv5=False),
+    test_cfg=dict(nms_pre=(image_size[0] // 8) * (image_size[1] // 8) * 80, min_bbox_size=-1, score_thr=0.05,
+                  nms=dict(type='nms', iou_threshold=0.6), max_per_img=100))
 
 # NanoDet-Plus augmentation: random scale 0.6-1.4 and translation 0.2 (affine), horizontal flip, brightness /
 # contrast / saturation jitter; no mosaic. Images are stretched to the square input (keep_ratio=False).

@@ -12,5 +12,5 @@ model = dict(
         frozen_stages=0,  # the stem (everything at stride 4)
         norm_cfg={{_base_.norm_cfg}},
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv1_g3_x1.0_megvii.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://megvii/shufflenet_v1_g3_x1_0')),
     neck=dict(in_channels=[24, 240, 480, 960]))  # = backbone.out_channels (stem + stage2/3/4 of g3 1.0x)

@@ -4,5 +4,5 @@ _base_ = './faster-rcnn_shufflenetv1-g3-1x_fpn_1x_coco.py'
 
 model = dict(
     backbone=dict(
-        groups=8, init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv1_g8_x1.0_megvii.pth')),
+        groups=8, init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://megvii/shufflenet_v1_g8_x1_0')),
     neck=dict(in_channels=[24, 384, 768, 1536]))  # = backbone.out_channels (stem + stage2/3/4 of g8 1.0x)

@@ -1,11 +1,9 @@
-# Faster R-CNN + ShuffleNet V2 0.5x + FPN, COCO 1x. ImageNet weights (torchvision):
-#   wget https://download.pytorch.org/models/shufflenetv2_x0.5-f707e7126e.pth
-#   python tools/model_converters/convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 0.5 \
-#       shufflenetv2_x0.5-f707e7126e.pth checkpoints/shufflenetv2_x0.5_torchvision.pth
+# Faster R-CNN + ShuffleNet V2 0.5x + FPN, COCO 1x. ImageNet weights: torchvision's,
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
 _base_ = '../faster-rcnn_shufflenetv2.py'
 
 model = dict(
     backbone=dict(
         widen_factor=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_x0.5_torchvision.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://torchvision/shufflenet_v2_x0_5')),
     neck=dict(in_channels=[24, 48, 96, 192]))  # = backbone.out_channels (stem + stage2/3/4 of ShuffleNet V2 0.5x)

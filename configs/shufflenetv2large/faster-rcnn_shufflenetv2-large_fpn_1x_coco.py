@@ -1,7 +1,7 @@
 # Faster R-CNN + ShuffleNetV2.Large + FPN, COCO 1x. ImageNet weights (official megvii-model/ShuffleNet-Series
-# ShuffleNetV2.Large), converted (the auxiliary and ImageNet classifiers are dropped):
-#   python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV2Large --arch Large \
-#       <Megvii ShuffleNetV2.Large checkpoint> checkpoints/shufflenetv2_large_megvii.pth
+# ShuffleNetV2.Large; the auxiliary and ImageNet classifiers are dropped when it is converted):
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   "Weights"); it is converted and checked on first use.
 # BN eps 1e-9 is the official one, which the converted weights need (SyncBN: model.backbone.norm_cfg.type=SyncBN).
 # 125M backbone parameters: with_cp=True trades compute for activation memory.
 _base_ = '../faster-rcnn_shufflenetv2.py'
@@ -15,5 +15,5 @@ model = dict(
         frozen_stages=0,  # stem + stage 1 (everything at stride 4)
         norm_cfg=dict(type='BN', eps=1e-9, requires_grad=True),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_large_megvii.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://megvii/shufflenet_v2_large')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))  # = backbone.out_channels (stages 1-4 of Large)

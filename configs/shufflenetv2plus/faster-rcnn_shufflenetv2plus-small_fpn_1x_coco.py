@@ -11,5 +11,5 @@ model = dict(
         frozen_stages=0,  # stem + stage 1 (everything at stride 4)
         norm_cfg={{_base_.norm_cfg}},
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2plus_small_megvii.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://megvii/shufflenet_v2_plus_small')),
     neck=dict(in_channels=[36, 104, 208, 416]))  # = backbone.out_channels (stages 1-4 of Small)

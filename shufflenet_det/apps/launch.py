@@ -123,14 +123,23 @@ def check_pretrained_files(cfg: Mapping[str, Any], partial_load: bool = False) -
     or whose weights do not fit the model part whose ``init_cfg`` names it (mmengine loads such weights non-strictly:
     another model's checkpoint would leave a warning in the log and the part randomly initialised), raises
     :class:`ModelCheckError` naming the file and the keys - unless ``partial_load`` (the tools' ``--partial-load``),
-    which logs the mismatch as a warning. URLs and ``scheme://`` names (``torchvision://``, ``open-mmlab://`` ...) are
-    resolved by mmengine and skipped.
+    which logs the mismatch as a warning. Weights named ``shufflenet_det://...`` are fetched and converted here (once:
+    :func:`shufflenet_det.weights.resolve`; its errors name the URL and the cache path to put the file at) and checked
+    against the part they initialise (another width, groups or arch is an error naming both); their weights that the
+    part does not build (``conv5`` of a backbone with ``with_conv5=False``) are listed and left out. Other URLs and
+    ``scheme://`` names (``torchvision://``, ``open-mmlab://`` ...) are resolved by mmengine and skipped.
     """
+    from ..weights import is_named, resolve
     model_cfg = cfg.get('model', {})
     for where, init_cfg in _iter_init_cfgs(model_cfg, 'model'):
         if init_cfg.get('type') != 'Pretrained':
             continue
         ckpt = init_cfg.get('checkpoint')
+        if is_named(ckpt):  # the architecture first: nothing is downloaded for a config naming other weights
+            _check_named_arch(_build_part(model_cfg, where), ckpt, init_cfg.get('prefix'))
+            _check_pretrained_fit(model_cfg, where, str(resolve(ckpt)), init_cfg.get('prefix'), partial_load,
+                                  name=ckpt)
+            continue
         if not isinstance(ckpt, str) or '://' in ckpt:
             continue
         if not osp.isfile(ckpt):
@@ -141,14 +150,15 @@ def check_pretrained_files(cfg: Mapping[str, Any], partial_load: bool = False) -
 
 
 def _check_pretrained_fit(model_cfg: Mapping[str, Any], where: str, ckpt: str, prefix: Optional[str],
-                          partial_load: bool) -> None:
+                          partial_load: bool, name: Optional[str] = None) -> None:
     """Read ``ckpt`` safely and compare it (keys with ``prefix`` only, prefix removed: mmengine's ``PretrainedInit``)
-    with the model part of ``model_cfg`` whose init_cfg is at ``where`` (see :func:`check_pretrained_files`)."""
-    from mmdet.registry import MODELS
+    with the model part of ``model_cfg`` whose init_cfg is at ``where`` (see :func:`check_pretrained_files`);
+    ``name``: the ``shufflenet_det://`` name ``ckpt`` was resolved from."""
 
     from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_checkpoint
 
-    source = f'pretrained checkpoint {ckpt!r} ({where})'
+    source = f'pretrained checkpoint {ckpt!r} ({where})' if name is None else \
+        f'pretrained weights {name} (cached at {ckpt}) ({where})'
     try:
         state = extract_state_dict(read_checkpoint(ckpt, what='pretrained checkpoint'), source)
     except CheckpointError as exc:
@@ -158,15 +168,11 @@ def _check_pretrained_fit(model_cfg: Mapping[str, Any], where: str, ckpt: str, p
             raise ModelCheckError(f'{source} has no weights under prefix={prefix!r} (keys such as '
                                   f'{sorted(state)[:3]}); set {where}.prefix to the prefix of the part to load')
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    part: Any = model_cfg
-    for key in where.split('.')[1:-1]:  # between 'model' and 'init_cfg'; list items ('head[0]') are not checked
-        part = part.get(key) if isinstance(part, Mapping) else None
-    if not isinstance(part, Mapping) or 'type' not in part:
+    module = _build_part(model_cfg, where)
+    if module is None:
         return
-    try:
-        module = MODELS.build(copy.deepcopy(dict(part)))  # building loads nothing: init_cfg acts in init_weights()
-    except (TypeError, KeyError, AssertionError, ValueError):  # reported by the model checks that follow
-        return
+    if name is not None:
+        state = _named_weights_for(module, state, source)
     try:
         check_state_dict_fits(module, state, source)
     except CheckpointError as exc:
@@ -174,6 +180,45 @@ def _check_pretrained_fit(model_cfg: Mapping[str, Any], where: str, ckpt: str, p
             raise ModelCheckError(f'{exc} Point {where} at the weights of this model ({CONVERT_HINT}), or pass '
                                   '--partial-load to load only the weights that fit') from exc
         print_log(f'partial load (--partial-load): {exc}', logger='current', level=logging.WARNING)
+
+
+def _build_part(model_cfg: Mapping[str, Any], where: str) -> Any:
+    """The model part of ``model_cfg`` whose init_cfg is at ``where``, built (nothing loaded: init_cfg acts in
+    ``init_weights()``); None where it cannot be (reported by the model checks that follow) or is a list item."""
+    from mmdet.registry import MODELS
+    part: Any = model_cfg
+    for key in where.split('.')[1:-1]:  # between 'model' and 'init_cfg'; list items ('head[0]') are not checked
+        part = part.get(key) if isinstance(part, Mapping) else None
+    if not isinstance(part, Mapping) or 'type' not in part:
+        return None
+    try:
+        return MODELS.build(copy.deepcopy(dict(part)))
+    except (TypeError, KeyError, AssertionError, ValueError):
+        return None
+
+
+def _check_named_arch(module: Any, name: str, prefix: Optional[str]) -> None:
+    """ModelCheckError naming both when the weights of ``name`` are for another architecture than ``module``
+    (:func:`shufflenet_det.weights.check_backbone`); nothing to check where the part cannot be built."""
+    from ..weights import check_backbone
+    if module is None:
+        return
+    try:
+        check_backbone(module, name, prefix)
+    except ValueError as exc:
+        raise ModelCheckError(str(exc)) from exc
+
+
+def _named_weights_for(module: Any, state: dict, source: str) -> dict:
+    """The weights of a named checkpoint (its architecture checked already) that ``module`` builds; the others,
+    parts its config leaves out, are listed."""
+    own = module.state_dict()
+    unused = sorted(k for k in state if k not in own)
+    if unused:
+        print_log(f'{source}: {len(unused)} weights are not used by this {type(module).__name__} (parts its config '
+                  f'leaves out): {", ".join(unused[:6])}{" ..." if len(unused) > 6 else ""}', logger='current',
+                  level=logging.INFO)
+    return {k: v for k, v in state.items() if k in own}
 
 
 def check_resume_work_dir(work_dir: str, option: str = '--work-dir') -> str:
@@ -290,13 +335,20 @@ def check_start_checkpoint(cfg: Mapping[str, Any], partial_load: bool = False) -
 
     The file must exist and be a readable PyTorch checkpoint (read safely: ``weights_only=True``), and unless
     ``partial_load`` (never for a resume) every key and shape must fit the model: :class:`ModelCheckError` naming the
-    file and the mismatch otherwise. With ``partial_load`` a mismatch is logged as a warning.
+    file and the mismatch otherwise. With ``partial_load`` a mismatch is logged as a warning. A checkpoint named
+    ``shufflenet_det://...`` is fetched and converted first (:func:`shufflenet_det.weights.resolve`) and its cached
+    file checked; the Runner then loads it from the cache.
     """
     from mmdet.registry import MODELS
 
     from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_checkpoint
+    from ..weights import is_named, resolve
 
     path, what = start_checkpoint(cfg)
+    name = path if is_named(path) else None
+    if name is not None and 'model' in cfg:
+        path = str(resolve(name))  # errors name the URL and the cache path to put the file at
+        what = f'{what} {name}, cached at'
     if path is None or '://' in path or 'model' not in cfg:
         return path
     if osp.isdir(osp.expanduser(path)):

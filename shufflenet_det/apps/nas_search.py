@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..utils.io import atomic_outputs
+from ..utils.io import atomic_outputs, file_sha256
 
 STATE_FILE = 'search_state.json'
 LOG_FILE = 'search_log.json'
@@ -189,14 +189,6 @@ def check_search_data(settings: SearchSettings) -> None:
         raise SearchError(f'search data (nas_search.calib_dataloader / val_dataloader / val_evaluator): {exc}\n'
                           'The held-out split is made from the training annotations with '
                           'tools/nas/split_coco.py') from None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _digest(obj: Any) -> str:

@@ -7,6 +7,13 @@ and DataParallel's ``module.`` prefix removed), runs the converter, builds the t
 and shape fits it and loads it with ``strict=True``, and only then writes ``{'state_dict': ..., 'meta': ...}``
 atomically (:func:`shufflenet_det.utils.io.save_torch_atomic`).
 
+Whole-detector converters (``fn(checkpoint_object, detector) -> (state_dict, notes)``, registered per source with
+:func:`register_detector_converter`) map a published detector checkpoint onto the detector of an mmdet config:
+:func:`convert_detector_checkpoint` reads the file with inert stand-ins for pickled non-tensor state
+(:func:`shufflenet_det.utils.checkpoint.read_checkpoint_inert`), builds the config's model, loads the result with
+``strict=True`` and writes ``{'state_dict', 'meta'}`` (``meta.dataset_meta``: the class names mmdet's
+``init_detector`` / ``DetInferencer`` read).
+
 Errors: a file that cannot be read raises :class:`~shufflenet_det.utils.checkpoint.CheckpointError` naming it
 (whatever the file holds - text, nothing, a truncated archive or pickle - the message says it is not a readable
 PyTorch checkpoint); a checkpoint that does not match the requested source, type or variant
@@ -29,6 +36,9 @@ from ..utils.io import same_file, save_torch_atomic
 
 ConverterFn = Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]
 _CONVERTERS: dict[tuple[str, str], ConverterFn] = {}
+#: ``(loaded checkpoint object, names of its inert stand-ins, target detector) -> (state dict, notes for the user)``
+DetectorConverterFn = Callable[[Any, list[str], nn.Module], tuple[dict[str, torch.Tensor], list[str]]]
+_DETECTOR_CONVERTERS: dict[str, tuple[DetectorConverterFn, str]] = {}
 
 
 class ConversionError(CheckpointError):
@@ -103,3 +113,73 @@ def convert_checkpoint(source: str, backbone_type: str, in_path: str | os.PathLi
     meta = dict(source=source, backbone=dict(type=backbone_type, **backbone_kwargs),
                 input=os.path.basename(str(in_path)), converter='shufflenet_det.converters')
     return save_torch_atomic({'state_dict': new_sd, 'meta': meta}, out_path, what='output checkpoint')
+
+
+# ---------------------------------------------------------------------------------------------- whole detectors
+def register_detector_converter(source: str, refusal_hint: str = '') -> Callable[[DetectorConverterFn],
+                                                                                 DetectorConverterFn]:
+    """Decorator registering a whole-detector converter for ``source`` (``--src SOURCE --config CONFIG``);
+    ``refusal_hint`` is appended when the safe reader refuses an input file (how to obtain a plain weight file)."""
+    def wrap(fn: DetectorConverterFn) -> DetectorConverterFn:
+        if source in _DETECTOR_CONVERTERS:
+            raise KeyError(f'a detector converter for {source!r} is already registered')
+        _DETECTOR_CONVERTERS[source] = (fn, refusal_hint)
+        return fn
+    return wrap
+
+
+def available_detector_converters() -> list[str]:
+    """Sorted sources that convert a whole detector (``--config``)."""
+    return sorted(_DETECTOR_CONVERTERS)
+
+
+def get_detector_converter(source: str) -> tuple[DetectorConverterFn, str]:
+    """The converter of ``source`` and its refusal hint, or a ConversionError listing the available ones."""
+    try:
+        return _DETECTOR_CONVERTERS[source]
+    except KeyError:
+        raise ConversionError(f'no whole-detector converter for --src {source} (--config); available: '
+                              f'{available_detector_converters()}') from None
+
+
+def dataset_meta_for(cfg: Any, num_classes: int) -> dict[str, Any] | None:
+    """Class names (and palette) for the output's ``meta.dataset_meta``: the config's test dataset ``metainfo``,
+    else COCO's when the head has 80 classes, else None."""
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    metainfo = dataset.get('metainfo') if hasattr(dataset, 'get') else None
+    if metainfo and len(metainfo.get('classes', ())) == num_classes:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(metainfo).items()}
+    if num_classes == 80:
+        from mmdet.datasets import CocoDataset
+        return dict(classes=list(CocoDataset.METAINFO['classes']),
+                    palette=[tuple(c) for c in CocoDataset.METAINFO['palette']])
+    return None
+
+
+def convert_detector_checkpoint(source: str, config: str | os.PathLike, in_path: str | os.PathLike,
+                                out_path: str | os.PathLike,
+                                cfg_options: dict[str, Any] | None = None) -> tuple[Path, list[str]]:
+    """Convert the detector checkpoint ``in_path`` for the model of ``config``; write a checkpoint that model loads
+    with ``strict=True``. Returns ``(out_path, notes)``: what was converted, dropped or checked."""
+    from ..utils.build import build_detector
+    from ..utils.checkpoint import read_checkpoint_inert
+
+    fn, hint = get_detector_converter(source)
+    check_distinct_paths(in_path, out_path)
+    detector = build_detector(config, cfg_options=cfg_options)
+    obj, unresolved = read_checkpoint_inert(in_path, what='input checkpoint', hint=hint)
+    try:
+        state, notes = fn(obj, unresolved, detector)
+        check_state_dict_fits(detector, state, f'the {source} weights converted for {config}')
+    except CheckpointError as exc:  # ConversionError included: name the input file
+        raise ConversionError(f'input checkpoint {str(in_path)!r}: {exc}') from exc
+    detector.load_state_dict(state, strict=True)
+    meta: dict[str, Any] = dict(source=source, config=os.path.basename(str(config)),
+                                input=os.path.basename(str(in_path)), converter='shufflenet_det.converters',
+                                notes=list(notes))
+    num_classes = getattr(getattr(detector, 'bbox_head', None), 'num_classes', None)
+    dataset_meta = dataset_meta_for(detector.cfg, int(num_classes)) if num_classes else None
+    if dataset_meta:
+        meta['dataset_meta'] = dataset_meta
+    out = save_torch_atomic({'state_dict': state, 'meta': meta}, out_path, what='output checkpoint')
+    return out, notes

@@ -18,13 +18,18 @@ Every checkpoint this project reads - converter inputs, export and benchmark wei
 ``ValueError`` naming the file). Background: torch >= 2.6 made ``weights_only=True`` the default and mmengine 0.10.7
 calls ``torch.load`` without the argument (open-mmlab/mmengine#1655), so its own checkpoints fail to load there; the
 upstream proposal (open-mmlab/mmengine#1650) passes ``weights_only=False``, which this project never does.
+
+:func:`read_checkpoint_inert` reads training checkpoints that pickle more than weights (PyTorch Lightning's
+``*.ckpt``: callbacks, loops, hyper-parameters) under the same policy, every other global an inert stand-in that is
+never imported or called.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -150,13 +155,12 @@ def _restricted_allowed() -> dict[str, Any]:
 class _RestrictedPickleModule:
     """The ``pickle_module`` interface ``torch.load`` uses (``Unpickler``, ``load``), restricted."""
 
-    Unpickler = RestrictedUnpickler
+    Unpickler: type[pickle.Unpickler] = RestrictedUnpickler
     UnpicklingError = pickle.UnpicklingError
     __name__ = 'shufflenet_det_restricted_pickle'
 
-    @staticmethod
-    def load(file: Any, **kwargs: Any) -> Any:
-        return RestrictedUnpickler(file, **kwargs).load()
+    def load(self, file: Any, **kwargs: Any) -> Any:
+        return self.Unpickler(file, **kwargs).load()
 
 
 restricted_pickle_module = _RestrictedPickleModule()
@@ -172,6 +176,11 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu', what: str = 'checkpoint') -> Any:
     """The object stored in checkpoint ``path``, read safely; :class:`CheckpointError` naming the file otherwise."""
+    return _read_with(path, what, lambda p: torch_load_safe(p, map_location))
+
+
+def _read_with(path: str | os.PathLike, what: str, load: Callable[[Path], Any], refusal_hint: str = '') -> Any:
+    """``load(path)`` with every failure of an untrusted file turned into a :class:`CheckpointError` naming it."""
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(f'{what} {str(path)!r} does not exist')
@@ -180,13 +189,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu', what: st
     if p.stat().st_size == 0:
         raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint: the file is empty (0 bytes)')
     try:
-        return torch_load_safe(p, map_location)
+        return load(p)
     except pickle.UnpicklingError as exc:
         reason = _unpickling_reason(exc)
+        stand_in = re.search(re.escape(_UNRESOLVED_TAG) + r'([^\]]+)\]', reason)
+        if stand_in:
+            raise CheckpointError(f'{what} {str(path)!r} was refused by the safe loader (weights_only=True): it '
+                                  f'pickles an object of class {stand_in.group(1)!r} (never imported) that cannot '
+                                  f'be rebuilt as an inert stand-in ({reason}){refusal_hint}') from exc
         if _is_refused_global(reason):
             raise CheckpointError(f'{what} {str(path)!r} was refused by the safe loader (weights_only=True): it '
                                   'pickles objects other than tensors and the mmengine checkpoint state '
-                                  f'({reason})') from exc
+                                  f'({reason}){refusal_hint}') from exc
         raise CheckpointError(f'{what} {str(path)!r} is not a readable PyTorch checkpoint (truncated, corrupt or '
                               f'another format): {reason}') from exc
     except MemoryError:
@@ -228,6 +242,112 @@ def _unpickling_reason(exc: pickle.UnpicklingError) -> str:
 def _is_refused_global(reason: str) -> bool:
     return any(key in reason for key in ('Unsupported global', 'refusing global', 'refusing getattr',
                                          'not an allowed global'))
+
+
+# ---------------------------------------------------------------------------------------------- inert reading
+#: Marks the names of the stand-in classes, so that error messages can tell them apart.
+_UNRESOLVED_TAG = 'Unresolved['
+#: Modules whose globals are refused outright, even as stand-ins (torch's weights-only unpickler blocks the same).
+_BLOCKED_MODULES = ('os', 'sys', 'posix', 'nt')
+
+
+class UnresolvedObject:
+    """An inert stand-in for a global (class or function) that a checkpoint names but the reader never imports.
+
+    Training checkpoints (PyTorch Lightning's ``*.ckpt``) pickle state besides the weights: callbacks, loops,
+    hyper-parameters, sometimes keyed or valued by classes of the training framework. :func:`read_checkpoint_inert`
+    resolves every such name to a subclass of this one (:func:`unresolved_class`), whose instances only record what
+    the pickle passes them (constructor arguments, state, items): nothing from the file is imported or called.
+    """
+
+    qualified_name: ClassVar[str] = '?'
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> UnresolvedObject:
+        obj = super().__new__(cls)
+        obj.__dict__.update(args=args, kwargs=kwargs, state=None, items={}, values=[])
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # the arguments were recorded by __new__
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__['state'] = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__['items'][key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__['values'].append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__['values'].extend(values)
+
+    def __repr__(self) -> str:
+        return f'<inert stand-in for {self.qualified_name}>'
+
+
+def unresolved_class(qualified_name: str) -> type[UnresolvedObject]:
+    """A fresh :class:`UnresolvedObject` subclass standing for ``qualified_name`` (``module.name``)."""
+    return type(f'{_UNRESOLVED_TAG}{qualified_name}]', (UnresolvedObject,),
+                {'qualified_name': qualified_name, '__module__': __name__})
+
+
+def _inert_pickle_module(found: set[str]) -> Any:
+    """A ``pickle_module`` for ``torch.load`` on torch without ``add_safe_globals``: :class:`RestrictedUnpickler`,
+    except that unknown globals become stand-ins (their names added to ``found``) instead of errors."""
+
+    class InertUnpickler(RestrictedUnpickler):
+        def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+            try:
+                return super().find_class(module, name)
+            except pickle.UnpicklingError:
+                if module.split('.')[0] in _BLOCKED_MODULES:
+                    raise
+                found.add(f'{module}.{name}')
+                return unresolved_class(f'{module}.{name}')
+
+    class InertPickleModule(_RestrictedPickleModule):
+        Unpickler = InertUnpickler
+        __name__ = 'shufflenet_det_inert_pickle'
+
+    return InertPickleModule()
+
+
+def read_checkpoint_inert(path: str | os.PathLike, map_location: Any = 'cpu', what: str = 'checkpoint',
+                          hint: str = '') -> tuple[Any, list[str]]:
+    """:func:`read_checkpoint` for files that pickle more than weights: ``(object, names)``, where every global
+    outside the allow-list became an inert :class:`UnresolvedObject` stand-in and ``names`` lists them.
+
+    The policy is unchanged: torch >= 2.5 lists the file's globals by disassembling the pickle
+    (``torch.serialization.get_unsafe_globals_in_checkpoint``, nothing executed) and loads with
+    ``weights_only=True`` while stand-ins are allow-listed under those names; torch without ``add_safe_globals``
+    reads through :class:`RestrictedUnpickler` with stand-ins for unknown names; elsewhere (torch 2.4) unknown
+    globals are refused as by :func:`read_checkpoint`. Globals of ``os`` / ``sys`` are refused in every case, and a
+    stand-in that the weights-only unpickler cannot fill (a subclass of dict or list) makes the read fail; ``hint``
+    is appended to those refusals (e.g. how to obtain a plain weight file). Callers must check that the part they
+    use (the weights) holds no stand-in.
+    """
+    serialization = torch.serialization
+    found: set[str] = set()
+
+    def load(p: Path) -> Any:
+        if HAS_SAFE_GLOBALS and hasattr(serialization, 'get_unsafe_globals_in_checkpoint') \
+                and hasattr(serialization, 'safe_globals'):
+            install_safe_globals()
+            try:
+                names = serialization.get_unsafe_globals_in_checkpoint(str(p))
+            except (ValueError, RuntimeError):  # a legacy (non-zip) file: read as is, unknown globals refused
+                names = []
+            names = [n for n in names if n.split('.')[0] not in _BLOCKED_MODULES]
+            found.update(names)
+            with serialization.safe_globals([(unresolved_class(n), n) for n in names]):
+                return torch.load(str(p), map_location=map_location, weights_only=True)
+        if not HAS_SAFE_GLOBALS:
+            return torch.load(str(p), map_location=map_location, pickle_module=_inert_pickle_module(found))
+        return torch_load_safe(p, map_location)
+
+    obj = _read_with(path, what, load, refusal_hint=hint)
+    return obj, sorted(found)
 
 
 def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

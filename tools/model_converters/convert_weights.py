@@ -1,4 +1,5 @@
-"""Convert a classification checkpoint (torchvision, Megvii ShuffleNet-Series, mmpretrain) into backbone weights.
+"""Convert a classification checkpoint (torchvision, Megvii ShuffleNet-Series, mmpretrain) into backbone weights, or a
+published detector checkpoint (NanoDet-Plus) into the weights of a whole detector.
 
 The output is ``{'state_dict': <backbone state dict>, 'meta': {...}}``, verified by loading it with ``strict=True``
 into the backbone built from ``--type`` and its arguments, and written atomically (nothing is left behind on error).
@@ -17,6 +18,14 @@ Examples (from the repository root)::
         megvii_shufflenetv2_1.0x.pth.tar work_dirs/pretrained/shufflenetv2_1.0x_megvii.pth --cfg-options layout=megvii
     python tools/model_converters/convert_weights.py --src megvii --type DetNAS --arch COCO-FPN-300M IN OUT
     python tools/model_converters/convert_weights.py --src megvii --type ShuffleNetV2Large --arch ExLarge IN OUT
+
+Whole detectors: ``--src nanodet --config CONFIG`` (no ``--type``) converts a NanoDet-Plus file (the Lightning
+``*_checkpoint.ckpt``: its EMA weights; or the ``*.pth`` weight file) for the detector of CONFIG and checks it with a
+strict load; ``--cfg-options`` then apply to CONFIG (e.g. ``model.aux_head=None`` to drop the training-only branch)::
+
+    python tools/model_converters/convert_weights.py --src nanodet \\
+        --config configs/lite/lite-m_shufflenetv2-1x_300e_coco-416.py \\
+        nanodet-plus-m_416_checkpoint.ckpt checkpoints/lite-m_416_nanodet.pth
 
 Official Megvii ShuffleNetV2 checkpoints need ``--cfg-options layout=megvii`` (and ``layout='megvii'`` in the
 detector's backbone config) at 1.0x / 1.5x / 2.0x: their first stage-2 unit splits its channels unevenly, which only
@@ -51,6 +60,11 @@ if str(ROOT) not in sys.path:  # run as `python tools/model_converters/convert_w
 from mmengine.config import DictAction  # noqa: E402
 
 from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, get_converter  # noqa: E402
+from shufflenet_det.converters.core import (  # noqa: E402
+    available_detector_converters,
+    convert_detector_checkpoint,
+    get_detector_converter,
+)
 from shufflenet_det.utils.checkpoint import CheckpointError  # noqa: E402
 from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
 from shufflenet_det.utils.io import same_file  # noqa: E402
@@ -87,30 +101,61 @@ class KeyValueAction(DictAction):
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     pairs = available_converters()
-    sources = sorted({s for s, _ in pairs})
+    sources = sorted({s for s, _ in pairs} | set(available_detector_converters()))
     types = sorted({t for _, t in pairs})
     parser = argparse.ArgumentParser(
         description='Convert a classification checkpoint into weights of a shufflenet_det backbone (verified with '
                     'a strict load, written atomically). Available --src -> --type pairs: '
                     + ', '.join(f'{s} -> {t}' for s, t in pairs) + '.',
         epilog='example: convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 '
-               'shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x.pth')
+               'shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x.pth; whole detectors: '
+               'convert_weights.py --src nanodet --config CONFIG nanodet-plus-m_320_checkpoint.ckpt OUT')
     parser.add_argument('src_path', metavar='IN', help='input checkpoint (read with weights_only=True)')
     parser.add_argument('dst_path', metavar='OUT', help='output checkpoint, written atomically; must not be IN and '
                                                        'must not exist unless --overwrite')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing OUT (atomically: it is only replaced by a verified conversion)')
     parser.add_argument('--src', required=True, choices=sources, help='layout of the input checkpoint')
-    parser.add_argument('--type', required=True, choices=types, dest='backbone_type',
-                        help='registered backbone type the weights are for')
+    parser.add_argument('--type', choices=types, dest='backbone_type',
+                        help='registered backbone type the weights are for (backbone conversions)')
+    parser.add_argument('--config', default=None,
+                        help='detector config the weights are for (whole-detector conversions: --src '
+                             + ' / '.join(available_detector_converters()) + '); replaces --type')
     parser.add_argument('--widen-factor', type=float, default=None,
                         help='backbone widen_factor (must match the checkpoint); backbone default when omitted')
     parser.add_argument('--groups', type=int, default=None, help='ShuffleNetV1 groups (must match the checkpoint)')
     parser.add_argument('--arch', default=None, help='backbone arch name, for backbones that take one')
     parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction, default={}, metavar='KEY=VALUE',
                         help='further backbone arguments (Python literals), e.g. --cfg-options model_size=Large; '
-                             'give it after IN and OUT')
-    return parser.parse_args(argv)
+                             'with --config: options of that config; give it after IN and OUT')
+    args = parser.parse_args(argv)
+    if args.config is None and args.backbone_type is None:
+        parser.error('--type is required (or --config for a whole-detector conversion)')
+    if args.config is not None:
+        given = [f for f, v in (('--type', args.backbone_type), ('--widen-factor', args.widen_factor),
+                                ('--groups', args.groups), ('--arch', args.arch)) if v is not None]
+        if given:
+            parser.error(f'--config converts a whole detector: {", ".join(given)} do not apply (the config '
+                         'describes the model)')
+    return args
+
+
+def main_detector(args: argparse.Namespace) -> int:
+    """``--config``: a whole-detector conversion; notes on what was converted or dropped go to stdout."""
+    try:
+        get_detector_converter(args.src)
+        out, notes = convert_detector_checkpoint(args.src, args.config, args.src_path, args.dst_path,
+                                                 dict(args.cfg_options) or None)
+    except (CheckpointError, ValueError, TypeError, KeyError) as exc:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        if args.src_path not in message:
+            message = f'{args.src_path}: {message}'
+        print(f'error: {message}', file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f'  {note}')
+    print(f'wrote {out} ({args.src} -> the detector of {args.config})')
+    return 0
 
 
 def backbone_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,6 +208,8 @@ def check_paths(src_path: str, dst_path: str, overwrite: bool) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_paths(args.src_path, args.dst_path, args.overwrite)
+    if args.config is not None:
+        return main_detector(args)
     try:  # argument errors first: they do not depend on the input file
         get_converter(args.src, args.backbone_type)
         kwargs = backbone_kwargs(args)

@@ -24,7 +24,7 @@ model = dict(
         frozen_stages=-1,
         norm_cfg=norm_cfg,
         act_cfg=act_cfg,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shufflenetv2_x1.0_torchvision.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://torchvision/shufflenet_v2_x1_0')),
     neck=dict(
         type='GhostPAN',
         in_channels=[116, 232, 464],  # = backbone.out_channels

@@ -162,8 +162,14 @@ class ShuffleBackboneBase(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Pretrained weights through ``init_cfg``; otherwise He init for convs, unit BN, small normal for linear."""
+        """Pretrained weights through ``init_cfg``; otherwise He init for convs, unit BN, small normal for linear.
+
+        Weights named ``shufflenet_det://...`` are first checked against this backbone (type, width, groups, arch,
+        layout: :func:`shufflenet_det.weights.check_init_cfg`), so another variant's weights are an error naming
+        both instead of a partial load."""
         if self.init_cfg is not None:
+            from ...weights import check_init_cfg
+            check_init_cfg(self)
             super().init_weights()
             return
         for m in self.modules():

@@ -136,6 +136,9 @@ class ShuffleNetV2(ShuffleBackboneBase):
             ShuffleNet-Series implementation and its checkpoints); see the module docstring. Output channels and
             strides do not depend on it.
         out_indices: output indices to return (see above).
+        with_conv5: build the classifier's last 1x1 conv (output 4). ``False`` leaves it out (output 4 then does
+            not exist): a detector reading stages 2-4 only, e.g. NanoDet-Plus's backbone (``with_last_conv=False``
+            there), whose checkpoints have no such weights.
         **kwargs: the contract arguments of :class:`~shufflenet_det.models.backbones.base.ShuffleBackboneBase`
             (``frozen_stages``, ``conv_cfg``, ``norm_cfg``, ``act_cfg``, ``norm_eval``, ``with_cp``, ``init_cfg``).
             ``act_cfg=None`` puts ``nn.Identity`` in the activation slots, so the state-dict keys do not change.
@@ -149,6 +152,7 @@ class ShuffleNetV2(ShuffleBackboneBase):
                  widen_factor: float = 1.0,
                  layout: str = DEFAULT_LAYOUT,
                  out_indices: Sequence[int] = (1, 2, 3),
+                 with_conv5: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(out_indices=out_indices, **kwargs)
         self.widen_factor = check_choice('widen_factor', widen_factor, list(self.arch['channels']))
@@ -169,6 +173,9 @@ class ShuffleNetV2(ShuffleBackboneBase):
 
         self._add_stem(channels[0], self.act_cfg, with_maxpool=True)
         last = self._add_stages(self.arch['stage_names'], channels[0], channels[1:4], build_units)
-        self.conv5 = nn.Sequential(*conv_norm_act(last, channels[4], 1, **cfg))
-        self._set_outputs(stage_modules=[('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',), ('conv5',)],
-                          channels=channels, strides=(4, 8, 16, 32, 32))
+        stage_modules: list[tuple[str, ...]] = [('conv1', 'maxpool'), ('stage2',), ('stage3',), ('stage4',)]
+        if with_conv5:
+            self.conv5 = nn.Sequential(*conv_norm_act(last, channels[4], 1, **cfg))
+            stage_modules.append(('conv5',))
+        self._set_outputs(stage_modules=stage_modules, channels=channels[:len(stage_modules)],
+                          strides=(4, 8, 16, 32, 32)[:len(stage_modules)])
