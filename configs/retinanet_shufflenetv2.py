@@ -4,7 +4,7 @@
 #   bash tools/dist_train.sh configs/retinanet_shufflenetv2.py 8        # 8 GPUs, the schedule below
 #
 # ImageNet weights: torchvision's ShuffleNet V2 1.0x, converted into this project's layout,
-#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: docs/backbones.md "Weights".
 # Without network the first run stops before building anything and names the URL and the cache path to put the
 # file at; to train from scratch instead pass --cfg-options model.backbone.init_cfg=None
 # Data: data/coco/{annotations/instances_{train,val}2017.json, train2017/, val2017/} (see tools/train.py's error).
@@ -31,7 +31,7 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='shufflenet_det://torchvision/shufflenet_v2_x1_0')),
     # FPN in_channels must equal backbone.out_channels (the stage2/3/4 widths of the variant, see
-    # README backbone table, tools/analysis_tools/get_flops.py --table); the family configs override both together.
+    # docs/backbones.md table, tools/analysis_tools/get_flops.py --table); the family configs override both together.
     neck=dict(in_channels=[116, 232, 464], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 # lr 0.01 for a total batch of 16 (mmdet's RetinaNet). With another GPU count pass --auto-scale-lr: lr is then

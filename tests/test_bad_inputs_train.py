@@ -386,8 +386,8 @@ def test_backbone_arguments_are_named(cfg, names) -> None:
 @pytest.mark.parametrize('family', [dict(type='ShuffleNetV1', groups=3), dict(type='ShuffleNetV2')],
                          ids=lambda c: c['type'])  # every family: test_backbone_contract
 def test_unsorted_out_indices_follow_the_documented_order(family) -> None:
-    """README: out_channels / out_strides in ``out_indices`` order, outputs in increasing stride order - indices given
-    as (3, 1) become ``out_indices == (1, 3)`` and everything the backbone reports follows that order."""
+    """docs/backbones.md: out_channels / out_strides in ``out_indices`` order, outputs in increasing stride order -
+    indices given as (3, 1) become ``out_indices == (1, 3)`` and everything the backbone reports follows that order."""
     given = build_backbone(dict(family, out_indices=(3, 1))).eval()
     ordered = build_backbone(dict(family, out_indices=(1, 3))).eval()
     assert given.out_indices == ordered.out_indices == (1, 3)

@@ -1,5 +1,5 @@
 # Faster R-CNN + DetNAS (COCO-FPN-1.3G) + FPN, COCO 1x. ImageNet weights (megvii-model/DetNAS),
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = './faster-rcnn_detnas-coco-fpn-300m_fpn_1x_coco.py'
 

@@ -1,6 +1,6 @@
 # Faster R-CNN + DetNAS (COCO-FPN-300M, the backbone DetNAS searched for FPN on COCO) + FPN, COCO 1x.
 # Base of the DetNAS Faster R-CNN configs. ImageNet weights (megvii-model/DetNAS),
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 # The paper trains with SyncBN (see configs/retinanet_shufflenetv2.py for the switch).
 _base_ = '../faster-rcnn_shufflenetv2.py'

@@ -1,6 +1,6 @@
 # RetinaNet + DetNAS (COCO-RetinaNet-300M, the backbone DetNAS searched for RetinaNet on COCO) + FPN, COCO 1x.
 # ImageNet weights: the DetNAS authors' ImageNet-trained COCO-RetinaNet-300M backbone (megvii-model/DetNAS),
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 # The paper trains with SyncBN (see configs/retinanet_shufflenetv2.py for the switch).
 _base_ = '../retinanet_shufflenetv2.py'

@@ -1,6 +1,6 @@
 # Lite-l: ShuffleNet V2 1.5x, 128-channel GhostPAN and head, at 320x320 = the official NanoDet-Plus-m-1.5x 320 (29.9
 # COCO mAP published); its weights convert with `convert_weights.py --src nanodet --config THIS_CONFIG IN OUT`.
-#   ImageNet weights: torchvision's 1.5x, named below (fetched and converted on first use; README "Weights").
+#   ImageNet weights: torchvision's 1.5x, named below (fetched and converted on first use; docs/backbones.md "Weights").
 _base_ = './lite-m_shufflenetv2-1x_300e_coco-320.py'
 
 neck_channels = 128

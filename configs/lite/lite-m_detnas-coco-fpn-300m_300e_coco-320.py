@@ -1,7 +1,7 @@
 # Lite-m on a searched backbone: DetNAS COCO-FPN-300M (Chen et al., arXiv 1903.10979) + GhostPAN + GFL head at
 # 320x320, the lite-m recipe. The backbone keeps its published activations (ReLU).
 #   ImageNet weights: the official DetNAS checkpoint,
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = './lite-m_shufflenetv2-1x_300e_coco-320.py'
 

@@ -6,7 +6,7 @@
 #
 # ImageNet weights: torchvision's ShuffleNet V2 1.0x in this project's layout (the backbone runs
 # LeakyReLU(0.1) on them, as NanoDet-Plus does):
-#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: docs/backbones.md "Weights".
 # At test and export time the auxiliary neck + head are absent: 1.19 M parameters, 0.45 G multiply-adds at 320
 # (`python tools/analysis_tools/get_flops.py configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py --deploy`).
 _base_ = [

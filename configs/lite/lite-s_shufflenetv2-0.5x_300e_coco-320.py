@@ -1,5 +1,5 @@
 # Lite-s: ShuffleNet V2 0.5x, 64-channel GhostPAN and head, at 320x320 (the lite-m recipe).
-#   ImageNet weights: torchvision's 0.5x, named below (fetched and converted on first use; README "Weights").
+#   ImageNet weights: torchvision's 0.5x, named below (fetched and converted on first use; docs/backbones.md "Weights").
 _base_ = './lite-m_shufflenetv2-1x_300e_coco-320.py'
 
 neck_channels = 64

@@ -6,7 +6,7 @@
 #   python tools/nas/search.py configs/nas/retinanet_detnas-supernet-300m_fpn_mini-coco.py \
 #       work_dirs/retinanet_detnas-supernet-300m_fpn_mini-coco/epoch_8.pth
 #   python tools/main_job.py --config work_dirs/nas_search/retinanet_detnas-supernet-300m_fpn_mini-coco/best_config.py \
-#       --target-map 0      # retrain the found encoding on the schedule of the published one (see README)
+#       --target-map 0      # retrain the found encoding on the schedule of the published one (see docs/nas.md)
 #
 # Supernet (DetNAS / SPOS): the 300M channel/repeat layout with all four block choices in every unit; every training
 # iteration activates a uniformly sampled path (UniformPathSamplerHook) and updates only its weights. It trains on

@@ -1,6 +1,6 @@
 # RetinaNet + ShuffleNet V1 (g=3, 1.0x) + FPN, COCO 1x. Base of the ShuffleNet V1 RetinaNet configs.
 # ImageNet weights: the official Megvii ShuffleNetV1 Group3 1.0x model (megvii-model/ShuffleNet-Series),
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = '../retinanet_shufflenetv2.py'
 

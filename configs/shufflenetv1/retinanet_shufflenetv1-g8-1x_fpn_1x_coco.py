@@ -1,5 +1,5 @@
 # RetinaNet + ShuffleNet V1 (g=8, 1.0x) + FPN, COCO 1x. ImageNet weights (official Megvii Group8 1.0x model):
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = './retinanet_shufflenetv1-g3-1x_fpn_1x_coco.py'
 

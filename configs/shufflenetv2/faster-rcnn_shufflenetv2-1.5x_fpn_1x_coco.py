@@ -1,5 +1,5 @@
 # Faster R-CNN + ShuffleNet V2 1.5x + FPN, COCO 1x. ImageNet weights: torchvision's,
-#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: docs/backbones.md "Weights".
 _base_ = '../faster-rcnn_shufflenetv2.py'
 
 model = dict(

@@ -1,5 +1,5 @@
 # RetinaNet + ShuffleNet V2 0.5x + FPN, COCO 1x. ImageNet weights: torchvision's,
-#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: README "Weights".
+#   named below: downloaded, checked (SHA-256), converted and cached on first use; offline: docs/backbones.md "Weights".
 _base_ = '../retinanet_shufflenetv2.py'
 
 model = dict(

@@ -1,6 +1,6 @@
 # RetinaNet + ShuffleNetV2.Large + FPN, COCO 1x. ImageNet weights (official megvii-model/ShuffleNet-Series
 # ShuffleNetV2.Large; the auxiliary and ImageNet classifiers are dropped when it is converted):
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 # BN eps 1e-9 is the official one, which the converted weights need (SyncBN: model.backbone.norm_cfg.type=SyncBN).
 # 125M backbone parameters: with_cp=True trades compute for activation memory.

@@ -1,5 +1,5 @@
 # Faster R-CNN + ShuffleNetV2+ Large + FPN, COCO 1x. ImageNet weights (official Megvii ShuffleNetV2+ Large):
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = './faster-rcnn_shufflenetv2plus-small_fpn_1x_coco.py'
 

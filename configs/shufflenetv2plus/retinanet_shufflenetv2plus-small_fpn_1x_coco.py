@@ -1,6 +1,6 @@
 # RetinaNet + ShuffleNetV2+ Small + FPN, COCO 1x. Base of the ShuffleNetV2+ RetinaNet configs.
 # ImageNet weights: the official Megvii ShuffleNetV2+ Small model (megvii-model/ShuffleNet-Series),
-#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (README
+#   named below: Megvii gives no direct link, so the first run says where to put the downloaded file (docs/backbones.md
 #   "Weights"); it is converted and checked on first use.
 _base_ = '../retinanet_shufflenetv2.py'
 

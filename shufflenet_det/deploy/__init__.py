@@ -17,7 +17,7 @@
 
 Models, configs and checkpoints come from :mod:`shufflenet_det.utils` (``build_detector``, ``build_backbone``,
 ``prepare_for_export``), every file is written through :mod:`shufflenet_det.utils.io`; the latency benchmark is
-:mod:`shufflenet_det.benchmark`. See configs/deploy/README.md for the commands.
+:mod:`shufflenet_det.benchmark`. See docs/deployment.md for the commands.
 """
 # numpy only here: `import shufflenet_det` imports this package (compat_mmdeploy) and must stay light
 from .parity import compare_detections, compare_tensors, format_report

@@ -30,7 +30,7 @@ Detectors without NMS in the graph are decoded by a function of :data:`RAW_DECOD
 anchor-head decoding for RetinaNet exports, its ``gfl_points`` decoding for the lite detectors), chosen by the export
 report's ``postprocess.decoder`` (or by its anchor fields); other dense heads register theirs with
 :func:`register_raw_decoder`. Measured speed and accuracy, and why int8 is no faster on x86 CPUs without VNNI:
-configs/deploy/README.md.
+docs/int8.md.
 """
 from __future__ import annotations
 
