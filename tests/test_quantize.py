@@ -79,9 +79,9 @@ def scratch(tmp_path, monkeypatch) -> Path:
 
 #: Options of both CLI runs. A random-weight detector's scores are near ties that any perturbation reorders, so its
 #: int8 copy loses more mAP than a trained one (docs/int8.md: -0.0004 for the trained mini RetinaNet): with its
-#: classifier kept in float it loses ~0.08 when calibrated on the train images (AMD EPYC Zen 2, AVX2; less with VNNI, whose
-#: int8 products do not saturate) and ~0.86 with the certain loss of the gate test below (flat grey pictures and
-#: ranges cut at the median); a gate of 0.12 passes the first on any CPU and refuses the second.
+#: classifier kept in float it loses ~0.08 when calibrated on the train images (AMD EPYC Zen 2, AVX2; less with
+#: VNNI, whose int8 products do not saturate) and ~0.86 with the certain loss of the gate test below (flat grey
+#: pictures and ranges cut at the median); a gate of 0.12 passes the first on any CPU and refuses the second.
 GATE = ['--exclude-final-convs', '--max-map-drop', '0.12', '--threads', '1']
 
 
