@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from ..utils.build import prepare_for_export
+from ..utils.cli import Interrupted, ReportedError
 from ..utils.predict import class_names
 from .parity import format_report
 
 
-class ExportError(RuntimeError):
+class ExportError(ReportedError):
     """Raised when an export fails or its parity check does not pass (no file is written)."""
 
 
@@ -39,7 +40,6 @@ def reraise_interrupt(exc: BaseException) -> None:
     import re
     import signal
 
-    from ..utils.cli import Interrupted
     seen: BaseException | None = exc
     for _ in range(16):
         if seen is None:

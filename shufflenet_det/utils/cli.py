@@ -69,21 +69,15 @@ def _message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class ReportedError(RuntimeError):
+    """Base of the project's own errors that are not ValueErrors but describe the input, e.g. a failed export
+    (:class:`shufflenet_det.deploy.export_common.ExportError`): shown as a message."""
+
+
 #: Exceptions that describe a user's input or environment (shown as a message). Anything else is a bug in this
 #: project or a library and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ToolError, ValueError, FileNotFoundError, FileExistsError,
-                                                IsADirectoryError, NotADirectoryError, PermissionError)
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """:data:`USER_ERRORS` plus the project's own error types that are not ValueErrors."""
-    extra: list[type[BaseException]] = []
-    try:
-        from ..deploy.export_common import ExportError
-        extra.append(ExportError)
-    except ImportError:  # pragma: no cover - deploy needs no optional package to import
-        pass
-    return USER_ERRORS + tuple(extra)
+                                                IsADirectoryError, NotADirectoryError, PermissionError, ReportedError)
 
 
 def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
@@ -108,7 +102,7 @@ def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
         text = exc.code.strip()
         print(text if text.startswith('error:') else f'error: {text}', file=sys.stderr)
         return 2
-    except user_error_types() as exc:
+    except USER_ERRORS as exc:
         if debug:
             raise
         code = exc.code if isinstance(exc, ToolError) else 2
