@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.build import eval_copy, fold_batchnorm
+from ..utils.build import eval_copy, switch_to_deploy
 from ..utils.predict import is_detector, predict_fn
 
 CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ort-raw',
@@ -109,7 +109,7 @@ class Prepared:
 # ---------------------------------------------------------------------------------------------------- PyTorch
 def folded(model: nn.Module) -> nn.Module:
     """A deep copy in eval mode with every BN folded (``switch_to_deploy``); unchanged for models without one."""
-    return fold_batchnorm(eval_copy(model))
+    return switch_to_deploy(eval_copy(model))
 
 
 def _call(subject: Subject, model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:

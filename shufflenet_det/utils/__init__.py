@@ -10,11 +10,11 @@ from .build import (
                     ConfigError,
                     build_backbone,
                     build_detector,
-                    fold_batchnorm,
                     load_config,
                     prepare_for_export,
                     quiet_init_weights,
                     resolve_config_path,
+                    switch_to_deploy,
 )
 from .checkpoint import CheckpointError, load_weights, read_checkpoint, read_state_dict
 from .io import (
@@ -27,7 +27,7 @@ from .io import (
                     write_text_atomic,
 )
 
-__all__ = ['ConfigError', 'build_backbone', 'build_detector', 'fold_batchnorm', 'load_config', 'prepare_for_export',
+__all__ = ['ConfigError', 'build_backbone', 'build_detector', 'switch_to_deploy', 'load_config', 'prepare_for_export',
            'quiet_init_weights', 'resolve_config_path', 'CheckpointError', 'load_weights', 'read_checkpoint',
            'read_state_dict', 'atomic_directory', 'atomic_outputs', 'check_writable_dir', 'save_torch_atomic',
            'write_bytes_atomic', 'write_json_atomic', 'write_text_atomic']

@@ -179,8 +179,10 @@ def neck_channel_error(backbone: Any, neck: Any) -> str | None:
             f'model.neck.in_channels={expected} (or change the backbone so that its out_channels match)')
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Call ``switch_to_deploy()`` on ``model`` or, for a detector, on each submodule that has it; in place."""
+def switch_to_deploy(model: nn.Module) -> nn.Module:
+    """Call ``switch_to_deploy()`` on ``model`` or, for a detector, on each submodule that has it (BN folded,
+    training-only branches and never-run stages dropped); in place. Folding BN alone is
+    :func:`shufflenet_det.models.layers.fold_batchnorm`."""
     if hasattr(model, 'switch_to_deploy'):
         if not getattr(model, 'deployed', False):
             model.switch_to_deploy()
@@ -209,6 +211,6 @@ def prepare_for_export(model: nn.Module, fold_bn: bool = True) -> tuple[nn.Modul
         if not hasattr(deployable, 'switch_to_deploy') and \
                 not any(hasattr(m, 'switch_to_deploy') for m in deployable.modules()):
             raise ValueError(f'{type(model).__name__} has no switch_to_deploy() anywhere; pass fold_bn=False')
-        fold_batchnorm(deployable)
+        switch_to_deploy(deployable)
     deployable.eval()
     return reference, deployable

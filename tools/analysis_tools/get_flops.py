@@ -143,7 +143,7 @@ def run_detector(args: argparse.Namespace) -> dict:
 
     from shufflenet_det.analysis import model_complexity
     from shufflenet_det.deploy.cli import check_input_size
-    from shufflenet_det.utils.build import ConfigError, build_detector, fold_batchnorm, load_config
+    from shufflenet_det.utils.build import ConfigError, build_detector, load_config, switch_to_deploy
 
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
@@ -155,7 +155,7 @@ def run_detector(args: argparse.Namespace) -> dict:
                         for p in getattr(model, name).parameters())
     mode = 'detector (extract_feat + head forward)'
     if args.deploy:
-        fold_batchnorm(model.eval())
+        switch_to_deploy(model.eval())
         mode = 'deployed detector (switch_to_deploy; extract_feat + head forward)'
     shape = tuple(args.shape) if args.shape else (320, 320)
     check_input_size(model, shape, '--shape' if args.shape else 'the default shape')  # before any tracing
