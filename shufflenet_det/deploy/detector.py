@@ -103,14 +103,16 @@ def export_wrapper(detector: nn.Module, with_nms: bool = True) -> nn.Module:
     return DetectorExportWrapper(detector, with_nms=with_nms)
 
 
-def head_output_scales(detector: nn.Module, x: torch.Tensor) -> list[tuple[float, float]]:
+def head_output_scales(detector: nn.Module, x: torch.Tensor, raw: Any = None) -> list[tuple[float, float]]:
     """Per image of the batch ``x``, the magnitudes ``(S_cls, S_box)`` of the detector's raw class logits and box
-    regression outputs (:func:`.parity.output_scale`): the scales its parity tolerances follow."""
+    regression outputs (:func:`.parity.output_scale`): the scales its parity tolerances follow. ``raw``: the raw
+    outputs of ``export_wrapper(detector, with_nms=False)`` on ``x`` when the caller has them already."""
     from .parity import output_scale
     wrapper = export_wrapper(detector, with_nms=False)
     num_classes = int(_head_of(detector).num_classes)
-    with torch.no_grad():
-        raw = wrapper(x)
+    if raw is None:
+        with torch.no_grad():
+            raw = wrapper(x)
     scales = []
     for i in range(int(x.shape[0])):
         cls, box = [], []

@@ -252,7 +252,9 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
         checks = []
         for x in images:
             got = sess.run(None, {'input': x.numpy()})
-            scales = head_output_scales(reference, x)
+            with torch.no_grad():
+                raw = export_wrapper(reference, with_nms=False)(x)
+            scales = head_output_scales(reference, x, raw)
             if with_nms:
                 for ref, act, (scale, box_scale) in zip(predict_detections(reference, x), unpad_detections(*got),
                                                         scales):
@@ -260,8 +262,6 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                     res['input_shape'] = list(x.shape)
                     checks.append(res)
             else:
-                with torch.no_grad():
-                    raw = export_wrapper(reference, with_nms=False)(x)
                 res = compare_tensors(raw, got, raw_atol, raw_rtol, names)
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
