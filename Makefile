@@ -22,7 +22,7 @@ test-pinned: lint
 
 # The compatibility suite: the tests marked `compat` (pyproject.toml), on the openmmlab stack. Only the modules that
 # hold such tests are collected (the others import deploy packages - ncnn, pnnx, mmdeploy - that stack does not have).
-COMPAT_MODULES = $(shell grep -l 'pytest.mark.compat' tests/test_*.py)
+COMPAT_MODULES = $(shell grep -rl --include='test_*.py' 'pytest.mark.compat' tests)
 test-openmmlab: setup-openmmlab
 	SHUFFLENET_DET_REQUIRE_PEERS=1 $(PY_OPENMMLAB) -m pytest $(COMPAT_MODULES) -m compat $(PYTEST_ARGS)
 

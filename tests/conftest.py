@@ -7,6 +7,9 @@ import pytest
 
 from helpers import REPO
 
+#: Fixtures of the bad-input suites (the shared work folder ``ws``, signal handlers restored after each test).
+pytest_plugins = ['bad_inputs']
+
 
 @pytest.fixture(scope='session')
 def repo_root() -> Path:

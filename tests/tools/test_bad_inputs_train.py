@@ -7,7 +7,6 @@ together by one module fixture (a few at a time), since each pays the mmdet impo
 """
 from __future__ import annotations
 
-import builtins
 import copy
 import json
 import os
@@ -21,22 +20,13 @@ from typing import Callable
 import pytest
 import torch
 
+from bad_inputs import OpenOnLoad
 from helpers import REPO, assert_clean_failure, build_backbone, tree_snapshot
 from tiny_mini_coco import make_dataset, write_config
 from zygote import run_python
 
 CONVERT = 'tools/model_converters/convert_weights.py'
 CONVERT_ARGS = ['--src', 'torchvision', '--type', 'ShuffleNetV2', '--widen-factor', '0.5']
-
-
-class _OpenOnLoad:
-    """Unpickling this calls ``open(marker, 'w')``: a checkpoint that runs code when it is loaded unsafely."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return builtins.open, (self.marker, 'w')
 
 
 def dead_pid() -> int:
@@ -138,7 +128,7 @@ def tool_with_checkpoint(tool: str, which: str, expected: str, extra: tuple[str,
 def tool_with_pickle_bomb(tool: str):
     def prepare(folder: Path, shared: Shared):
         ckpt = folder / 'bomb.pth'
-        torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': _OpenOnLoad(folder / 'marker')}, ckpt)
+        torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': OpenOnLoad(folder / 'marker')}, ckpt)
         wd = ['--work-dir', str(folder / 'wd')]
         argv = (['tools/test.py', str(shared.config), str(ckpt), *wd] if tool == 'test'
                 else ['tools/train.py', str(shared.config), *wd, '--cfg-options', f'load_from={ckpt}'])

@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 import torch
 
+from bad_inputs import OpenOnLoad, run_in_process
 from helpers import assert_clean_failure, build_backbone, load_script, tree_snapshot
-from test_bad_inputs_new_tools import keep_signal_handlers, run_in_process  # noqa: F401  (autouse fixture)
-from test_bad_inputs_train import _OpenOnLoad
 from tiny_mini_coco import TINY_SPEC, make_dataset, write_config
 
 TOOLS = {'main_job': 'tools/main_job.py', 'side_by_side': 'tools/analysis_tools/side_by_side.py',
@@ -66,9 +65,9 @@ def search_state(**change) -> str:
 @pytest.fixture(scope='module')
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One work folder with the inputs of every case (no case may change it)."""
+    from nas_fixtures import write_search_config
     from shufflenet_det.nas.data import write_coco_split
     from shufflenet_det.utils.build import build_detector
-    from test_nas_search import write_search_config
     root = tmp_path_factory.mktemp('bad_jobs')
     data = make_dataset(root / 'mini')  # a generated dataset of the tiny spec, not the main job's
     write_config(root / 'tiny.py', data)
@@ -92,7 +91,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     v2 = dict(type='ShuffleNetV2', widen_factor=1.0, out_indices=(1, 2, 3))
     torch.save({'state_dict': build_backbone(v2).state_dict()}, root / 'v2_1x.pth')
     torch.save({'state_dict': build_backbone(dict(v2, widen_factor=0.5)).state_dict()}, root / 'v2_05x.pth')
-    torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': _OpenOnLoad(root / 'marker')}, root / 'bomb.pth')
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': OpenOnLoad(root / 'marker')}, root / 'bomb.pth')
     for name, ckpt in (('fits', 'v2_1x.pth'), ('narrow', 'v2_05x.pth'), ('detector', 'supernet.pth'),
                        ('bomb', 'bomb.pth')):
         (root / f'pretrained_{name}.py').write_text(
@@ -242,9 +241,9 @@ def test_pretrained_weights_that_fit_pass_and_partial_load_is_explicit(ws: Path)
 def test_budget_check_finds_the_cheapest_mixed_path() -> None:
     """9: the budget check refuses only a limit below the cheapest path, also when that path mixes choices (here
     every uniform path costs 1700, the cheapest mix 500)."""
+    from nas_fixtures import SPACE
     from shufflenet_det.apps.nas_search import SearchError, check_budget
     from shufflenet_det.models.backbones.detnas_supernet import SearchSpace
-    from test_nas_search import SPACE
     space = SearchSpace.build(SPACE)
     cost = 100 * (5 - 4 * np.eye(4, dtype=int)[[0, 1, 2, 3, 0]])  # unit x choice: one cheap choice per unit
 

@@ -404,7 +404,7 @@ def test_every_family_is_covered() -> None:
     """Each registered backbone of the package has a member in FAMILIES (and V2 both layouts).
 
     Not the DetNAS supernet: the choices off its active path take no gradient by design (its configs set DDP's
-    find_unused_parameters), which the kept-but-frozen contract here forbids; tests/test_nas_supernet.py checks the
+    find_unused_parameters), which the kept-but-frozen contract here forbids; tests/nas/test_nas_supernet.py checks the
     rest of the contract on it (out_channels / strides, frozen_stages, switch_to_deploy)."""
     from shufflenet_det.models.backbones import __all__ as exported
     assert {cfg['type'] for cfg in FAMILIES.values()} == set(exported) - {'ShuffleBackboneBase', 'DetNASSupernet'}

@@ -194,15 +194,6 @@ def test_sigterm_during_export_leaves_nothing(tmp_path: Path, tool: str, out_nam
     assert list(out.iterdir()) == [], sorted(p.name for p in out.iterdir())
 
 
-@pytest.fixture()
-def keep_signal_handlers():
-    """run_main installs SIGTERM / SIGINT handlers: give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 def test_full_disk_during_ncnn_export_leaves_nothing(tmp_path: Path, monkeypatch, capsys,
                                                      keep_signal_handlers) -> None:
     """The disk fills while pnnx writes: one clear message, no scratch folder, no temporary outputs."""

@@ -25,8 +25,8 @@ import pytest
 import torch
 
 import deploy_fixtures as fx
+from bad_inputs import run_in_process
 from helpers import REPO, assert_clean_failure, load_script, tree_snapshot
-from test_bad_inputs_new_tools import keep_signal_handlers, run_in_process, ws  # noqa: F401  (fixtures)
 
 TOOLS = {'eval': 'tools/deploy/eval_onnx.py', 'quantize': 'tools/deploy/quantize.py',
          'runner': 'tools/deploy/onnx_runner.py', 'export_onnx': 'tools/deploy/export_onnx.py',
