@@ -2,8 +2,8 @@
 
 Each :class:`PublishedVariant` is one ImageNet classifier that an upstream project published: the backbone config
 that rebuilds it here, and the reference multiply-adds and parameters of the classifier (224x224 input, global
-average pool + 1000-way linear classifier). ``tests/analysis/test_flops.py`` and ``tools/analysis_tools/get_flops.py --table``
-iterate over :data:`PUBLISHED_VARIANTS`, so adding a family means appending its entries here (or calling
+average pool + 1000-way linear classifier). ``tests/analysis/test_flops.py`` and ``tools/analysis_tools/get_flops.py
+--table`` iterate over :data:`PUBLISHED_VARIANTS`, so adding a family means appending its entries here (or calling
 :func:`register_published_variant` from the family's own module): the tests then cover it automatically.
 
 Reference sources:

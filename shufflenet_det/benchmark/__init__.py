@@ -9,6 +9,7 @@
 ``tools/analysis_tools/benchmark.py`` is the command line; it passes the path of the ncnn runner script
 (``tools/deploy/ncnn_runner.py``) to :func:`run_benchmark`, which the library does not look for itself.
 """
+from ..runtime.timing import Row, time_in_rounds
 from .backends import (
                        ALL_BACKENDS,
                        BACKENDS,
@@ -21,7 +22,6 @@ from .backends import (
 )
 from .driver import run_benchmark
 from .report import backbone_ratios, environment, format_summary, format_table, plot, summarize
-from .timing import Row, time_in_rounds
 
 __all__ = ['ALL_BACKENDS', 'BACKENDS', 'CPU_BACKENDS', 'DEFAULT_BACKENDS', 'GPU_BACKENDS', 'OPTIONAL_BACKENDS',
            'Unavailable', 'peer_models', 'run_benchmark', 'backbone_ratios', 'environment', 'format_summary',

@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..runtime.timing import Row, time_in_rounds
 from .backends import ALL_BACKENDS, BACKENDS, GPU_BACKENDS, Subject, Unavailable, make_input
 from .report import add_ratios
-from .timing import Row, time_in_rounds
 
 
 def _error_note(exc: BaseException) -> str:

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..runtime.timing import Row
 from ..utils.io import atomic_outputs
 from .backends import DEPLOY_BACKENDS, EAGER_BACKENDS, EAGER_BASELINE, ORT_BASELINE
-from .timing import Row
 
 #: Packages whose versions are recorded when they are installed.
 RECORDED_PACKAGES = ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy')

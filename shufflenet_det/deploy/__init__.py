@@ -6,7 +6,7 @@
 * :mod:`.mmdeploy_lite` - mmdeploy's rewriter of ``LiteGFLHead.predict_by_feat`` (imports mmdeploy);
 * :mod:`.ncnn_export` - pnnx-based conversion to ncnn ``.param``/``.bin`` with an fp16-tolerance parity check;
 * :mod:`.export_common` - what both exporters share (errors, input checks, tuple outputs, report fields);
-* :mod:`.numpy_postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
+* :mod:`shufflenet_det.runtime.postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
 * :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;

@@ -7,7 +7,7 @@ normalised image batch ``(B, 3, H, W)`` to
 * ``with_nms=False`` (raw): one tensor ``output`` ``(B, N, C + 4 (R + 1))`` - the head's
   :meth:`~shufflenet_det.models.dense_heads.LiteGFLHead.flatten_outputs`: sigmoid class scores, then the distance
   distributions (logits), points row-major and finest level first. The network only: decoding and NMS run outside
-  the graph (``numpy_postprocess.postprocess_gfl``, driven by :func:`lite_postprocess_meta`, which every export
+  the graph (``runtime.postprocess.postprocess_gfl``, driven by :func:`lite_postprocess_meta`, which every export
   stores next to the model);
 * ``with_nms=True``: ``num_dets, boxes, scores, labels`` - the layout of the RetinaNet wrapper
   (:class:`.detector.DetectorExportWrapper`, TensorRT's EfficientNMS), so evaluation and quantisation tools work
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime.postprocess import GFL_DECODER
 from ..utils.predict import preprocess_meta
 from .detector import _arange_like, _head_of, select_detections
-from .numpy_postprocess import GFL_DECODER
 
 
 def is_lite(detector: nn.Module) -> bool:
@@ -51,7 +51,7 @@ def check_supported_lite(detector: nn.Module) -> None:
 
 
 def lite_postprocess_meta(detector: nn.Module) -> dict[str, Any]:
-    """What ``numpy_postprocess.postprocess_gfl`` needs to decode the raw tensor (JSON-serialisable)."""
+    """What ``runtime.postprocess.postprocess_gfl`` needs to decode the raw tensor (JSON-serialisable)."""
     check_supported_lite(detector)
     head = _head_of(detector)
     cfg = head.test_cfg

@@ -7,7 +7,7 @@ input size, and for detectors the post-processing description) are renamed into 
 passes.
 
 Detectors are exported without NMS (ncnn has no NMS layer matching mmdet's post-processing): the graph ends at the raw
-head tensors and ``numpy_postprocess.decode_outputs`` (used by ``tools/deploy/ncnn_runner.py``) decodes and
+head tensors and ``runtime.postprocess.decode_outputs`` (used by ``tools/deploy/ncnn_runner.py``) decodes and
 suppresses boxes outside. Parity is checked with ncnn's default options, i.e. fp16 storage/arithmetic where the CPU
 has them, so the tolerances are those of half precision.
 """
@@ -204,7 +204,7 @@ def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch
                 res['input_shape'] = list(x.shape)
                 checks.append(res)
                 if det_check is not None:
-                    from .numpy_postprocess import decode_outputs
+                    from ..runtime.postprocess import decode_outputs
                     dets = decode_outputs(got, det_check['postprocess'], tuple(x.shape[2:]))
                     dres = compare_detections(det_check['torch_dets'][i], dets, det_check['box_atol'],
                                               det_check['score_atol'], det_check['postprocess']['test_cfg'],
@@ -244,7 +244,7 @@ def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Se
     Checks the raw tensors (half-precision tolerance) and the detections of the numpy post-processing run on ncnn's
     outputs against mmdet's ``predict`` on the same normalised images (``box_atol`` px, ``score_atol``, equal
     labels). Lite detectors end at their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis),
-    decoded by ``numpy_postprocess.postprocess_gfl``.
+    decoded by ``runtime.postprocess.postprocess_gfl``.
     """
     from .detector import export_wrapper, head_output_scales, postprocess_meta
     images = with_second_size(images, dynamic)

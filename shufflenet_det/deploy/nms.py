@@ -16,9 +16,9 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, io
                score_threshold: float) -> torch.Tensor:
     """Reference NMS: ``boxes`` (B, N, 4) corner format, ``scores`` (B, C, N); returns (M, 3) int64 indices.
 
-    Computed in numpy (``numpy_postprocess.nms``), so that it costs nothing extra while the exporter traces.
+    Computed in numpy (``runtime.postprocess.nms``), so that it costs nothing extra while the exporter traces.
     """
-    from .numpy_postprocess import nms
+    from ..runtime.postprocess import nms
     b_np = boxes.detach().cpu().numpy().astype(np.float32)
     s_np = scores.detach().cpu().numpy().astype(np.float32)
     selected = []

@@ -223,14 +223,14 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
     every image must have its size). With NMS the check compares boxes (``box_atol`` pixels), scores
     (``score_atol``) and labels (exactly, after one-to-one matching) with mmdet's post-processing; without NMS it
     compares the raw head tensors (``raw_atol`` / ``raw_rtol``) and the detections that the numpy post-processing
-    (``numpy_postprocess.decode_outputs``, driven by the report's ``postprocess`` entry) makes of ONNX Runtime's raw
+    (``runtime.postprocess.decode_outputs``, driven by the report's ``postprocess`` entry) makes of ONNX Runtime's raw
     outputs with mmdet's, within the same box and score tolerances. Every rule is :mod:`.parity`'s: tolerances
     scale with the magnitude of the raw head outputs, and detections may differ only at the score, top-k and NMS
     boundaries of the head's ``test_cfg``. The wrapper comes from
     :func:`.detector.export_wrapper` (lite detectors: one raw tensor ``output``, see :mod:`.lite`).
     """
+    from ..runtime.postprocess import decode_outputs
     from .detector import export_wrapper, head_output_scales, postprocess_meta
-    from .numpy_postprocess import decode_outputs
     if not images:
         raise ValueError('export_detector_onnx needs at least one check image')
     shape = check_input_shape(images[0].shape)

@@ -26,10 +26,11 @@ one that ends at the raw head tensors) and
    atomically. Every intermediate file (pre-processed model, augmented calibration models, calibration cache) lives
    in a private temporary folder that is removed in every case.
 
-Detectors without NMS in the graph are decoded by a function of :data:`RAW_DECODERS` (:mod:`.numpy_postprocess`'s
-anchor-head decoding for RetinaNet exports, its ``gfl_points`` decoding for the lite detectors), chosen by the export
-report's ``postprocess.decoder`` (or by its anchor fields); other dense heads register theirs with
-:func:`register_raw_decoder`. Measured speed and accuracy, and why int8 is no faster on x86 CPUs without VNNI:
+Detectors without NMS in the graph are decoded by a function of :data:`RAW_DECODERS`
+(:mod:`shufflenet_det.runtime.postprocess`'s anchor-head decoding for RetinaNet exports, its ``gfl_points`` decoding for
+the lite detectors), chosen by the export report's ``postprocess.decoder`` (or by its anchor fields); other dense heads
+register theirs with :func:`register_raw_decoder`. Measured speed and accuracy, and why int8 is no faster on x86 CPUs
+without VNNI:
 docs/int8.md.
 """
 from __future__ import annotations
@@ -602,7 +603,7 @@ def output_errors(float_session: Any, int8_session: Any, tensors: Sequence[np.nd
 def time_models(sessions: Sequence[Any], x: np.ndarray, runs: int, warmup: int = 5, rounds: int = 5
                 ) -> list[dict[str, float]]:
     """Latency statistics of each session on ``x``, timed together in rounds (the benchmark's harness)."""
-    from ..benchmark.timing import time_in_rounds
+    from ..runtime.timing import time_in_rounds
     calls = []
     for sess in sessions:
         feed = {sess.get_inputs()[0].name: x}
@@ -616,16 +617,16 @@ def time_models(sessions: Sequence[Any], x: np.ndarray, runs: int, warmup: int =
 
 # ---------------------------------------------------------------------------------------------------- detectors
 def _decode(outputs: Sequence[np.ndarray], meta: dict[str, Any], img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
-    """The numpy decoder of the ncnn runner (:func:`.numpy_postprocess.decode_outputs`), which reads the export's
-    ``postprocess`` meta: one decoding path for every backend without NMS in the graph."""
-    from .numpy_postprocess import decode_outputs
+    """The numpy decoder of the ncnn runner (:func:`shufflenet_det.runtime.postprocess.decode_outputs`), which reads
+    the export's ``postprocess`` meta: one decoding path for every backend without NMS in the graph."""
+    from ..runtime.postprocess import decode_outputs
     return decode_outputs(outputs, meta, img_hw)
 
 
 #: Decoders of raw detector outputs (no NMS in the graph): ``(outputs of one image, postprocess meta, (H, W))`` ->
 #: ``boxes`` (N, 4) in input pixels, ``scores`` (N,), ``labels`` (N,). ``anchor_head``: RetinaNet-like exports
 #: (class maps then box-delta maps per level); ``gfl_points``: the lite detectors' one ``(1, N, C + 4 (reg_max + 1))``
-#: tensor (:func:`.numpy_postprocess.postprocess_gfl`).
+#: tensor (:func:`shufflenet_det.runtime.postprocess.postprocess_gfl`).
 RAW_DECODERS: dict[str, Callable[[Sequence[np.ndarray], dict[str, Any], tuple[int, int]], dict[str, np.ndarray]]] = {
     'anchor_head': _decode, 'gfl_points': _decode}
 

@@ -17,9 +17,9 @@ from helpers import load_script
 from shufflenet_det.deploy.detector import export_wrapper, postprocess_meta
 from shufflenet_det.deploy.export_common import unpad_detections
 from shufflenet_det.deploy.lite import LiteExportWrapper
-from shufflenet_det.deploy.numpy_postprocess import decode_outputs, level_shapes
 from shufflenet_det.deploy.onnx_export import export_detector_onnx, ort_session
 from shufflenet_det.deploy.parity import compare_detections
+from shufflenet_det.runtime.postprocess import decode_outputs, level_shapes
 from shufflenet_det.utils.predict import predict_detections
 
 SIZE = (128, 160)

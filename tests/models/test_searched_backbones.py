@@ -254,7 +254,8 @@ def test_v2plus_head_equals_official_head_and_counts() -> None:
 
 
 def test_published_variants_registered_for_flops_check() -> None:
-    """Every published encoding is in PUBLISHED_VARIANTS, so tests/analysis/test_flops.py checks its multiply-adds/params."""
+    """Every published encoding is in PUBLISHED_VARIANTS, so tests/analysis/test_flops.py checks its
+    multiply-adds / params."""
     from shufflenet_det.analysis import published_variants
 
     variants = {v.name: v for v in published_variants(['DetNAS', 'ShuffleNetV2Plus', 'OneShot'])}

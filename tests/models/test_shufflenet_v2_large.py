@@ -107,8 +107,8 @@ def test_published_network_equals_the_official_one(arch: str) -> None:
 
 @COMPAT
 def test_published_variants_registered_for_flops_check() -> None:
-    """Both networks are in PUBLISHED_VARIANTS (tests/analysis/test_flops.py counts them at 224 against the official counts)
-    with their classifier head."""
+    """Both networks are in PUBLISHED_VARIANTS (tests/analysis/test_flops.py counts them at 224 against the official
+    counts) with their classifier head."""
     from shufflenet_det.analysis import published_variants
     from shufflenet_det.analysis.complexity import CLASSIFIER_HEADS
 

@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from shufflenet_det.deploy.cli import check_output_path, check_shape_arg, read_export_report, refuse_input_overwrite
     from shufflenet_det.deploy.evaluate import check_report_classes, dataset_of, evaluate_onnx, open_onnx
-    from shufflenet_det.deploy.numpy_postprocess import check_session
+    from shufflenet_det.runtime.postprocess import check_session
     from shufflenet_det.utils import build_detector, load_config, write_json_atomic
     if args.limit is not None and args.limit < 1:
         fail(f'--limit must be >= 1 (omit it to evaluate every image), got {args.limit}')

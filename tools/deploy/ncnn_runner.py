@@ -1,7 +1,7 @@
 """Run (and time) an ncnn model exported by tools/deploy/export_ncnn.py - numpy + the ncnn wheel only, no torch.
 
 Works unchanged on an ARM board (``pip install ncnn numpy``): copy this file together with
-``shufflenet_det/deploy/numpy_postprocess.py`` (next to it, or keep the repository layout) and the model's
+``shufflenet_det/runtime/postprocess.py`` (next to it, or keep the repository layout) and the model's
 ``.param``, ``.bin`` and ``.json``. Detector models (raw head outputs) are post-processed here - priors, box
 decoding, class-aware NMS, as mmdet's RetinaHead or the lite detectors' GFL head - with the parameters stored in the
 ``.json`` side-car; backbone models print their feature shapes.
@@ -40,8 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def load_postprocess_module() -> Any:
     """``numpy_postprocess`` loaded by file path (next to this script, or in the repository) - never the package,
     whose ``__init__`` imports torch."""
-    candidates = [os.path.join(HERE, 'numpy_postprocess.py'),
-                  os.path.join(HERE, '..', '..', 'shufflenet_det', 'deploy', 'numpy_postprocess.py')]
+    candidates = [os.path.join(HERE, 'postprocess.py'),
+                  os.path.join(HERE, '..', '..', 'shufflenet_det', 'runtime', 'postprocess.py')]
     for path in candidates:
         if os.path.isfile(path):
             spec = importlib.util.spec_from_file_location('_shufflenet_det_numpy_postprocess', path)
@@ -49,7 +49,7 @@ def load_postprocess_module() -> Any:
             spec.loader.exec_module(module)
             return module
     raise FileNotFoundError('numpy_postprocess.py not found next to ncnn_runner.py nor in the repository; copy '
-                            'shufflenet_det/deploy/numpy_postprocess.py next to this script')
+                            'shufflenet_det/runtime/postprocess.py next to this script')
 
 
 # ---------------------------------------------------------------------------------------------------- images

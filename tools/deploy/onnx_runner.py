@@ -5,7 +5,7 @@ RetinaNet's per-level maps) the detections are decoded here in numpy - priors, b
 mmdet does - with the parameters stored in the model's ``.onnx.json`` report (``postprocess``); exports with NMS in
 the graph are only unpadded. On a board: ``pip install onnxruntime numpy``, copy this file together with
 ``tools/deploy/ncnn_runner.py`` (its image reading, timing and error handling are reused; ncnn itself is not needed)
-and ``shufflenet_det/deploy/numpy_postprocess.py`` (next to it, or keep the repository layout), and the ``.onnx`` +
+and ``shufflenet_det/runtime/postprocess.py`` (next to it, or keep the repository layout), and the ``.onnx`` +
 ``.onnx.json``.
 
 Images: ``.ppm``/``.pgm`` and ``.npy`` read with numpy, other formats with OpenCV or Pillow when installed; an image

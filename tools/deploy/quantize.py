@@ -146,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from shufflenet_det.deploy import quantize as qz
     from shufflenet_det.deploy.evaluate import check_report_classes, dataset_of, open_onnx
     from shufflenet_det.deploy.images import read_image
-    from shufflenet_det.deploy.numpy_postprocess import check_session
+    from shufflenet_det.runtime.postprocess import check_session
     from shufflenet_det.utils import load_config
     try:
         kind = qz.model_kind(report)
