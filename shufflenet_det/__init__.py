@@ -1,19 +1,34 @@
 """shufflenet_det: the ShuffleNet family for MMDetection 3.x.
 
 ``import shufflenet_det`` (or ``custom_imports=dict(imports=['shufflenet_det'])`` in an mmdet config) applies the
-compatibility fixes of :mod:`shufflenet_det.compat` (each only where its problem exists), registers the backbones in
-``mmdet.registry.MODELS`` and the crash-safe checkpoint hook in ``mmdet.registry.HOOKS``, and adds the
-``shufflenet_det`` config scope (:mod:`shufflenet_det.registry`), and registers the ``shufflenet_det://`` checkpoint
-prefix (published weights by name: :mod:`shufflenet_det.weights`).
+compatibility fixes of :mod:`shufflenet_det.compat` (each only where its problem exists), registers the backbones,
+necks, heads and detectors in mmdet's ``MODELS`` and the crash-safe checkpoint hook in ``HOOKS``, adds the
+``shufflenet_det`` config scope (:mod:`shufflenet_det.registry`) and the ``shufflenet_det://`` checkpoint prefix
+(published weights by name: :mod:`shufflenet_det.weights`). When mmdeploy is imported already (mmdeploy's own
+``tools/deploy.py`` imports it before the model config's ``custom_imports``), the lite head's mmdeploy rewriter is
+registered too.
+
+On a board without torch only :mod:`shufflenet_det.runtime` is usable: when torch is not installed the package
+registers nothing, and the torch-free runtime imports as usual.
 """
-from . import compat
+import importlib.util
+import sys
+
 from .version import __version__
 
-compat.apply()
+if importlib.util.find_spec('torch') is None:  # a board: the torch-free runtime only
+    __all__ = ['__version__']
+else:
+    from . import compat
 
-# Registration runs after the fixes above (the imports below build mmdet's registries).
-from . import engine, models, registry, weights  # noqa: E402,F401,I001
+    compat.apply()
 
-weights.register_scheme()
+    # Registration runs after the fixes above (the imports below build mmdet's registries).
+    from . import engine, models, registry, weights  # noqa: E402,F401,I001
 
-__all__ = ['__version__', 'compat', 'engine', 'models', 'registry', 'weights']
+    weights.register_scheme()
+    if 'mmdeploy' in sys.modules:
+        from .deploy import compat_mmdeploy
+        compat_mmdeploy.register_lite_rewriter()
+
+    __all__ = ['__version__', 'compat', 'engine', 'models', 'registry', 'weights']

@@ -1,107 +1,25 @@
-"""Fixes that let mmdeploy 1.3.1 (last release, built for torch <= 2.1) export on torch 2.13.
+"""mmdeploy in this project's processes: the torch fixes of :mod:`shufflenet_det.compat.mmdeploy` plus the rewriter
+of the lite detectors' head.
 
-Call :func:`apply` before using mmdeploy. ``shufflenet_det.compat.apply()`` (run by ``import shufflenet_det``) may call
-``apply()``: it then installs fixes 1 and 2, which are cheap and do not import mmdeploy; fix 3 needs mmdeploy's
-rewriter registry and is installed when mmdeploy is already imported or with ``apply(import_mmdeploy=True)``, as
-``tools/deploy/mmdeploy_deploy.py`` does. Every fix is idempotent, touches nothing when mmdeploy is not installed,
-and names the upstream change it works around:
-
-1. ``torch.onnx.export`` defaults to the dynamo exporter since torch 2.9 (pytorch/pytorch#159646, "[ONNX] Default to
-   dynamo export"). mmdeploy's ``apis/onnx/export.py`` calls ``torch.onnx.export`` without ``dynamo`` and relies on
-   the TorchScript exporter (its rewriters patch traced functions and TorchScript symbolics; the dynamo path also
-   needs onnxscript). The fix wraps ``torch.onnx.export`` so that calls *coming from mmdeploy's modules* that do not
-   pass ``dynamo`` get ``dynamo=False``; every other caller keeps torch's default.
-2. ``torch.onnx.symbolic_opset9._cast_Long`` was removed with the other deprecated ``_cast_*`` helpers
-   (pytorch/pytorch#164641, "Remove long-deprecated casting functions"). mmdeploy's ``mmcv/ops/roi_align.py``
-   symbolic imports it to cast RoI batch indices (two-stage detectors). The stand-in emits the same ONNX ``Cast`` to
-   INT64.
-3. torch 2.13 moved the TorchScript exporter to ``torch.onnx._internal.torchscript_exporter`` and keeps
-   ``torch.onnx.utils`` as a re-export (same refactor as 1.). mmdeploy's ``model_to_graph__custom_optimizer`` rewriter
-   patches ``torch.onnx.utils._model_to_graph``, which the exporter no longer calls, so mmdeploy's ONNX passes (the
-   opset >= 13 Squeeze/Unsqueeze fix, ``optimize=True`` passes) would silently not run. The fix registers the same
-   rewriter for the function the exporter really calls.
-
-Not a torch fix, installed under the same condition as 3: :func:`register_lite_rewriter` imports
-:mod:`.mmdeploy_lite`, which registers the rewriter of ``LiteGFLHead.predict_by_feat`` (mmdeploy's generic
-``BaseDenseHead`` rewriter cannot decode the lite head), so that any deploy config - mmdeploy's own too - exports a
-lite detector whose model config imports ``shufflenet_det``.
+:func:`apply` with ``import_mmdeploy=True`` is what the project's mmdeploy tool calls before using mmdeploy. The lite
+head's rewriter (:mod:`.mmdeploy_lite`; mmdeploy's generic ``BaseDenseHead`` rewriter cannot decode the lite head) is
+registered by :func:`register_lite_rewriter`, which ``import shufflenet_det`` also calls when mmdeploy is imported
+already - mmdeploy's own ``tools/deploy.py`` imports mmdeploy before the model config's ``custom_imports``, so its
+deploy configs export a lite detector whose model config only imports ``shufflenet_det``.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
+import importlib
 import sys
-from typing import Any, Callable
 
-_APPLIED = False
-_INTERNAL_MODEL_TO_GRAPH = 'torch.onnx._internal.torchscript_exporter.utils._model_to_graph'
+from ..compat.mmdeploy import _INTERNAL_MODEL_TO_GRAPH, is_applied, mmdeploy_available, wrapped_callable
+from ..compat.mmdeploy import apply as apply_torch_fixes
+
 #: The method that :mod:`.mmdeploy_lite` rewrites.
 LITE_PREDICT_BY_FEAT = 'shufflenet_det.models.dense_heads.lite_gfl_head.LiteGFLHead.predict_by_feat'
 
-
-def mmdeploy_available() -> bool:
-    """True when the mmdeploy package is installed."""
-    return importlib.util.find_spec('mmdeploy') is not None
-
-
-def _called_from_mmdeploy(depth: int = 2) -> bool:
-    frame = sys._getframe(depth)
-    return str(frame.f_globals.get('__name__', '')).startswith('mmdeploy.')
-
-
-def fix_onnx_export_default_exporter() -> bool:
-    """Fix 1 (pytorch/pytorch#159646): mmdeploy's ``torch.onnx.export`` calls use the TorchScript exporter."""
-    import inspect
-
-    import torch.onnx
-    current = torch.onnx.export
-    if getattr(current, '_shufflenet_det_torchscript_for_mmdeploy', False):
-        return False
-    dynamo = inspect.signature(current).parameters.get('dynamo')
-    if dynamo is None or dynamo.default is not True:  # torch < 2.9: the TorchScript exporter is the default
-        return False
-
-    @functools.wraps(current)
-    def export(*args: Any, **kwargs: Any) -> Any:
-        if 'dynamo' not in kwargs and _called_from_mmdeploy():
-            kwargs['dynamo'] = False
-        return current(*args, **kwargs)
-
-    export._shufflenet_det_torchscript_for_mmdeploy = True  # type: ignore[attr-defined]
-    torch.onnx.export = export
-    return True
-
-
-def cast_long_symbolic(g: Any, input: Any, non_blocking: Any = None) -> Any:
-    """Stand-in for the removed ``symbolic_opset9._cast_Long``: ONNX ``Cast(to=INT64)``."""
-    from torch.onnx import TensorProtoDataType
-    return g.op('Cast', input, to_i=int(TensorProtoDataType.INT64))
-
-
-def fix_cast_long() -> bool:
-    """Fix 2 (pytorch/pytorch#164641): provide ``symbolic_opset9._cast_Long`` where it is gone."""
-    import torch.onnx.symbolic_opset9 as opset9
-    if hasattr(opset9, '_cast_Long'):
-        return False
-    opset9._cast_Long = cast_long_symbolic
-    return True
-
-
-def fix_model_to_graph_rewriter() -> bool:
-    """Fix 3: register mmdeploy's ``_model_to_graph`` rewriter for the function torch 2.13 really calls."""
-    if not mmdeploy_available():
-        return False
-    try:
-        import torch.onnx._internal.torchscript_exporter.utils  # noqa: F401
-    except ImportError:  # older torch: mmdeploy's own registration works
-        return False
-    from mmdeploy.apis.onnx.optimizer import model_to_graph__custom_optimizer
-    from mmdeploy.core import FUNCTION_REWRITER
-    records = FUNCTION_REWRITER._registry._rewrite_records  # noqa: SLF001
-    if _INTERNAL_MODEL_TO_GRAPH in records:
-        return False
-    FUNCTION_REWRITER.register_rewriter(_INTERNAL_MODEL_TO_GRAPH)(model_to_graph__custom_optimizer)
-    return True
+__all__ = ['LITE_PREDICT_BY_FEAT', 'apply', 'is_applied', 'mmdeploy_available', 'register_lite_rewriter',
+           'wrapped_callable', '_INTERNAL_MODEL_TO_GRAPH']
 
 
 def register_lite_rewriter() -> bool:
@@ -117,27 +35,9 @@ def register_lite_rewriter() -> bool:
 
 
 def apply(import_mmdeploy: bool = False) -> dict[str, bool]:
-    """Apply the fixes (idempotent); returns which ones changed something in this call.
-
-    Fix 3 is only installed when mmdeploy is imported already or ``import_mmdeploy`` is True, so that calling this
-    from ``import shufflenet_det`` never pays for importing mmdeploy.
-    """
-    global _APPLIED
-    if not mmdeploy_available():
-        return {}
-    done = dict(onnx_export_dynamo_false=fix_onnx_export_default_exporter(), cast_long=fix_cast_long())
-    if import_mmdeploy or 'mmdeploy' in sys.modules:
-        done['model_to_graph_rewriter'] = fix_model_to_graph_rewriter()
+    """The torch fixes (:func:`shufflenet_det.compat.mmdeploy.apply`) and, when mmdeploy is imported already or
+    ``import_mmdeploy`` is True, the lite head's rewriter; returns which ones changed something in this call."""
+    done = apply_torch_fixes(import_mmdeploy)
+    if done and (import_mmdeploy or 'mmdeploy' in sys.modules):
         done['lite_head_rewriter'] = register_lite_rewriter()
-    _APPLIED = True
     return done
-
-
-def is_applied() -> bool:
-    """Whether :func:`apply` ran in this process."""
-    return _APPLIED
-
-
-def wrapped_callable(fn: Callable) -> bool:
-    """True for the ``torch.onnx.export`` wrapper installed by fix 1 (for tests and diagnostics)."""
-    return bool(getattr(fn, '_shufflenet_det_torchscript_for_mmdeploy', False))

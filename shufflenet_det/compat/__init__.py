@@ -20,7 +20,7 @@ patches is missing - and names the upstream issue it works around.
   with the gloo backend cannot start (last reworked upstream in open-mmlab/mmengine#973, which kept it
   unconditional). :func:`allow_cpu_distributed` skips only that call, only while one of those launchers runs, and
   only when CUDA is unavailable.
-* mmdeploy 1.3.1 on torch >= 2.9: :mod:`shufflenet_det.deploy.compat_mmdeploy` (pytorch/pytorch#159646 made the
+* mmdeploy 1.3.1 on torch >= 2.9: :mod:`.mmdeploy` (pytorch/pytorch#159646 made the
   dynamo exporter the default; pytorch/pytorch#164641 removed ``symbolic_opset9._cast_Long``; the TorchScript
   exporter moved to ``torch.onnx._internal``), applied from here; each of its fixes checks for its own problem.
 * ``shufflenet_det::`` config names. mmengine 0.10.x resolves ``pkg::path`` base configs only for the OpenMMLab
@@ -50,7 +50,7 @@ def allow_mmengine_checkpoints() -> None:
     local-file checkpoint loader through the project's safe reader, which passes ``weights_only=True`` explicitly
     (or, on older torch, reads through a restricted unpickler).
     """
-    from .utils import checkpoint
+    from ..utils import checkpoint
     checkpoint.install_safe_globals()
     checkpoint.install_mmengine_loader()
 
@@ -117,7 +117,7 @@ def register_config_package() -> None:
         # not have; the imported package knows where it is.
         if package == 'shufflenet_det':
             import os
-            return os.path.dirname(os.path.abspath(__file__))
+            return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # shufflenet_det/
         return current(package)
 
     get_installed_path._shufflenet_det_aware = True  # type: ignore[attr-defined]
@@ -143,7 +143,7 @@ def apply() -> None:
     register_config_package()
     check_torchvision()
     # mmdeploy 1.3.1 on torch 2.13 (TorchScript exporter, the removed _cast_Long, its _model_to_graph rewriter):
-    # see shufflenet_det/deploy/compat_mmdeploy.py; cheap, and a no-op when mmdeploy is not installed.
-    from .deploy import compat_mmdeploy
-    compat_mmdeploy.apply()
+    # cheap, and a no-op when mmdeploy is not installed.
+    from . import mmdeploy
+    mmdeploy.apply()
     _APPLIED = True
