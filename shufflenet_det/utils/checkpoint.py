@@ -401,6 +401,25 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], s
                               + ' - is it a checkpoint of another model, width or number of classes?')
 
 
+#: Checks of a module's ``Pretrained`` ``init_cfg`` run before mmengine loads anything (the backbones call
+#: :func:`run_pretrained_checks` in ``init_weights``). Packages above this layer register theirs - the published
+#: weights by name (:mod:`shufflenet_det.weights`) check that a ``shufflenet_det://`` entry fits the backbone - so the
+#: models never import them.
+_PRETRAINED_CHECKS: list[Callable[[nn.Module], None]] = []
+
+
+def register_pretrained_check(check: Callable[[nn.Module], None]) -> None:
+    """Run ``check(module)`` on every module whose ``init_cfg`` is about to load weights (idempotent)."""
+    if check not in _PRETRAINED_CHECKS:
+        _PRETRAINED_CHECKS.append(check)
+
+
+def run_pretrained_checks(module: nn.Module) -> None:
+    """Every registered check of ``module.init_cfg`` (each raises a ValueError naming what does not fit)."""
+    for check in _PRETRAINED_CHECKS:
+        check(module)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str | None = None, strict: bool = True,
                  what: str = 'checkpoint') -> nn.Module:
     """Load the weights of ``path`` into ``model`` (every key and shape must match unless ``strict=False``)."""

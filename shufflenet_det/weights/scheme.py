@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from torch import nn
 
-from ..utils.checkpoint import CheckpointError
+from ..utils.checkpoint import CheckpointError, register_pretrained_check
 from ..utils.io import file_sha256
 from .entries import SCHEME, WeightEntry, get_entry, known_names
 from .fetch import DownloadError, cache_lock, download, hash_matches
@@ -318,9 +318,11 @@ def load_named_checkpoint(filename: str, map_location: Any = None) -> Any:
 
 
 def register_scheme() -> None:
-    """Register :func:`load_named_checkpoint` for ``shufflenet_det://`` with mmengine (idempotent)."""
+    """Register :func:`load_named_checkpoint` for ``shufflenet_det://`` with mmengine and :func:`check_init_cfg` as a
+    pretrained check of the backbones (idempotent)."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes=SCHEME, loader=load_named_checkpoint, force=True)
+    register_pretrained_check(check_init_cfg)
 
 
 def is_named(checkpoint: Any) -> bool:

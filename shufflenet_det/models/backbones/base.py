@@ -30,6 +30,7 @@ from mmengine.model import BaseModule, constant_init, kaiming_init, normal_init
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...utils.checkpoint import run_pretrained_checks
 from ..layers import conv_norm_act, fold_batchnorm
 from .validation import check_cfg_type, check_frozen_stages, check_out_indices
 
@@ -165,11 +166,11 @@ class ShuffleBackboneBase(BaseModule):
         """Pretrained weights through ``init_cfg``; otherwise He init for convs, unit BN, small normal for linear.
 
         Weights named ``shufflenet_det://...`` are first checked against this backbone (type, width, groups, arch,
-        layout: :func:`shufflenet_det.weights.check_init_cfg`), so another variant's weights are an error naming
+        layout: :func:`shufflenet_det.weights.check_init_cfg`, registered as a pretrained check of
+        :mod:`shufflenet_det.utils.checkpoint`), so another variant's weights are an error naming
         both instead of a partial load."""
         if self.init_cfg is not None:
-            from ...weights import check_init_cfg
-            check_init_cfg(self)
+            run_pretrained_checks(self)
             super().init_weights()
             return
         for m in self.modules():
