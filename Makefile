@@ -1,13 +1,14 @@
 # The two README commands. Both run the idempotent set-up first (seconds once installed).
 #   make main   set-up, mini COCO dataset, train + evaluate RetinaNet-ShuffleNetV2 on CPU
-#   make test   set-up, lint (ruff), the full test suite on the pinned stack, then the compatibility suite on the
-#               OpenMMLab-standard stack (torch 2.1.2 + torchvision 0.16.2, numpy 1.x, mmpretrain)
-# Parts: make test-pinned, make test-openmmlab, make lint.
+#   make test   set-up, lint (ruff + mypy), the full test suite on the pinned stack, then the compatibility suite on
+#               the OpenMMLab-standard stack (torch 2.1.2 + torchvision 0.16.2, numpy 1.x, mmpretrain)
+# Parts: make test-pinned, make test-openmmlab, make lint (ruff + mypy, configured in pyproject.toml),
+#        make test-fast (lint, then the pinned suite without the tests marked `slow`).
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
 PY_OPENMMLAB := $(CURDIR)/.venv-openmmlab/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-openmmlab lint test test-pinned test-openmmlab main
+.PHONY: setup setup-openmmlab lint test test-fast test-pinned test-openmmlab main
 setup:
 	bash tools/setup.sh
 
@@ -16,9 +17,14 @@ setup-openmmlab:
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-pinned: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The pinned suite without the long tests (marked `slow`, pyproject.toml).
+test-fast: lint
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 # The compatibility suite: the tests marked `compat` (pyproject.toml), on the openmmlab stack. Only the modules that
 # hold such tests are collected (the others import deploy packages - ncnn, pnnx, mmdeploy - that stack does not have).

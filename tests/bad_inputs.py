@@ -131,9 +131,8 @@ def run_in_process(tool: ModuleType, argv: list[str], capsys) -> subprocess.Comp
     """``tool.main(argv)`` under the tool's own ``run_main``: exit status, stdout, stderr (argparse's exit included;
     any other exception escapes, as a traceback would)."""
     capsys.readouterr()
-    run_main = tool.run_main if hasattr(tool, 'run_main') else tool._RUNNER.run_main  # onnx_runner: the board's own
     try:
-        code = run_main(tool.main, argv)
+        code = tool.run_main(tool.main, argv)
     except SystemExit as exc:  # argparse: usage + 'error: ...' on stderr, exit 2
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()

@@ -27,28 +27,33 @@ from typing import Optional, Sequence
 # explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python tools/main_job.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
-from mmengine.config import DictAction  # noqa: E402
-
 from shufflenet_det.apps.mini_job import MINI_CONFIGS, format_table, mini_config, run_job  # noqa: E402
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.utils.cli import (  # noqa: E402
+    add_cfg_options_arg,
+    add_config_arg,
+    add_overwrite_arg,
+    add_work_dir_arg,
+    check_output_dir,
+    fail,
+    run_main,
+    tool_parser,
+)
+
+#: The repository whose configs/ the job trains.
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser(__doc__.split('\n\n')[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', choices=sorted(MINI_CONFIGS),
                    help='which mini config to train (default: retinanet; not together with --config)')
-    p.add_argument('--config', help='train this config instead of a --model (not together with --model)')
+    add_config_arg(p, 'train this config instead of a --model (not together with --model)', option=True)
     p.add_argument('--data-root', default='data/mini_coco',
                    help='where the mini dataset is: generated if absent, reused if it is the one the job needs')
-    p.add_argument('--overwrite', action='store_true',
-                   help='replace a dataset of another spec (other image counts, sizes, seed ...) generated earlier '
-                        'at --data-root; without it the job refuses to touch it')
-    p.add_argument('--work-dir', help='output folder (default: work_dirs/main_job/<config name>)')
+    add_overwrite_arg(p, 'replace a dataset of another spec (other image counts, sizes, seed ...) generated earlier '
+                         'at --data-root; without it the job refuses to touch it')
+    add_work_dir_arg(p, 'output folder (default: work_dirs/main_job/<config name>)')
     p.add_argument('--target-map', type=float, default=0.5,
                    help='exit with status 1 when the bbox mAP ends below this, a number in [0, 1] (0 disables the '
                         'check)')
@@ -57,7 +62,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'written all the same, with "picture": null)')
     p.add_argument('--threads', type=int, help='torch CPU threads, >= 1 (default: torch\'s choice, one per core)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted job from its last checkpoint')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    add_cfg_options_arg(p, 'override config settings, key=value')
     return p.parse_args(argv)
 
 
@@ -80,7 +85,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = args.config or mini_config(args.model or 'retinanet', REPO / 'configs')
     name = os.path.splitext(os.path.basename(config))[0]
     work_dir = args.work_dir or os.path.join('work_dirs', 'main_job', name)
-    from shufflenet_det.deploy.cli import check_output_dir
     check_output_dir(work_dir, '--work-dir')  # before the dataset is generated: a bad work dir leaves nothing
     from shufflenet_det.apps.launch import PretrainedWeightsMissing
     from shufflenet_det.datasets import DatasetCheckError

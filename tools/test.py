@@ -17,32 +17,25 @@ import os
 import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from mmengine.config import DictAction  # noqa: E402
-
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.utils.cli import add_cfg_options_arg, add_launcher_args, add_work_dir_arg, run_main, tool_parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector (MMDetection 3.x + shufflenet_det)')
-    parser.add_argument('config', help='test config file path')
+    parser = tool_parser('Test (and evaluate) a detector (MMDetection 3.x + shufflenet_det)',
+                         config='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file of the config\'s model (read with weights_only=True)')
     parser.add_argument('--partial-load', action='store_true',
                         help='evaluate even if the checkpoint fits the model only partly (another class count, '
                              'width ...): the matching weights are loaded, the others keep their initialisation and '
                              'the mismatch is logged as a warning. Without it a mismatch is an error')
-    parser.add_argument('--work-dir', help='the dir to save the metrics (default: work_dirs/<config name>)')
+    add_work_dir_arg(parser, 'the dir to save the metrics (default: work_dirs/<config name>)')
     parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show the predictions in a window')
     parser.add_argument('--show-dir', help='save images drawn with the predictions into work_dir/<timestamp>/'
                                            '<show-dir>')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each image is shown with --show')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs, e.g. test_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher (tools/dist_test.sh sets pytorch)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options_arg(parser, 'override config settings, key=value pairs, e.g. test_dataloader.batch_size=4')
+    add_launcher_args(parser, 'job launcher (tools/dist_test.sh sets pytorch)')
     args = parser.parse_args(argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out {args.out!r} must be a .pkl or .pickle file')

@@ -19,17 +19,15 @@ import os
 import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from mmengine.config import DictAction  # noqa: E402
-
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.utils.cli import run_main, tool_parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a detector (MMDetection 3.x + shufflenet_det)')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models (default: work_dirs/<config name>)')
+    parser = tool_parser('Train a detector (MMDetection 3.x + shufflenet_det)', config='train config file path',
+                         work_dir='the dir to save logs and models (default: work_dirs/<config name>)',
+                         cfg_options='override config settings, key=value pairs, e.g. train_cfg.max_epochs=2 '
+                                     '"optim_wrapper.optimizer.lr=0.005"; lists as key="[a,b]"',
+                         launcher='job launcher (tools/dist_train.sh sets pytorch)')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training (needs a CUDA, NPU, MLU or MUSA device: '
                              "mmengine's AmpOptimWrapper; refused on a CPU-only machine)")
@@ -43,12 +41,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              'fit the model only partly (another class count, width ...): the matching weights are '
                              'loaded, the others keep their initialisation and the mismatch is logged as a warning. '
                              'Without it a mismatch is an error')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs, e.g. '
-                             'train_cfg.max_epochs=2 "optim_wrapper.optimizer.lr=0.005"; lists as key="[a,b]"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher (tools/dist_train.sh sets pytorch)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
 

@@ -11,12 +11,13 @@ Element-wise ops (activations, adds, concat, channel shuffle, max/avg pooling) a
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, cast
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from torch import nn
 
+from ..models.backbones.base import ShuffleBackboneBase
 from ..utils.build import build_backbone
 from ..utils.predict import tensor_mode
 
@@ -130,13 +131,14 @@ class ImageClassifier(nn.Module):
         return self.fc(feat.mean((2, 3)))
 
 
-def last_output_backbone(backbone_cfg: Mapping[str, Any]) -> nn.Module:
+def last_output_backbone(backbone_cfg: Mapping[str, Any]) -> ShuffleBackboneBase:
     """The backbone of ``backbone_cfg`` (built by :func:`shufflenet_det.utils.build.build_backbone`) returning only
-    its last output (``out_indices=(last,)``), as the ImageNet classifier of the papers uses it."""
+    its last output (``out_indices=(last,)``), as the ImageNet classifier of the papers uses it. The type is a
+    ShuffleNet family's (the output indices and widths are :class:`ShuffleBackboneBase`'s)."""
     if not isinstance(backbone_cfg, Mapping):
         raise ValueError(f'backbone_cfg={backbone_cfg!r} must be a dict with a "type" key')
-    probe = build_backbone({**backbone_cfg, 'out_indices': (0,)})
-    return build_backbone({**backbone_cfg, 'out_indices': (probe.num_outputs - 1,)})
+    probe = cast(ShuffleBackboneBase, build_backbone({**backbone_cfg, 'out_indices': (0,)}))
+    return cast(ShuffleBackboneBase, build_backbone({**backbone_cfg, 'out_indices': (probe.num_outputs - 1,)}))
 
 
 def classifier_complexity(backbone_cfg: dict,

@@ -5,7 +5,8 @@
 * :mod:`.mini_job` - the mini-COCO job of ``tools/main_job.py``: dataset, CPU training, COCO evaluation, picture,
   ``results.json``;
 * :mod:`.side_by_side` - two mini jobs compared (``tools/analysis_tools/side_by_side.py``);
-* :mod:`.nas_search` - the DetNAS evolutionary search over a trained supernet (``tools/nas/search.py``).
+* :mod:`.nas_search` - the DetNAS evolutionary search over a trained supernet (``tools/nas/search.py``); its
+  settings (the config's ``nas_search`` section) are :mod:`.nas_settings`.
 
 Import the submodules directly; this package imports nothing on its own.
 """

@@ -136,9 +136,10 @@ def check_pretrained_files(cfg: Mapping[str, Any], partial_load: bool = False) -
             continue
         ckpt = init_cfg.get('checkpoint')
         if is_named(ckpt):  # the architecture first: nothing is downloaded for a config naming other weights
-            _check_named_arch(_build_part(model_cfg, where), ckpt, init_cfg.get('prefix'))
-            _check_pretrained_fit(model_cfg, where, str(resolve(ckpt)), init_cfg.get('prefix'), partial_load,
-                                  name=ckpt)
+            name = str(ckpt)
+            _check_named_arch(_build_part(model_cfg, where), name, init_cfg.get('prefix'))
+            _check_pretrained_fit(model_cfg, where, str(resolve(name)), init_cfg.get('prefix'), partial_load,
+                                  name=name)
             continue
         if not isinstance(ckpt, str) or '://' in ckpt:
             continue
@@ -185,14 +186,14 @@ def _check_pretrained_fit(model_cfg: Mapping[str, Any], where: str, ckpt: str, p
 def _build_part(model_cfg: Mapping[str, Any], where: str) -> Any:
     """The model part of ``model_cfg`` whose init_cfg is at ``where``, built (nothing loaded: init_cfg acts in
     ``init_weights()``); None where it cannot be (reported by the model checks that follow) or is a list item."""
-    from mmdet.registry import MODELS
+    from ..utils.build import build_model
     part: Any = model_cfg
     for key in where.split('.')[1:-1]:  # between 'model' and 'init_cfg'; list items ('head[0]') are not checked
         part = part.get(key) if isinstance(part, Mapping) else None
     if not isinstance(part, Mapping) or 'type' not in part:
         return None
     try:
-        return MODELS.build(copy.deepcopy(dict(part)))
+        return build_model(part)
     except (TypeError, KeyError, AssertionError, ValueError):
         return None
 
@@ -297,13 +298,13 @@ def check_backbone_neck_channels(cfg: Mapping[str, Any]) -> None:
     and (for COCO) minutes of start-up. Backbones without ``out_channels`` (mmdet's ResNet ...) and models without a
     neck are not checked. Argument errors of the backbone (ValueError naming the argument) surface here as well.
     """
-    from mmdet.registry import MODELS
+    from ..utils.build import build_model
     model_cfg = cfg.get('model')  # cfg: an mmengine Config (not a Mapping) or a dict
     if not isinstance(model_cfg, Mapping) or not isinstance(model_cfg.get('backbone'), Mapping):
         return
     backbone_cfg = dict(model_cfg['backbone'], init_cfg=None)
     try:
-        backbone = MODELS.build(backbone_cfg)
+        backbone = build_model(backbone_cfg)
     except (TypeError, KeyError, AssertionError) as exc:  # unknown argument / type, mmcv's bare asserts
         raise ModelCheckError(f"model.backbone ({backbone_cfg.get('type')!r}) cannot be built: "
                               f'{type(exc).__name__}: {exc}') from exc
@@ -325,7 +326,7 @@ def start_checkpoint(cfg: Mapping[str, Any]) -> tuple[Optional[str], str]:
         from mmengine.runner import find_latest_checkpoint
         work_dir = cfg.get('work_dir')
         latest = find_latest_checkpoint(work_dir) if work_dir and osp.isdir(work_dir) else None
-        return (str(latest), f'resume checkpoint (from {osp.join(work_dir, "last_checkpoint")})') if latest \
+        return (str(latest), f'resume checkpoint (from {osp.join(str(work_dir), "last_checkpoint")})') if latest \
             else (None, '')
     return (str(load_from), 'load_from checkpoint') if load_from else (None, '')
 
@@ -339,8 +340,7 @@ def check_start_checkpoint(cfg: Mapping[str, Any], partial_load: bool = False) -
     ``shufflenet_det://...`` is fetched and converted first (:func:`shufflenet_det.weights.resolve`) and its cached
     file checked; the Runner then loads it from the cache.
     """
-    from mmdet.registry import MODELS
-
+    from ..utils.build import build_model
     from ..utils.checkpoint import CheckpointError, check_state_dict_fits, extract_state_dict, read_checkpoint
     from ..weights import is_named, resolve
 
@@ -362,7 +362,7 @@ def check_start_checkpoint(cfg: Mapping[str, Any], partial_load: bool = False) -
         state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     except CheckpointError as exc:
         raise ModelCheckError(str(exc)) from exc
-    model = MODELS.build(_model_cfg_without_init(cfg))
+    model = build_model(_model_cfg_without_init(cfg))
     try:
         check_state_dict_fits(model, state, source)
     except CheckpointError as exc:

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def point_config_at(cfg: Config, data_root: str) -> None:
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(key):
             for ds in iter_datasets(cfg[key]['dataset']):
-                ds['data_root'] = root
+                cast(Any, ds)['data_root'] = root  # config dicts, changed in place
     for key in ('val_evaluator', 'test_evaluator'):
         ev = cfg.get(key)
         for item in ev if isinstance(ev, (list, tuple)) else [ev] if ev else []:
@@ -219,11 +219,10 @@ def interleaved_step_times(configs: dict[str, str], data_root: str, rounds: int 
     whatever else ran at the time; stepping the models in turn on the same batch of real training images puts both
     under the same conditions, which makes the ratio meaningful.
     """
-    from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import Runner
 
-    from ..utils.build import load_config, quiet_init_weights
+    from ..utils.build import build_model, load_config
 
     models, wrappers, batch = {}, {}, None
     for name, config in configs.items():
@@ -233,15 +232,14 @@ def interleaved_step_times(configs: dict[str, str], data_root: str, rounds: int 
             loader_cfg = copy.deepcopy(cfg.train_dataloader)
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False)
             batch = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
-        models[name] = MODELS.build(cfg.model)
-        quiet_init_weights(models[name])
+        models[name] = build_model(cfg.model, init=True)
         models[name].train()
         wrappers[name] = build_optim_wrapper(models[name], cfg.optim_wrapper)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for step in range(warmup + rounds):
         for name, model in models.items():
             start = time.perf_counter()
-            model.train_step(batch, wrappers[name])
+            cast(Any, model).train_step(batch, wrappers[name])
             if step >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: round(float(np.median(t)), 4) for name, t in times.items()}

@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         fail(str(exc))
     check_config_argument(args[1:])
-    import shufflenet_det  # noqa: F401  - registers the backbones and the shufflenet_det:: config names
+    # the package's __init__ (run before this module) registered the models and the shufflenet_det:: config names
     sys.argv = [str(path), *args[1:]]
     runpy.run_path(str(path), run_name='__main__')
     return 0

@@ -6,14 +6,7 @@ scored by COCO mAP on a held-out split after recalibrating the BN statistics on 
 (:mod:`shufflenet_det.nas.evaluate`); paths outside the multiply-add budget are never scored
 (:mod:`shufflenet_det.nas.flops`); the population evolves as in SPOS / DetNAS (:mod:`shufflenet_det.nas.evolution`).
 
-``nas_search`` keys (defaults in :data:`DEFAULTS`): the evolution settings of
-:class:`~shufflenet_det.nas.evolution.EvolutionSettings` (``population_size``, ``top_k``, ``num_mutation``,
-``num_crossover``, ``mutation_prob``, ``generations``, ``max_tries``, ``seed``, ``flops_limit``, ``flops_min``);
-``flops_mode`` / ``flops_input`` (what is counted, :data:`~shufflenet_det.nas.flops.FLOPS_MODES`);
-``calib_dataloader`` and ``num_calib_batches`` (BN recalibration on training images); ``val_dataloader`` and
-``val_evaluator`` (the held-out split) and ``metric``; ``references`` (published DetNAS encodings of the same
-layout, scored once for comparison); ``subnet_config`` (the ordinary detector config the found backbone goes into,
-relative to the search config's folder or the current one; ``None``: the search config itself).
+The ``nas_search`` section and its keys: :mod:`.nas_settings`.
 
 Outputs in the work dir, each written atomically:
 
@@ -27,16 +20,32 @@ Outputs in the work dir, each written atomically:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..utils.io import atomic_outputs, file_sha256
+from .nas_settings import (
+                           DEFAULTS,
+                           REQUIRED,
+                           SearchError,
+                           SearchSettings,
+                           check_search_data,
+                           fingerprint,
+                           parse_settings,
+                           reference_paths,
+                           resolve_subnet_config,
+                           to_plain,
+)
+
+__all__ = ['BEST_CHECKPOINT', 'BEST_CONFIG', 'DEFAULTS', 'LOG_FILE', 'PLOT_FILE', 'REQUIRED', 'STATE_FILE',
+           'STATE_VERSION', 'SearchError', 'SearchSettings', 'build_scorer', 'check_budget', 'check_search_data',
+           'default_work_dir', 'export_best', 'fingerprint', 'parse_settings', 'reference_paths',
+           'resolve_subnet_config', 'run_search']
 
 STATE_FILE = 'search_state.json'
 LOG_FILE = 'search_log.json'
@@ -44,163 +53,6 @@ PLOT_FILE = 'search.png'
 BEST_CONFIG = 'best_config.py'
 BEST_CHECKPOINT = 'best_subnet.pth'
 STATE_VERSION = 1
-
-#: Defaults of the ``nas_search`` keys that are not evolution settings (those default to the SPOS values).
-DEFAULTS: dict[str, Any] = dict(flops_mode='classifier', flops_input=224, num_calib_batches=20,
-                                metric='coco/bbox_mAP', references=(), subnet_config=None)
-REQUIRED = ('calib_dataloader', 'val_dataloader', 'val_evaluator')
-
-
-class SearchError(ValueError):
-    """The search cannot run as asked (config, checkpoint, work dir or resume state); the message says why."""
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """The ``nas_search`` section of a config, validated (see module docstring)."""
-
-    evolution: Any  # EvolutionSettings
-    flops_mode: str
-    flops_input: Any
-    num_calib_batches: int
-    metric: str
-    references: tuple
-    subnet_config: Optional[str]
-    calib_dataloader: dict
-    val_dataloader: dict
-    val_evaluator: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d['evolution'] = self.evolution.to_dict()
-        return d
-
-
-def _to_plain(obj: Any) -> Any:
-    """Config values as JSON-ready plain values (tuples -> lists, ConfigDicts -> dicts)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    return obj
-
-
-def resolve_subnet_config(value: Optional[str], config_path: Optional[str]) -> Optional[str]:
-    """``subnet_config`` relative to the search config's folder (as ``_base_``), else to the current folder; package
-    names (``shufflenet_det::...``) as :func:`shufflenet_det.utils.build.resolve_config_path`."""
-    from ..utils.build import resolve_config_path
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise SearchError(f'nas_search.subnet_config={value!r} must be None or a config path')
-    if '::' in value:
-        resolved = resolve_config_path(value)
-        if not os.path.isfile(resolved):
-            raise SearchError(f'nas_search.subnet_config {value!r} does not exist')
-        return value
-    candidates = []
-    if config_path and not os.path.isabs(value):
-        candidates.append(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(config_path)), value)))
-    candidates.append(value)
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise SearchError(f'nas_search.subnet_config {value!r} does not exist (looked for {candidates})')
-
-
-def parse_settings(cfg: Any, config_path: Optional[str] = None) -> SearchSettings:
-    """The validated ``nas_search`` section of ``cfg``; :class:`SearchError` naming the bad key otherwise."""
-    from ..nas.evaluate import check_metric, evaluator_metric_keys
-    from ..nas.evolution import EvolutionSettings
-    from ..nas.flops import FLOPS_MODES
-
-    section = cfg.get('nas_search')
-    if not isinstance(section, Mapping):
-        raise SearchError(f'config {config_path or ""!r} has no nas_search section (a dict of search settings: see '
-                          'configs/nas/ and shufflenet_det/apps/nas_search.py)')
-    section = copy.deepcopy(section.to_dict() if hasattr(section, 'to_dict') else dict(section))  # tuples kept
-    missing = [k for k in REQUIRED if not section.get(k)]
-    if missing:
-        raise SearchError(f'nas_search lacks {missing}: the search needs training images for the BN recalibration '
-                          '(calib_dataloader) and a held-out split with its evaluator (val_dataloader, val_evaluator)')
-    evo_keys = set(EvolutionSettings.__dataclass_fields__)
-    other = set(DEFAULTS) | set(REQUIRED)
-    unknown = sorted(set(section) - evo_keys - other)
-    if unknown:
-        raise SearchError(f'nas_search: unknown keys {unknown}; allowed: {sorted(evo_keys | other)}')
-    try:
-        evolution = EvolutionSettings.from_dict({k: v for k, v in section.items() if k in evo_keys}, 'nas_search')
-    except ValueError as exc:
-        raise SearchError(f'nas_search.{exc}') from None
-    values = {**DEFAULTS, **{k: v for k, v in section.items() if k in other}}
-    if values['flops_mode'] not in FLOPS_MODES:
-        raise SearchError(f"nas_search.flops_mode={values['flops_mode']!r} is not supported; allowed values: "
-                          f'{list(FLOPS_MODES)}')
-    n = values['num_calib_batches']
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise SearchError(f'nas_search.num_calib_batches={n!r} must be an int >= 1')
-    if not isinstance(values['metric'], str) or not values['metric']:
-        raise SearchError(f"nas_search.metric={values['metric']!r} must be a metric name, e.g. 'coco/bbox_mAP'")
-    known = evaluator_metric_keys(values['val_evaluator'])
-    if known is not None:  # other evaluators: checked on the first evaluation (PathScorer)
-        try:
-            check_metric(values['metric'], known)
-        except ValueError as exc:
-            raise SearchError(str(exc)) from None
-    refs = values['references']
-    if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
-        raise SearchError(f'nas_search.references={refs!r} must be a list of published DetNAS names')
-    for name in ('calib_dataloader', 'val_dataloader'):
-        loader = values[name]
-        if not isinstance(loader, Mapping) or not isinstance(loader.get('dataset'), Mapping):
-            raise SearchError(f'nas_search.{name} must be a dataloader dict with a dataset')
-    return SearchSettings(evolution=evolution, flops_mode=values['flops_mode'], flops_input=values['flops_input'],
-                          num_calib_batches=n, metric=values['metric'], references=tuple(refs),
-                          subnet_config=resolve_subnet_config(values['subnet_config'], config_path),
-                          calib_dataloader=dict(values['calib_dataloader']),
-                          val_dataloader=dict(values['val_dataloader']), val_evaluator=values['val_evaluator'])
-
-
-def reference_paths(space: Any, names: Sequence[str]) -> list[tuple[str, tuple[int, ...]]]:
-    """``(name, path)`` of published DetNAS encodings of the space's layout; SearchError for another layout."""
-    from ..models.backbones.archs.searched import DETNAS_ARCHS
-    out = []
-    for name in names:
-        if name not in DETNAS_ARCHS:
-            raise SearchError(f'nas_search.references: {name!r} is not a published DetNAS encoding; allowed: '
-                              f'{list(DETNAS_ARCHS)}')
-        arch = DETNAS_ARCHS[name]
-        layout = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items() if k != 'choices'}
-        if layout != space.layout():
-            raise SearchError(f'nas_search.references: {name!r} has the layout {layout}, not the search space\'s '
-                              f'{space.layout()}')
-        out.append((name, space.check_path(arch['choices'])))
-    return out
-
-
-def check_search_data(settings: SearchSettings) -> None:
-    """The calibration and held-out data exist and are readable (before any model is built)."""
-    from ..datasets import DatasetCheckError, check_config_data
-    probe = dict(train_dataloader=settings.calib_dataloader, val_dataloader=settings.val_dataloader,
-                 val_evaluator=settings.val_evaluator)
-    try:
-        check_config_data(probe, ('train', 'val'))
-    except DatasetCheckError as exc:
-        raise SearchError(f'search data (nas_search.calib_dataloader / val_dataloader / val_evaluator): {exc}\n'
-                          'The held-out split is made from the training annotations with '
-                          'tools/nas/split_coco.py') from None
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(_to_plain(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def fingerprint(cfg: Any, settings: SearchSettings, checkpoint_sha: str) -> dict[str, str]:
-    """What a resumed search must share with the search it continues (``generations`` may grow)."""
-    d = settings.to_dict()
-    d['evolution'] = {k: v for k, v in d['evolution'].items() if k != 'generations'}
-    return dict(model=_digest(cfg.model), settings=_digest(d), checkpoint=checkpoint_sha)
-
 
 def default_work_dir(config: str) -> str:
     return os.path.join('work_dirs', 'nas_search', os.path.splitext(os.path.basename(config))[0])
@@ -212,17 +64,16 @@ def build_scorer(cfg: Any, settings: SearchSettings, state_dict: Mapping[str, An
     ``state_dict`` (every key and shape must fit: :class:`~shufflenet_det.utils.checkpoint.CheckpointError` naming
     ``source`` otherwise; SyncBN reverted to BN), the calibration and held-out loaders and the evaluator of
     ``settings``."""
-    from mmdet.registry import MODELS
     from mmengine.evaluator import Evaluator
-    from mmengine.model import revert_sync_batchnorm
     from mmengine.runner import Runner
 
     from ..nas.evaluate import PathScorer, quiet
+    from ..utils.build import build_model
     from ..utils.checkpoint import check_state_dict_fits
 
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg['backbone']['init_cfg'] = None
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model = build_model(model_cfg, revert_sync_bn=True)
     check_state_dict_fits(model, state_dict, source)
     model.load_state_dict(dict(state_dict), strict=True)
     model.eval()
@@ -281,24 +132,12 @@ def _summary_line(state: Any, total_generations: int, elapsed: float) -> str:
     return text + f'; {elapsed:.0f} s in all'
 
 
-def run_search(config: str,
-               checkpoint: str,
-               work_dir: Optional[str] = None,
-               resume: bool = False,
-               cfg_options: Optional[Mapping[str, Any]] = None,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or, with ``resume``, continue) the search of ``config`` over the supernet weights ``checkpoint``; return
-    the summary (also in ``search_log.json``). Every problem found before the search starts raises
-    :class:`SearchError` (or :class:`~shufflenet_det.utils.checkpoint.CheckpointError`) naming it."""
-    from mmengine.utils import ProgressBar
-
+def _load_search(config: str, cfg_options: Optional[Mapping[str, Any]]) -> tuple[Any, SearchSettings, Any, list]:
+    """``(cfg, settings, space, references)`` of the search ``config``: the loaded config, its ``nas_search``
+    settings, the supernet's search space and the reference paths; :class:`SearchError` naming what is wrong."""
     from ..models.backbones.detnas_supernet import SearchSpace
-    from ..nas.evolution import EvolutionarySearch, SearchState, path_key
-    from ..nas.flops import PathFlops
     from ..utils.build import ConfigError, load_config
-    from ..utils.checkpoint import read_state_dict
 
-    start = time.perf_counter()
     try:
         cfg = load_config(config, cfg_options)
     except ConfigError as exc:
@@ -312,10 +151,13 @@ def run_search(config: str,
         space = SearchSpace.build(backbone.get('space', '300M'))
     except ValueError as exc:
         raise SearchError(f'model.backbone: {exc}') from None
-    references = reference_paths(space, settings.references)
+    return cfg, settings, space, reference_paths(space, settings.references)
 
-    work = Path(work_dir or default_work_dir(config))
-    state_file, log_file, plot_file = work / STATE_FILE, work / LOG_FILE, work / PLOT_FILE
+
+def _check_work_dir(work: Path, resume: bool, checkpoint: str, config: str) -> None:
+    """SearchError unless ``work`` holds a search exactly when ``resume`` asks to continue one, and the supernet
+    ``checkpoint`` exists."""
+    state_file = work / STATE_FILE
     if state_file.exists() and not resume:
         raise SearchError(f'{str(work)!r} already holds a search ({STATE_FILE}): pass --resume to continue it, or '
                           'choose another --work-dir')
@@ -324,102 +166,176 @@ def run_search(config: str,
     if not os.path.isfile(checkpoint):
         raise SearchError(f'supernet checkpoint {checkpoint!r} does not exist (train the supernet first: '
                           f'python tools/train.py {config})')
-    check_search_data(settings)
 
-    print_fp = fingerprint(cfg, settings, file_sha256(checkpoint))
 
-    saved: dict[str, Any] = {}  # a corrupt or foreign resume state fails here, before the supernet is built
-    if resume:
-        try:
-            saved = json.loads(state_file.read_text(encoding='utf-8'))
-            if saved.get('version') != STATE_VERSION:
-                raise ValueError(f"version {saved.get('version')!r} (this tool writes {STATE_VERSION})")
-            state = SearchState.from_dict(saved['search']).check(space)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SearchError(f'--resume: {str(state_file)!r} is not a readable search state: {exc}') from None
-        differ = [k for k, v in print_fp.items() if saved.get('fingerprint', {}).get(k) != v]
-        if differ:
-            raise SearchError(f'--resume: the {", ".join(differ)} differ from the search in {str(work)!r} '
-                              '(only nas_search.generations may change when continuing); use the same config and '
-                              'supernet checkpoint, or start a new search in another --work-dir')
+def _read_resume_state(work: Path, space: Any, print_fp: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+    """``(saved, state)``: the ``search_state.json`` document of ``work`` and its search state, checked against the
+    space and the fingerprint of this search; SearchError when it is corrupt or of another search."""
+    from ..nas.evolution import SearchState
 
-    counter = PathFlops(cfg.model, settings.flops_mode, settings.flops_input)
-    check_budget(space, counter, settings.evolution.flops_limit)
-    state_dict = read_state_dict(checkpoint, what='supernet checkpoint')
-    scorer = build_scorer(cfg, settings, state_dict, f'supernet checkpoint {checkpoint!r}')
-    import torch
-    log(f'[nas search] space {space.layout()} ({space.num_blocks} units, {space.size:.3g} paths); supernet '
-        f'{checkpoint}; work dir {work}; torch threads {torch.get_num_threads()}')
-    search = EvolutionarySearch(space, settings.evolution, counter, scorer)
-    evo = settings.evolution
-    elapsed_before = float(saved.get('elapsed_seconds', 0.0)) if resume else 0.0
+    state_file = work / STATE_FILE
+    try:
+        saved = json.loads(state_file.read_text(encoding='utf-8'))
+        if saved.get('version') != STATE_VERSION:
+            raise ValueError(f"version {saved.get('version')!r} (this tool writes {STATE_VERSION})")
+        state = SearchState.from_dict(saved['search']).check(space)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SearchError(f'--resume: {str(state_file)!r} is not a readable search state: {exc}') from None
+    differ = [k for k, v in print_fp.items() if saved.get('fingerprint', {}).get(k) != v]
+    if differ:
+        raise SearchError(f'--resume: the {", ".join(differ)} differ from the search in {str(work)!r} '
+                          '(only nas_search.generations may change when continuing); use the same config and '
+                          'supernet checkpoint, or start a new search in another --work-dir')
+    return saved, state
 
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - start
 
-    if resume:
-        refs = saved.get('references', [])
-        log(f'[nas search] resuming after generation {state.generation} of {evo.generations} '
-            f'({len(state.candidates)} candidates scored)')
-    else:
-        refs = []
+@dataclass
+class _SearchRun:
+    """One search in progress (the steps of :func:`run_search`): its inputs, the evolution state and the files of
+    the work dir, rewritten after every generation."""
+
+    config: str
+    checkpoint: str
+    cfg: Any
+    settings: SearchSettings
+    space: Any
+    work: Path
+    print_fp: dict[str, str]
+    log: Callable[[str], None]
+    start: float
+    elapsed_before: float = 0.0
+    refs: list = field(default_factory=list)
+    state: Any = None
+    counter: Any = None
+    scorer: Any = None
+    search: Any = None
+
+    def elapsed(self) -> float:
+        """Seconds of this search, those of the runs it continues included."""
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def build(self) -> None:
+        """The multiply-add counter (the budget checked), the supernet scorer and the evolution."""
+        import torch
+
+        from ..nas.evolution import EvolutionarySearch
+        from ..nas.flops import PathFlops
+        from ..utils.checkpoint import read_state_dict
+
+        self.counter = PathFlops(self.cfg.model, self.settings.flops_mode, self.settings.flops_input)
+        check_budget(self.space, self.counter, self.settings.evolution.flops_limit)
+        state_dict = read_state_dict(self.checkpoint, what='supernet checkpoint')
+        self.scorer = build_scorer(self.cfg, self.settings, state_dict, f'supernet checkpoint {self.checkpoint!r}')
+        self.log(f'[nas search] space {self.space.layout()} ({self.space.num_blocks} units, {self.space.size:.3g} '
+                 f'paths); supernet {self.checkpoint}; work dir {self.work}; torch threads {torch.get_num_threads()}')
+        self.search = EvolutionarySearch(self.space, self.settings.evolution, self.counter, self.scorer)
+
+    def resume_from(self, saved: Mapping[str, Any], state: Any) -> None:
+        """Continue the search of ``saved`` (its state ``state``)."""
+        self.state, self.refs = state, list(saved.get('references', []))
+        self.elapsed_before = float(saved.get('elapsed_seconds', 0.0))
+        self.log(f'[nas search] resuming after generation {state.generation} of {self.settings.evolution.generations} '
+                 f'({len(state.candidates)} candidates scored)')
+
+    def begin(self, references: Sequence[tuple[str, tuple[int, ...]]]) -> None:
+        """Score the reference paths, breed generation 0 and save it: a kill from here on resumes without counting
+        its multiply-adds again."""
+        from ..nas.evolution import path_key
         for name, path in references:
-            result = scorer(path)
-            refs.append(dict(name=name, key=path_key(path), path=list(path), flops=counter(path),
-                             score=result['score'], metrics=result['metrics']))
-            log(f"[nas search] reference {name}: {result['score']:.3f} at {refs[-1]['flops'] / 1e6:.1f}M "
-                'multiply-adds (supernet weights, BN recalibrated)')
-        state = search.initial_state()
+            result = self.scorer(path)
+            self.refs.append(dict(name=name, key=path_key(path), path=list(path), flops=self.counter(path),
+                                  score=result['score'], metrics=result['metrics']))
+            self.log(f"[nas search] reference {name}: {result['score']:.3f} at {self.refs[-1]['flops'] / 1e6:.1f}M "
+                     'multiply-adds (supernet weights, BN recalibrated)')
+        self.state = self.search.initial_state()
+        self.save()
 
-    def payload() -> tuple[dict, dict]:
+    def documents(self) -> tuple[dict, dict]:
+        """``(search_state.json, search_log.json)`` of the search so far."""
+        state = self.state
         best_key = state.top_k[0] if state.top_k else None
-        best = dict(key=best_key, arch=space.arch(state.candidates[best_key]['path']),
+        best = dict(key=best_key, arch=self.space.arch(state.candidates[best_key]['path']),
                     **state.candidates[best_key]) if best_key else None
-        state_doc = dict(version=STATE_VERSION, fingerprint=print_fp, search=state.to_dict(), references=refs,
-                         elapsed_seconds=round(elapsed(), 1))
+        state_doc = dict(version=STATE_VERSION, fingerprint=self.print_fp, search=state.to_dict(), references=self.refs,
+                         elapsed_seconds=round(self.elapsed(), 1))
         log_doc = dict(
-            config=str(config), checkpoint=str(checkpoint), space=space.layout(),
-            settings=_to_plain(settings.to_dict()),
-            generations_done=state.generation, elapsed_seconds=round(elapsed(), 1),
+            config=str(self.config), checkpoint=str(self.checkpoint), space=self.space.layout(),
+            settings=to_plain(self.settings.to_dict()),
+            generations_done=state.generation, elapsed_seconds=round(self.elapsed(), 1),
             candidates=[dict(key=k, **rec) for k, rec in state.candidates.items()],
-            history=state.history, references=refs, top_k=list(state.top_k), best=best)
+            history=state.history, references=self.refs, top_k=list(state.top_k), best=best)
         return state_doc, log_doc
 
-    def save() -> dict:
-        state_doc, log_doc = payload()
-        with atomic_outputs([state_file, log_file], 'search state') as (tmp_state, tmp_log):
+    def save(self) -> dict:
+        """Write the state and the log together (atomically); return the log."""
+        state_doc, log_doc = self.documents()
+        with atomic_outputs([self.work / STATE_FILE, self.work / LOG_FILE], 'search state') as (tmp_state, tmp_log):
             tmp_state.write_text(json.dumps(state_doc, indent=1) + '\n', encoding='utf-8')
             tmp_log.write_text(json.dumps(log_doc, indent=1) + '\n', encoding='utf-8')
         return log_doc
 
-    def plot(log_doc: dict) -> None:
+    def plot(self, log_doc: Mapping[str, Any]) -> None:
+        """``search.png``: mAP against multiply-adds of every candidate so far."""
         from ..nas.plot import plot_search
-        plot_search(log_doc['candidates'], plot_file, evo.generations, evo.flops_limit, evo.flops_min,
-                    best=log_doc['best'], references=refs,
+        evo = self.settings.evolution
+        plot_search(log_doc['candidates'], self.work / PLOT_FILE, evo.generations, evo.flops_limit, evo.flops_min,
+                    best=log_doc['best'], references=self.refs,
                     title=f'DetNAS evolutionary search ({len(log_doc["candidates"])} candidates, '
-                          f'{state.generation} generations)',
-                    score_name=f'{settings.metric} (held-out split)')
+                          f'{self.state.generation} generations)',
+                    score_name=f'{self.settings.metric} (held-out split)')
 
-    if not resume:
-        save()  # generation 0 bred: a kill from here on resumes without counting its multiply-adds again
-    while state.generation < evo.generations:
-        bar = ProgressBar(len(state.population), file=sys.stdout) if state.population else None
-        search.step(state, on_candidate=_progress(bar))
-        if bar is not None:
-            sys.stdout.write('\n')
-        log_doc = save()
-        plot(log_doc)
-        log(_summary_line(state, evo.generations, elapsed()))
-    if not state.top_k:
-        raise SearchError('no path satisfied the multiply-add budget (nas_search.flops_limit / flops_min): nothing '
-                          'was scored')
-    log_doc = save()
-    plot(log_doc)
-    result = export_best(cfg, settings, state, space, scorer, work, config, checkpoint, log_doc)
-    log(f"[nas search] best {result['key']}: {settings.metric} {result['score']:.3f} at "
-        f"{result['flops'] / 1e6:.1f}M multiply-adds -> {result['config']} + {result['checkpoint']} "
-        f'({elapsed():.0f} s in all)')
-    return dict(log_doc, best=result, work_dir=str(work))
+    def evolve(self) -> None:
+        """Run the remaining generations, saving, plotting and logging after each."""
+        from mmengine.utils import ProgressBar
+        generations = self.settings.evolution.generations
+        while self.state.generation < generations:
+            bar = ProgressBar(len(self.state.population), file=sys.stdout) if self.state.population else None
+            self.search.step(self.state, on_candidate=_progress(bar))
+            if bar is not None:
+                sys.stdout.write('\n')
+            self.plot(self.save())
+            self.log(_summary_line(self.state, generations, self.elapsed()))
+
+    def finish(self) -> dict[str, Any]:
+        """Save the final log and plot, export the best path; return the summary."""
+        if not self.state.top_k:
+            raise SearchError('no path satisfied the multiply-add budget (nas_search.flops_limit / flops_min): '
+                              'nothing was scored')
+        log_doc = self.save()
+        self.plot(log_doc)
+        result = export_best(self.cfg, self.settings, self.state, self.space, self.scorer, self.work, self.config,
+                             self.checkpoint, log_doc)
+        self.log(f"[nas search] best {result['key']}: {self.settings.metric} {result['score']:.3f} at "
+                 f"{result['flops'] / 1e6:.1f}M multiply-adds -> {result['config']} + {result['checkpoint']} "
+                 f'({self.elapsed():.0f} s in all)')
+        return dict(log_doc, best=result, work_dir=str(self.work))
+
+
+def run_search(config: str,
+               checkpoint: str,
+               work_dir: Optional[str] = None,
+               resume: bool = False,
+               cfg_options: Optional[Mapping[str, Any]] = None,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) the search of ``config`` over the supernet weights ``checkpoint``; return
+    the summary (also in ``search_log.json``). Every problem found before the search starts raises
+    :class:`SearchError` (or :class:`~shufflenet_det.utils.checkpoint.CheckpointError`) naming it."""
+    start = time.perf_counter()
+    cfg, settings, space, references = _load_search(config, cfg_options)
+    work = Path(work_dir or default_work_dir(config))
+    _check_work_dir(work, resume, checkpoint, config)
+    check_search_data(settings)
+    run = _SearchRun(config, checkpoint, cfg, settings, space, work,
+                     fingerprint(cfg, settings, file_sha256(checkpoint)), log, start)
+    # a corrupt or foreign resume state fails here, before the supernet is built
+    resumed = _read_resume_state(work, space, run.print_fp) if resume else None
+    run.build()
+    if resumed is not None:
+        run.resume_from(*resumed)
+    else:
+        run.begin(references)
+    run.evolve()
+    return run.finish()
 
 
 def export_best(cfg: Any, settings: SearchSettings, state: Any, space: Any, scorer: Any, work: Path, config: str,

@@ -6,8 +6,8 @@
 * :mod:`.report` - ratios, summary, table, plot and environment;
 * :mod:`.driver` - :func:`run_benchmark`, the whole run.
 
-``tools/analysis_tools/benchmark.py`` is the command line; it passes the path of the ncnn runner script
-(``tools/deploy/ncnn_runner.py``) to :func:`run_benchmark`, which the library does not look for itself.
+``tools/analysis_tools/benchmark.py`` is the command line. The ncnn rows are timed by the torch-free runtime's
+ncnn runner (:mod:`shufflenet_det.runtime.cli`) in a child process.
 """
 from ..runtime.timing import Row, time_in_rounds
 from .backends import (

@@ -2,8 +2,9 @@
 
 A builder takes a :class:`Subject` (one model at one input size, with its scratch folder) and returns a
 :class:`Prepared`: a no-argument callable that the driver times in rounds with the other backends, or statistics
-already measured elsewhere (ncnn, timed in a child process). It raises :class:`Unavailable` when the backend cannot
-run here (the reason goes into the row; nothing is emulated). :data:`BACKENDS` maps every name to its builder:
+already measured elsewhere (ncnn, timed by the torch-free runtime in a child process). It raises
+:class:`Unavailable` when the backend cannot run here (the reason goes into the row; nothing is emulated).
+:data:`BACKENDS` maps every name to its builder:
 
 ===================  ===================================================================================
 ``torch-plain``      PyTorch eager, NCHW, BatchNorm kept - the torchvision formulation (baseline)
@@ -16,7 +17,7 @@ run here (the reason goes into the row; nothing is emulated). :data:`BACKENDS` m
 ``ort-int8``         ONNX Runtime on the static int8 (QDQ) quantization of the deploy export (``deploy.quantize``)
 ``ort-raw``          detectors: ONNX Runtime on the deploy export without NMS - the network alone, up to the raw head
                      tensors (post-processing excluded): what a bare backbone export is compared with
-``ncnn``             ncnn (pnnx export, BN folded), timed by the board runner script in a child process
+``ncnn``             ncnn (pnnx export, BN folded), timed by the runtime's ncnn runner in a torch-free child
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
 ===================  ===================================================================================
@@ -66,7 +67,7 @@ class Subject:
     """One model at one input size: what every backend builder works on.
 
     ``x`` is the normalised input batch; ``runs`` / ``warmup`` are only used by backends timed outside this process
-    (ncnn, through the runner script at ``ncnn_runner``); exports are cached per kind in ``workdir``.
+    (ncnn, :func:`ncnn`); exports are cached per kind in ``workdir``.
     """
 
     name: str
@@ -76,7 +77,6 @@ class Subject:
     workdir: Path
     runs: int = 50
     warmup: int = 10
-    ncnn_runner: Path | None = None
     exports: dict[str, tuple[Path, dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -135,7 +135,8 @@ def _inference_mode(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 def _channels_last(subject: Subject) -> tuple[nn.Module, torch.Tensor]:
     """The folded model and the input, both channels_last."""
-    return (folded(subject.model).to(memory_format=torch.channels_last),
+    # Module.to takes memory_format (torch's stubs omit it)
+    return (folded(subject.model).to(memory_format=torch.channels_last),  # type: ignore[call-overload]
             subject.x.contiguous(memory_format=torch.channels_last))
 
 
@@ -171,7 +172,7 @@ def torch_compile(subject: Subject) -> Prepared:
     """``torch.compile`` (inductor) of the folded channels_last model; compiled here, before the timing."""
     model, x = _channels_last(subject)
     if subject.detector:
-        model.extract_feat = torch.compile(model.extract_feat)
+        model.extract_feat = torch.compile(model.extract_feat)  # type: ignore[assignment,arg-type]
         fn = _inference_mode(_call(subject, model, x))
     else:
         compiled = torch.compile(model)
@@ -187,7 +188,8 @@ def torch_compile(subject: Subject) -> Prepared:
 def _cuda(subject: Subject, dtype: torch.dtype) -> Prepared:
     if not torch.cuda.is_available():
         raise Unavailable('no CUDA device (torch.cuda.is_available() is False)')
-    model = folded(subject.model).cuda().to(dtype=dtype, memory_format=torch.channels_last)
+    model = folded(subject.model).cuda().to(dtype=dtype,  # type: ignore[call-overload]
+                                            memory_format=torch.channels_last)
     x = subject.x.cuda().to(dtype=dtype).contiguous(memory_format=torch.channels_last)
     fn = _inference_mode(_call(subject, model, x))
 
@@ -231,8 +233,8 @@ def onnx_export_of(subject: Subject, kind: str) -> tuple[Path, dict[str, Any]]:
     if kind not in subject.exports:
         path = subject.workdir / f'{kind}.onnx'
         plain = kind == 'plain'
-        kwargs = dict(opset=17, dynamic=False, fold_bn=not plain, simplify=None if plain else 'onnxslim',
-                      graph_opt=not plain, verbose=False)
+        kwargs: dict[str, Any] = dict(opset=17, dynamic=False, fold_bn=not plain, graph_opt=not plain,
+                                      simplify=None if plain else 'onnxslim', verbose=False)
         if subject.detector:  # kind 'raw': the deploy export without NMS (raw head tensors)
             report = export_detector_onnx(subject.model, path, [subject.x[:1]], with_nms=kind != 'raw', **kwargs)
         else:
@@ -306,21 +308,24 @@ def ort_cuda(subject: Subject) -> Prepared:
 
 
 # ---------------------------------------------------------------------------------------------------- ncnn
+#: The child process that times ncnn: ``python -m shufflenet_det.runtime ncnn ...`` with torch, torchvision, mmcv,
+#: mmengine and mmdet made unimportable, as on a board with numpy + ncnn only (``shufflenet_det`` then registers
+#: nothing and imports in a fraction of a second). Arguments follow the code, as after ``python -m``.
+RUNTIME_CHILD = ('import runpy, sys\n'
+                 'sys.modules.update(dict.fromkeys(("torch", "torchvision", "mmcv", "mmengine", "mmdet")))\n'
+                 'runpy.run_module("shufflenet_det.runtime", run_name="__main__", alter_sys=True)\n')
+
+
 def ncnn(subject: Subject) -> Prepared:
-    """Export with pnnx, then time the board runner script (``subject.ncnn_runner``) in a child process.
+    """Export with pnnx, then time the runtime's ncnn runner (:mod:`shufflenet_det.runtime.cli`) in a child process.
 
     A separate process because ncnn's OpenMP runtime and PyTorch's in one process disturb each other (their idle
-    worker threads compete); it is also exactly what runs on a board. Detectors include the numpy
-    post-processing; a batch is that many sequential images. Unavailable without ncnn / pnnx or without a runner.
+    worker threads compete); the child imports no torch (:data:`RUNTIME_CHILD`), which is exactly what runs on a
+    board. Detectors include the numpy post-processing; a batch is that many sequential images. Unavailable without
+    ncnn / pnnx.
     """
     if importlib.util.find_spec('ncnn') is None or importlib.util.find_spec('pnnx') is None:
         raise Unavailable('ncnn / pnnx not installed (pip install -r requirements/deploy.txt)')
-    if subject.ncnn_runner is None:
-        raise Unavailable('no ncnn runner script given (run_benchmark(ncnn_runner=...); '
-                          'tools/analysis_tools/benchmark.py passes tools/deploy/ncnn_runner.py, see --ncnn-runner)')
-    runner = Path(subject.ncnn_runner)
-    if not runner.is_file():
-        raise FileNotFoundError(f'ncnn runner {str(runner)!r} does not exist')
     from ..deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn
     out = subject.workdir / 'model_ncnn'
     x1 = subject.x[:1]
@@ -331,15 +336,15 @@ def ncnn(subject: Subject) -> Prepared:
     tensor, result = subject.workdir / 'input.npy', subject.workdir / 'ncnn_bench.json'
     np.save(tensor, x1.numpy())
     env = dict(os.environ, OMP_NUM_THREADS=str(subject.threads))
-    cmd = [sys.executable, str(runner), str(out) + '.param', '--tensor', str(tensor), '--threads',
+    cmd = [sys.executable, '-c', RUNTIME_CHILD, 'ncnn', str(out) + '.param', '--tensor', str(tensor), '--threads',
            str(subject.threads), '--bench', str(subject.runs), '--warmup', str(subject.warmup), '--out-json',
            str(result)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
-        raise RuntimeError(f'ncnn runner failed: {proc.stderr[-500:]}')
+        raise RuntimeError(f'the ncnn runner (python -m shufflenet_det.runtime ncnn) failed: {proc.stderr[-500:]}')
     lat = json.loads(result.read_text())['latency']
     stats = {k: lat[k] * subject.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
-    note = f'pnnx export, BN folded, ncnn defaults, timed by {runner.name} in its own process'
+    note = 'pnnx export, BN folded, ncnn defaults, timed by the runtime\'s ncnn runner in a torch-free process'
     if subject.detector:
         note += ' (raw head + numpy post-processing)'
     if subject.batch > 1:

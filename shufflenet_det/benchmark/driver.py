@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
@@ -25,6 +25,11 @@ from .report import add_ratios
 
 def _error_note(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {str(exc)[:300]}'
+
+
+def _pair(size: Sequence[int]) -> tuple[int, int]:
+    """``size`` (a pair, maybe a list) as a tuple."""
+    return cast('tuple[int, int]', tuple(size))
 
 
 def _progress_bar(total: int) -> Any:
@@ -60,6 +65,7 @@ def prepare_subject(subject: Subject, size: tuple[int, int], backends: Sequence[
             if prepared.fn is not None:
                 group.append((row, prepared.fn))
                 continue
+            assert prepared.stats is not None  # a Prepared holds a callable or its statistics
             row.set_stats(prepared.stats)  # measured by the builder itself (ncnn: in a child process)
         if bar is not None:
             bar.update(runs + warmup)
@@ -92,17 +98,15 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                   peers: Sequence[tuple[str, Callable[[], nn.Module]]] = (),
                   peer_backends: Sequence[str] = ('torch-plain', 'torch-cl'),
                   images: Sequence[torch.Tensor] | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print, rounds: int = 5,
-                  ncnn_runner: str | os.PathLike | None = None) -> list[Row]:
+                  log: Callable[[str], None] = print, rounds: int = 5) -> list[Row]:
     """Measure every (model, size, backend); unavailable backends become rows with a reason.
 
     ``models`` are (name, model) pairs timed with ``backends``; ``peers`` are (name, builder) pairs of other
     projects' models (:func:`.backends.peer_models`), timed with ``peer_backends`` or listed as unavailable.
     ``images`` (normalised (1, 3, H, W) tensors) replace the random input. The in-process backends of every model
-    at one size are timed together in ``rounds`` rounds (:func:`.timing.time_in_rounds`). ``ncnn_runner`` is the
-    path of the torch-free runner script that times the ``ncnn`` rows in a child process
-    (``tools/deploy/ncnn_runner.py``); without it those rows are unavailable. Returns the rows, with their ratios to
-    the baselines.
+    at one size are timed together in ``rounds`` rounds (:func:`.timing.time_in_rounds`); the ``ncnn`` rows are
+    timed by the torch-free runtime in a child process (:func:`.backends.ncnn`). Returns the rows, with their ratios
+    to the baselines.
     """
     unknown = [b for b in (*backends, *peer_backends) if b not in BACKENDS]
     if unknown:
@@ -116,7 +120,6 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
     bar = _progress_bar(calls * (len(models) * len(backends) + len(peers) * len(peer_backends))) if progress else None
     if any(b in GPU_BACKENDS for b in backends) and not torch.cuda.is_available():
         log('[benchmark] no CUDA device: the GPU rows (ort-cuda, cuda-fp32, cuda-fp16) are skipped')
-    runner = Path(ncnn_runner) if ncnn_runner is not None else None
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix='shufflenet_det_bench_') as tmp:
         jobs = [(name, model, backends) for name, model in models]
@@ -124,7 +127,7 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
             try:
                 jobs.append((peer_name, builder(), peer_backends))
             except Unavailable as exc:
-                rows += [Row(peer_name, '-', tuple(size), batch, threads, 'unavailable', str(exc)) for size in sizes]
+                rows += [Row(peer_name, '-', _pair(size), batch, threads, 'unavailable', str(exc)) for size in sizes]
                 if bar is not None:
                     bar.update(calls * len(peer_backends))
         # every model of one input size is timed in the same rounds, so that the ratios *between models* (e.g. a
@@ -137,8 +140,8 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                 workdir.mkdir()
                 model.eval()  # not chained: some projects' train() overrides return None
                 subject = Subject(name, model, make_input(size, batch, images), threads, workdir, runs=runs,
-                                  warmup=warmup, ncnn_runner=runner)
-                measured[m_idx, s_idx], pending = prepare_subject(subject, tuple(size), model_backends, runs,
+                                  warmup=warmup)
+                measured[m_idx, s_idx], pending = prepare_subject(subject, _pair(size), model_backends, runs,
                                                                    warmup, bar)
                 group += pending
             time_group(group, runs, warmup, rounds, bar)

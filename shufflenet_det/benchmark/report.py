@@ -27,21 +27,27 @@ from .backends import DEPLOY_BACKENDS, EAGER_BACKENDS, EAGER_BASELINE, ORT_BASEL
 RECORDED_PACKAGES = ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy')
 
 
+def _median_ms(r: Row) -> float:
+    """The median latency of a measured row (``status == 'ok'``: :meth:`Row.set_stats` has run)."""
+    assert r.median_ms is not None, f'{r.model} / {r.backend}: an ok row without latency statistics'
+    return r.median_ms
+
+
 def add_ratios(rows: Sequence[Row]) -> None:
     """Ratios to the torch-plain, ort-plain and ort-deploy rows of the same model, size and batch (in place)."""
     base: dict[tuple, dict[str, float]] = {}
     for r in rows:
         if r.status == 'ok' and r.backend in (EAGER_BASELINE, ORT_BASELINE, 'ort-deploy'):
-            base.setdefault((r.model, r.size, r.batch), {})[r.backend] = r.median_ms
+            base.setdefault((r.model, r.size, r.batch), {})[r.backend] = _median_ms(r)
     for r in rows:
         b = base.get((r.model, r.size, r.batch), {})
         if r.status == 'ok':
             if EAGER_BASELINE in b:
-                r.vs_torch_plain = r.median_ms / b[EAGER_BASELINE]
+                r.vs_torch_plain = _median_ms(r) / b[EAGER_BASELINE]
             if ORT_BASELINE in b:
-                r.vs_ort_plain = r.median_ms / b[ORT_BASELINE]
+                r.vs_ort_plain = _median_ms(r) / b[ORT_BASELINE]
             if 'ort-deploy' in b:
-                r.vs_ort_deploy = r.median_ms / b['ort-deploy']
+                r.vs_ort_deploy = _median_ms(r) / b['ort-deploy']
 
 
 def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -57,7 +63,7 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
                                   ('best_eager', EAGER_BACKENDS, 'vs_torch_plain')):
             cand = [r for r in rs if r.backend in names]
             if cand:
-                best = min(cand, key=lambda r: r.median_ms)
+                best = min(cand, key=_median_ms)
                 entry[key] = dict(backend=best.backend, median_ms=best.median_ms, ratio=getattr(best, ratio))
         out.append(entry)
     return out
@@ -98,7 +104,7 @@ def backbone_ratios(rows: Sequence[Row], reference: str) -> list[dict[str, Any]]
             if r.backend == det_backend and base is not None:
                 out.append(dict(model=r.model, size=list(r.size), batch=r.batch, backend=r.backend,
                                 median_ms=r.median_ms, reference=reference, reference_backend=bb_backend,
-                                reference_ms=base.median_ms, ratio=r.median_ms / base.median_ms))
+                                reference_ms=base.median_ms, ratio=_median_ms(r) / _median_ms(base)))
     return out
 
 
@@ -134,8 +140,8 @@ def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | 
     if maps:
         for model, value in maps.items():
             for r in (r for r in ok if r.model == model):
-                ax.scatter(r.median_ms, value)
-                ax.annotate(f'{model}\n{r.backend} {r.size[0]}', (r.median_ms, value), fontsize=7)
+                ax.scatter(_median_ms(r), value)
+                ax.annotate(f'{model}\n{r.backend} {r.size[0]}', (_median_ms(r), value), fontsize=7)
         ax.set_xlabel('median latency (ms)')
         ax.set_ylabel('mAP')
         ax.set_title('accuracy vs latency')
@@ -145,7 +151,7 @@ def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | 
             series.setdefault((r.model, r.backend), []).append(r)
         for (model, backend), pts in sorted(series.items()):
             pts.sort(key=lambda r: r.size[0] * r.size[1])
-            ax.plot([f'{r.size[0]}x{r.size[1]}' for r in pts], [r.median_ms for r in pts], marker='o',
+            ax.plot([f'{r.size[0]}x{r.size[1]}' for r in pts], [_median_ms(r) for r in pts], marker='o',
                     label=f'{model} / {backend}')
         ax.set_xlabel('input size')
         ax.set_ylabel('median latency (ms)')

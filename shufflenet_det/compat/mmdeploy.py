@@ -69,7 +69,8 @@ def fix_onnx_export_default_exporter() -> bool:
 def cast_long_symbolic(g: Any, input: Any, non_blocking: Any = None) -> Any:
     """Stand-in for the removed ``symbolic_opset9._cast_Long``: ONNX ``Cast(to=INT64)``."""
     from torch.onnx import TensorProtoDataType
-    return g.op('Cast', input, to_i=int(TensorProtoDataType.INT64))
+    # a pybind11 enum: int() is its value at run time, which torch's stubs do not declare
+    return g.op('Cast', input, to_i=int(TensorProtoDataType.INT64))  # type: ignore[call-overload]
 
 
 def fix_cast_long() -> bool:
@@ -77,7 +78,7 @@ def fix_cast_long() -> bool:
     import torch.onnx.symbolic_opset9 as opset9
     if hasattr(opset9, '_cast_Long'):
         return False
-    opset9._cast_Long = cast_long_symbolic
+    opset9._cast_Long = cast_long_symbolic  # type: ignore[attr-defined]  # the attribute torch removed
     return True
 
 

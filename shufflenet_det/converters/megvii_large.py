@@ -26,13 +26,13 @@ the official one).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..models.backbones.shufflenet_v2_large import STAGE_NAMES
+from ..models.backbones.shufflenet_v2_large import STAGE_NAMES, ShuffleNetV2Large
 from .core import ConversionError, register_converter, target_backbone
 
 #: Official keys that are not part of the backbone, per base layout: the ImageNet classifier and the training-only
@@ -50,7 +50,7 @@ def official_unit(base: str, stage: int, unit: int) -> str:
     return f'features.{stage}.{unit}'
 
 
-def official_module_names(model: nn.Module) -> dict[str, str]:
+def official_module_names(model: ShuffleNetV2Large) -> dict[str, str]:
     """Our module name -> official module name, for every conv, norm and SE layer of a ``ShuffleNetV2Large``."""
     spec = model.arch
     names: dict[str, str] = {}
@@ -89,8 +89,7 @@ def official_module_names(model: nn.Module) -> dict[str, str]:
 def _resolve_se_aliases(src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``se_block.{0,2}`` keys folded into ``se_fc1`` / ``se_fc2`` (they must agree where both are present)."""
     out = dict(src)
-    for key in [k for k in src if _SE_ALIAS.fullmatch(k)]:
-        match = _SE_ALIAS.fullmatch(key)
+    for key, match in [(k, m) for k in src if (m := _SE_ALIAS.fullmatch(k)) is not None]:
         primary = f'{match[1]}.se_fc{1 if match[2] == "0" else 2}.{match[3]}'
         value = out.pop(key)
         if primary not in out:
@@ -113,7 +112,7 @@ def _summary(keys: Sequence[str]) -> str:
 def convert_megvii_shufflenet_v2_large(state_dict: dict[str, torch.Tensor],
                                        backbone_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Official ShuffleNetV2.Large / ExLarge state dict -> ``ShuffleNetV2Large(**backbone_kwargs)`` state dict."""
-    model = target_backbone('ShuffleNetV2Large', backbone_kwargs)
+    model = cast(ShuffleNetV2Large, target_backbone('ShuffleNetV2Large', backbone_kwargs))  # built from that type
     spec = model.arch
     arch = backbone_kwargs.get('arch', 'Large')
     src = _resolve_se_aliases(state_dict)

@@ -91,7 +91,9 @@ def _phase_entries(cfg: Mapping[str, Any], phases: Sequence[str]) -> list[tuple[
         for ds in iter_datasets(loader['dataset']):
             ann, img = dataset_paths(ds)
             entries.append((f'{loader_key}.dataset', ann, img))
-        evaluators = cfg.get(evaluator_key) if evaluator_key else None
+        if not evaluator_key:  # the phase has no evaluator (train)
+            continue
+        evaluators = cfg.get(evaluator_key)
         if isinstance(evaluators, Mapping):
             evaluators = [evaluators]
         for ev in evaluators or []:

@@ -254,13 +254,14 @@ def build_split(spec: MiniCocoSpec, split: str, image_dir: Path | None) -> dict[
         raise ValueError(f'split={split!r} must be one of {list(SPLITS)}')
     split_index = SPLITS.index(split)
     count = spec.num_train if split == 'train2017' else spec.num_val
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i in range(count):
         image_id = i + 1
         file_name = f'{image_id:012d}.{spec.image_format}'
         pixels, objects = render_image(spec, split_index, i)
         if image_dir is not None:
-            save_kwargs = {'quality': 95} if spec.image_format == 'jpg' else {}
+            save_kwargs: dict[str, Any] = {'quality': 95} if spec.image_format == 'jpg' else {}
             Image.fromarray(pixels).save(image_dir / file_name, **save_kwargs)
         images.append(dict(id=image_id, file_name=file_name, width=spec.image_width, height=spec.image_height))
         for obj in objects:

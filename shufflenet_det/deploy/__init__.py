@@ -1,11 +1,14 @@
 """Deployment of shufflenet_det models: ONNX (ONNX Runtime, TensorRT), ncnn (ARM) and mmdeploy.
 
-* :mod:`.onnx_export` - backbone / detector export with a parity check against PyTorch;
-* :mod:`.detector` - the export wrapper of RetinaNet-like detectors (decode + ONNX NonMaxSuppression in the graph);
-* :mod:`.lite` - the export wrapper of the lite detectors (``LiteGFLHead``: raw tensor, or NMS in the graph);
+* :mod:`.exporter` - the export skeleton, written once: build -> fold -> export -> check -> report -> atomic write;
+* :mod:`.onnx_export` - its ONNX backend: backbone / detector export with a parity check against PyTorch;
+* :mod:`.ncnn_export` - its ncnn backend: pnnx conversion to ``.param``/``.bin`` with an fp16-tolerance check;
+* :mod:`.export_common` - the skeleton's pieces (errors, input checks, tuple outputs, report fields);
+* :mod:`.forms` - deploy forms of detection heads (export wrapper, NMS graph, post-processing meta, parity scales),
+  registered per head class and looked up along the head's MRO; the built-in forms in :mod:`.heads` (``anchor``:
+  mmdet's ``AnchorHead`` family; ``gfl``: ``LiteGFLHead``); :mod:`.detector` - a detector's pieces from its form;
+* :mod:`.nms` - ONNX ``NonMaxSuppression`` and mmdet's final selection, in graph form;
 * :mod:`.mmdeploy_lite` - mmdeploy's rewriter of ``LiteGFLHead.predict_by_feat`` (imports mmdeploy);
-* :mod:`.ncnn_export` - pnnx-based conversion to ncnn ``.param``/``.bin`` with an fp16-tolerance parity check;
-* :mod:`.export_common` - what both exporters share (errors, input checks, tuple outputs, report fields);
 * :mod:`shufflenet_det.runtime.postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
 * :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);

@@ -1,16 +1,32 @@
-"""Argument handling shared by ``tools/deploy/export_onnx.py``, ``tools/deploy/export_ncnn.py`` and the benchmark."""
+"""Argument handling of the deploy tools (``tools/deploy/export_onnx.py``, ``export_ncnn.py``, ``eval_onnx.py``,
+``quantize.py``, ``mmdeploy_deploy.py``) and the benchmark: the model options, input sizes, export reports and parity
+tolerances.
+
+The options and output checks every tool shares (``--cfg-options``, ``--work-dir``, :func:`check_output_path`,
+:func:`check_output_dir`, :func:`refuse_input_overwrite`) are :mod:`shufflenet_det.utils.cli`; the checks are
+re-exported here for the deploy tools.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
-from ..utils.cli import fail
-from ..utils.io import same_file
+from ..utils.cli import (
+    add_cfg_options_arg,
+    add_config_arg,
+    check_output_dir,
+    check_output_path,
+    fail,
+    refuse_input_overwrite,
+)
+
+__all__ = ['MAX_INPUT_SIDE', 'add_model_args', 'add_tolerance_args', 'backbone_from_args', 'check_input_size',
+           'check_output_dir', 'check_output_path', 'check_shape_arg', 'input_size_divisor', 'parse_backbone_args',
+           'read_export_report', 'refuse_input_overwrite', 'resolve']
 
 #: The largest input side the tools accept: a typo such as ``--shape 100000`` would otherwise try to allocate tens
 #: of GB (a 4096 x 4096 float input is 200 MB; detectors here run at 320-640).
@@ -62,7 +78,7 @@ def check_input_size(detector: nn.Module, shape: Sequence[int], source: str = '-
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--config`` / ``--backbone`` / ``--backbone-args`` / ``--checkpoint`` / ``--what`` / ``--shape``."""
     src = parser.add_argument_group('model')
-    src.add_argument('--config', help='mmdet config of a detector (its backbone with --what backbone)')
+    add_config_arg(src, 'mmdet config of a detector (its backbone with --what backbone)', option=True)
     src.add_argument('--backbone', metavar='TYPE',
                      help='registered backbone type instead of a config, e.g. ShuffleNetV2')
     src.add_argument('--backbone-args', default='{}', metavar='JSON',
@@ -80,9 +96,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     src.add_argument('--images', nargs='+', help='check images (default: the config\'s validation images when on '
                      'disk, else generated pictures)')
     src.add_argument('--num-images', type=int, default=2, help='how many check images without --images')
-    from mmengine.config import DictAction
-    src.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                     help='override config settings, e.g. model.test_cfg.score_thr=0.3')
+    add_cfg_options_arg(src, 'override config settings, e.g. model.test_cfg.score_thr=0.3', default={})
 
 
 def parse_backbone_args(text: str) -> dict[str, Any]:
@@ -146,57 +160,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, int], 
     check_shape_arg(shape, source)
     if what == 'detector':
         check_input_size(model, shape, source)
-    return what, model, shape, cfg  # type: ignore[return-value]
-
-
-def refuse_input_overwrite(outputs: Iterable[tuple[str, Any]], inputs: Iterable[tuple[str, Any]]) -> None:
-    """End the tool when an output path is one of its input files (``(option, path)`` pairs; None entries skipped).
-
-    An export written over its own checkpoint, or a report written over the model it describes, would destroy the
-    input the run reads (or has just read); the message names both options.
-    """
-    ins = [(name, Path(p)) for name, p in inputs if p]
-    for out_name, out in outputs:
-        if not out:
-            continue
-        for in_name, path in ins:
-            if same_file(out, path):
-                fail(f'{out_name} {str(out)!r} is the same file as {in_name} {str(path)!r}: refusing to overwrite '
-                     'an input; choose another output path')
-
-
-def _check_creatable(path: Any, option: str, folder: Path, what: str) -> None:
-    """End the tool unless ``folder`` exists as a writable folder or can be created below its nearest existing
-    ancestor, which must be one (``what``: how the message calls the thing to create)."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        fail(f'{option} {str(path)!r}: cannot create {what}, {str(folder)!r} is a file')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        fail(f'{option} {str(path)!r}: folder {str(folder)!r} is not writable')
-
-
-def check_output_path(path: Any, option: str) -> None:
-    """End the tool unless ``path`` can be written: not a folder, and its folder exists and is writable or can be
-    created (nothing is created here). Run before any long work, so that a bad output path fails in seconds."""
-    if not path:
-        return
-    target = Path(path).expanduser().absolute()
-    if target.is_dir():
-        fail(f'{option} {str(path)!r} is a folder; give a file path')
-    _check_creatable(path, option, target.parent, 'its folder')
-
-
-def check_output_dir(path: Any, option: str) -> None:
-    """End the tool unless the folder ``path`` can be used for outputs: a folder already, or creatable below its
-    nearest existing ancestor, which must be a writable folder (nothing is created here). Run before any long work
-    (a dataset generated, a model built) so that a work dir below a file fails in seconds and leaves nothing."""
-    if not path:
-        return
-    target = Path(path).expanduser().absolute()
-    if target.exists() and not target.is_dir():
-        fail(f'{option} {str(path)!r} is a file, not a folder')
-    _check_creatable(path, option, target, 'it')
+    return what, model, shape, cfg
 
 
 def read_export_report(model_path: Path, side: Path) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def dataset_of(cfg: Any) -> tuple[Path, Path, list[str]]:
     if classes is None:
         from mmdet.datasets import CocoDataset
         classes = CocoDataset.METAINFO['classes']
-    return root / ds.ann_file, root / ds.get('data_prefix', {}).get('img', ''), list(classes)
+    return root / ds['ann_file'], root / ds.get('data_prefix', {}).get('img', ''), list(classes)
 
 
 def check_report_classes(report: dict[str, Any], classes: Sequence[str], report_path: str | os.PathLike,

@@ -1,4 +1,5 @@
-"""What the ONNX and the ncnn exporters share: errors, input checks, tuple outputs, check inputs, report fields.
+"""The pieces of the export skeleton (:mod:`.exporter`): errors, input checks, tuple outputs, check inputs, report
+fields.
 
 * :class:`ExportError` - an export or its parity check failed (nothing is written);
 * :func:`check_input_shape` - ``(batch, 3, height, width)`` with positive sizes;
@@ -54,10 +55,10 @@ def reraise_interrupt(exc: BaseException) -> None:
 
 def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
     """ValueError unless ``shape`` is (batch, 3, height, width) with positive sizes."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or shape[1] != 3 or min(shape) <= 0:
-        raise ValueError(f'input shape must be (batch, 3, height, width) with positive sizes, got {shape}')
-    return shape  # type: ignore[return-value]
+    dims = tuple(int(s) for s in shape)
+    if len(dims) != 4 or dims[1] != 3 or min(dims) <= 0:
+        raise ValueError(f'input shape must be (batch, 3, height, width) with positive sizes, got {dims}')
+    return dims[0], dims[1], dims[2], dims[3]
 
 
 class TupleOutputs(nn.Module):

@@ -36,7 +36,9 @@ def fuse_concat_shuffle(model: Any) -> int:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in graph.output}
     opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), 13)
-    removed, added, count = set(), {}, 0
+    removed: set[int] = set()
+    added: dict[int, list[Any]] = {}
+    count = 0
 
     def only_consumer(name: str, op: str) -> Any:
         users = consumers.get(name, [])

@@ -4,7 +4,8 @@
 * :func:`check_images` - check tensors from image files, the config's validation images, or generated pictures
   (:func:`synthetic_image`: coloured rectangles and discs on a noisy background).
 
-How a model normalises its input comes from :func:`shufflenet_det.utils.predict.preprocess_meta`.
+How a model normalises its input comes from :func:`shufflenet_det.utils.predict.preprocess_meta`; image files are
+read by the runtime's :func:`shufflenet_det.runtime.images.read_image` (re-exported here), as on a board.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runtime.images import read_image
 from ..utils.predict import preprocess_meta
+
+__all__ = ['check_images', 'prepare_image', 'read_image', 'synthetic_image', 'val_image_paths']
 
 
 def prepare_image(img_bgr: np.ndarray, size: Sequence[int], meta: dict[str, Any]) -> tuple[torch.Tensor, float]:
@@ -37,21 +41,6 @@ def prepare_image(img_bgr: np.ndarray, size: Sequence[int], meta: dict[str, Any]
     out = np.zeros((h, w, 3), np.float32)
     out[:img.shape[0], :img.shape[1]] = img
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None], float(scale)
-
-
-def read_image(path: str | os.PathLike, what: str = 'image') -> np.ndarray:
-    """A BGR uint8 image from a file; ValueError naming the file when it is missing or not a readable picture."""
-    import mmcv
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f'{what} {str(p)!r} does not exist')
-    try:
-        img = mmcv.imread(str(p))
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
-        raise ValueError(f'{what} {str(p)!r} is not a readable image ({type(exc).__name__}: {exc})') from exc
-    if img is None or getattr(img, 'size', 0) == 0:
-        raise ValueError(f'{what} {str(p)!r} is not a readable image (empty, truncated or not a picture format)')
-    return img
 
 
 def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:

@@ -5,11 +5,11 @@ mmdeploy exports an mmdet single-stage detector by rewriting ``SingleStageDetect
 head's ``bbox_coder``. ``LiteGFLHead`` overrides ``predict_by_feat`` and has one merged map per level and no box
 coder (its boxes are distance distributions, Generalized Focal Loss, Li et al., arXiv 2006.04388), so the generic
 rewriter never applies to it and the eager method (mmcv NMS, ``InstanceData``) cannot be traced into an ONNX graph.
-:func:`lite_gfl_head__predict_by_feat` is the deploy form, registered for the head's own method:
+:func:`lite_gfl_head__predict_by_feat` is mmdeploy's form of the head, registered for the head's own method:
 
-* candidates exactly as mmdet's ``predict_by_feat`` makes them (:func:`.lite.gfl_candidates`: per level the
-  ``nms_pre`` best (point, class) pairs, softmax integral times the stride, boxes clipped to the input), boxes not
-  larger than ``min_bbox_size`` scored 0;
+* candidates exactly as mmdet's ``predict_by_feat`` makes them (the GFL deploy form's
+  :func:`.heads.gfl.gfl_candidates`: per level the ``nms_pre`` best (point, class) pairs, softmax integral times
+  the stride, boxes clipped to the input), boxes not larger than ``min_bbox_size`` scored 0;
 * each candidate's score placed in its own class column of a ``(B, K, C)`` score tensor, so mmdeploy's
   ``multiclass_nms`` (per-class ONNX ``NonMaxSuppression`` with the head's ``score_thr`` and ``nms.iou_threshold``;
   TensorRT's batched NMS plugin on that backend) is exactly mmdet's class-aware NMS of (point, class) pairs;
@@ -32,7 +32,7 @@ from mmdeploy.mmcv.ops import multiclass_nms
 from torch import Tensor
 
 from .compat_mmdeploy import LITE_PREDICT_BY_FEAT
-from .lite import gfl_candidates
+from .heads.gfl import gfl_candidates
 
 
 @FUNCTION_REWRITER.register_rewriter(func_name=LITE_PREDICT_BY_FEAT)

@@ -1,10 +1,11 @@
 """ncnn export (ARM phones and boards) through pnnx, checked against PyTorch.
 
 pnnx traces the model, lowers it to ncnn and writes ``<name>.param`` / ``<name>.bin``; the channel split of the
-ShuffleNet blocks becomes an ncnn ``Slice`` and the view/transpose channel shuffle a ``ShuffleChannel`` layer. The
-export is run in a scratch folder; the model, its ``.bin`` and a ``<name>.json`` side-car (parity report, blob names,
-input size, and for detectors the post-processing description) are renamed into place only when the parity check
-passes.
+ShuffleNet blocks becomes an ncnn ``Slice`` and the view/transpose channel shuffle a ``ShuffleChannel`` layer.
+:class:`NcnnBackend` is the ncnn part of the export skeleton (:mod:`.exporter`: build, fold, export, check, report,
+atomic write): pnnx runs in a scratch folder; the model, its ``.bin`` and a ``<name>.json`` side-car (parity report,
+blob names, input size, and for detectors the post-processing description) are renamed into place only when the
+parity check passes.
 
 Detectors are exported without NMS (ncnn has no NMS layer matching mmdet's post-processing): the graph ends at the raw
 head tensors and ``runtime.postprocess.decode_outputs`` (used by ``tools/deploy/ncnn_runner.py``) decodes and
@@ -13,12 +14,10 @@ has them, so the tolerances are those of half precision.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,22 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.build import prepare_for_export
-from ..utils.io import atomic_outputs, check_writable_dir
-from ..utils.predict import predict_detections
-from .export_common import (
-    ExportError,
-    TupleOutputs,
-    backbone_meta,
-    check_input_shape,
-    detector_meta,
-    prepare_detector,
-    random_check_inputs,
-    require_parity,
-    reraise_interrupt,
-    with_second_size,
-)
-from .parity import compare_detections, compare_tensors, summarize
+from ..utils.io import check_writable_dir
+from .export_common import ExportError
+from .exporter import ExportBackend, ExportJob, Tolerances, build_backbone_job, build_detector_job, run_export
 
 
 def ncnn_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -145,116 +131,104 @@ def _blob_names(param: Path) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def export_ncnn(model: nn.Module, out: str | os.PathLike, inputs: Sequence[torch.Tensor],
-                reference: nn.Module | None = None, *, dynamic: bool = False, fp16_weights: bool = False,
-                atol: float = 5e-3, rtol: float = 5e-3, meta: dict[str, Any] | None = None,
-                det_check: dict[str, Any] | None = None, verbose: bool = True) -> dict[str, Any]:
-    """Convert ``model`` (returning a tuple of tensors) to ncnn and check it on every input of ``inputs``.
+class NcnnBackend(ExportBackend):
+    """The ncnn steps of :func:`.exporter.run_export`: TorchScript trace + pnnx in a scratch folder, run with ncnn's
+    default options (fp16 where the CPU has it); ``<name>.param`` + ``<name>.bin`` + ``<name>.json``. One image at a
+    time: check inputs have batch 1 and outputs lose the batch axis."""
 
-    ``reference`` (default: ``model``) gives the expected outputs; the tensor check is :mod:`.parity`'s rule
-    ``|ncnn - torch| <= atol * max(1, max|torch|) + rtol * |torch|`` (defaults: half-precision tolerance).
-    ``det_check`` (for detectors) holds ``postprocess`` meta and ``torch_dets`` (one mmdet result per input): the
-    numpy post-processing of the ncnn outputs must then match mmdet's detections by :mod:`.parity`'s detection rule
-    (``box_atol`` / ``score_atol`` scaled by the raw outputs' magnitude, boundary cases of ``test_cfg``).
-    """
-    if not inputs:
-        raise ValueError('export_ncnn needs at least one check input')
-    for x in inputs:
-        check_input_shape(x.shape)
-        if x.shape[0] != 1:
-            raise ValueError(f'ncnn models run one image at a time: batch must be 1, got {tuple(x.shape)}')
-    if not dynamic and any(tuple(x.shape) != tuple(inputs[0].shape) for x in inputs):
-        raise ValueError('static ncnn export: every check input must have the export shape')
-    param, bin_path, report_path = ncnn_paths(out)
-    parent = check_writable_dir(param, 'ncnn output')
-    reference = reference if reference is not None else model
-    t0 = time.perf_counter()
-    # the model, its weights and its report are renamed into place together: never one without the others
-    with atomic_outputs([param, bin_path, report_path], 'ncnn output') as (tmp_param, tmp_bin, tmp_report):
+    format = 'ncnn'
+    what = 'ncnn output'
+    step = 'pnnx conversion'
+    batch_axis = False
+
+    def __init__(self, fp16_weights: bool = False) -> None:
+        self.fp16_weights = fp16_weights
+        self.paths: list[Path] = []
+        self.parent = Path()
+        self.tmp: list[Path] = []
+        self.in_blob = ''
+        self.out_blobs: list[str] = []
+
+    def output_paths(self, out: str | os.PathLike) -> list[Path]:
+        """:func:`ncnn_paths` of ``out`` (a writable folder)."""
+        self.paths = list(ncnn_paths(out))
+        self.parent = check_writable_dir(self.paths[0], self.what)
+        return self.paths
+
+    def check_inputs(self, job: ExportJob) -> None:
+        """Batch 1; a static export's inputs all at the export shape."""
+        for x in job.inputs:
+            if x.shape[0] != 1:
+                raise ValueError(f'ncnn models run one image at a time: batch must be 1, got {tuple(x.shape)}')
+        super().check_inputs(job)
+
+    def convert(self, job: ExportJob, files: list[Path]) -> None:
+        """pnnx in a scratch folder next to the outputs; the graph's input and output blobs."""
+        self.tmp = files
+        tmp_param, tmp_bin = files
         # pnnx's scratch folder is named like utils.io's temporaries (``.<name>.<pid>.<random>.tmpdir``), so that
         # the next write into this folder removes it if this process is killed outright; any exception (a full
         # disk, SIGTERM / SIGINT through shufflenet_det.utils.cli) removes it here, and subprocess.run kills a
         # running pnnx first
-        workdir = Path(tempfile.mkdtemp(prefix=f'.{param.name}.{os.getpid()}.', suffix='.tmpdir', dir=parent))
+        workdir = Path(tempfile.mkdtemp(prefix=f'.{self.paths[0].name}.{os.getpid()}.', suffix='.tmpdir',
+                                        dir=self.parent))
         try:
             dyn = None
-            if dynamic:
-                dyn = next((x for x in inputs[1:] if x.shape != inputs[0].shape), None)
+            if job.dynamic:
+                dyn = next((x for x in job.inputs[1:] if x.shape != job.inputs[0].shape), None)
                 if dyn is None:
-                    h, w = inputs[0].shape[2:]
+                    h, w = job.inputs[0].shape[2:]
                     dyn = torch.zeros(1, 3, h + 32, w + 32)
-            try:
-                pnnx_convert(model, inputs[0], tmp_param, tmp_bin, workdir, dyn, fp16_weights)
-            except (ExportError, OSError):  # OSError: a full or read-only disk, reported as such
-                raise
-            except Exception as exc:  # any converter failure becomes one clear error
-                reraise_interrupt(exc)
-                raise ExportError(f'pnnx conversion to {str(param)!r} failed: {type(exc).__name__}: {exc}') from exc
+            pnnx_convert(job.model, job.inputs[0], tmp_param, tmp_bin, workdir, dyn, self.fp16_weights)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        in_blobs, out_blobs = _blob_names(tmp_param)
+        in_blobs, self.out_blobs = _blob_names(tmp_param)
         if len(in_blobs) != 1:
             raise ExportError(f'expected one input blob, found {in_blobs}')
-        checks = []
-        with torch.no_grad():
-            for i, x in enumerate(inputs):
-                ref = [r.numpy()[0] for r in TupleOutputs(reference)(x)]
-                got = run_ncnn(tmp_param, tmp_bin, {in_blobs[0]: x.numpy()[0]}, out_blobs)
-                res = compare_tensors(ref, got, atol, rtol, out_blobs)
-                res['input_shape'] = list(x.shape)
-                checks.append(res)
-                if det_check is not None:
-                    from ..runtime.postprocess import decode_outputs
-                    dets = decode_outputs(got, det_check['postprocess'], tuple(x.shape[2:]))
-                    dres = compare_detections(det_check['torch_dets'][i], dets, det_check['box_atol'],
-                                              det_check['score_atol'], det_check['postprocess']['test_cfg'],
-                                              *det_check['scales'][i])
-                    dres['input_shape'] = list(x.shape)
-                    checks.append(dres)
-        parity = summarize(checks)
-        report = dict(model=param.name, weights=bin_path.name, format='ncnn', converter='pnnx',
-                      input_blob=in_blobs[0], output_blobs=out_blobs, dynamic=dynamic,
-                      input_shape=list(inputs[0].shape), fp16_weights=fp16_weights,
-                      layer_types=_layer_types(tmp_param), torch=torch.__version__,
-                      export_seconds=round(time.perf_counter() - t0, 2), **(meta or {}), parity=parity)
-        require_parity(param, parity, verbose)
-        tmp_report.write_text(json.dumps(report, indent=2) + '\n')
-    return report
+        self.in_blob = in_blobs[0]
+
+    def run(self, x: torch.Tensor) -> list[np.ndarray]:
+        """ncnn's outputs (no batch axis)."""
+        return run_ncnn(self.tmp[0], self.tmp[1], {self.in_blob: x.numpy()[0]}, self.out_blobs)
+
+    def output_names(self, job: ExportJob) -> list[str]:
+        """The graph's output blobs (pnnx names them ``out0``, ``out1``, ...)."""
+        return self.out_blobs
+
+    def report_fields(self, job: ExportJob) -> dict[str, Any]:
+        """Files, blobs, shapes, layer counts and versions."""
+        param, bin_path = self.paths[:2]
+        return dict(model=param.name, weights=bin_path.name, format=self.format, converter='pnnx',
+                    input_blob=self.in_blob, output_blobs=self.out_blobs, dynamic=job.dynamic,
+                    input_shape=list(job.inputs[0].shape), fp16_weights=self.fp16_weights,
+                    layer_types=_layer_types(self.tmp[0]), torch=torch.__version__)
 
 
 def export_backbone_ncnn(backbone: nn.Module, out: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                          fold_bn: bool = True, dynamic: bool = False, fp16_weights: bool = False,
                          atol: float = 5e-3, rtol: float = 5e-3, seed: int = 0,
                          verbose: bool = True) -> dict[str, Any]:
-    """Backbone -> ncnn (BN folded), checked against the unfolded PyTorch backbone on random inputs."""
-    shape = check_input_shape(input_shape)
-    reference, model = prepare_for_export(backbone, fold_bn)
-    inputs = random_check_inputs(shape, dynamic, seed, second_batch=1)  # ncnn runs one image at a time
-    meta = backbone_meta(backbone, fold_bn)
-    return export_ncnn(TupleOutputs(model), out, inputs, TupleOutputs(reference), dynamic=dynamic,
-                       fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, verbose=verbose)
+    """Backbone -> ncnn (BN folded), checked against the unfolded PyTorch backbone on random inputs (the tensor rule
+    of :mod:`.parity`, ``|ncnn - torch| <= atol * max(1, max|torch|) + rtol * |torch|``; defaults: half-precision
+    tolerance)."""
+    backend = NcnnBackend(fp16_weights)
+    # ncnn runs one image at a time: the dynamic export's second input has batch 1
+    job = build_backbone_job(backbone, input_shape, fold_bn=fold_bn, dynamic=dynamic, seed=seed, second_batch=1)
+    return run_export(backend, job, out, Tolerances(atol, rtol), verbose)
 
 
 def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Sequence[torch.Tensor],
                          fold_bn: bool = True, dynamic: bool = False, fp16_weights: bool = False,
                          atol: float = 5e-3, rtol: float = 5e-3, box_atol: float = 1.0, score_atol: float = 5e-3,
                          verbose: bool = True) -> dict[str, Any]:
-    """RetinaNet-like or lite detector -> ncnn raw head outputs (NMS outside, see module docstring).
+    """Detector (its head's deploy form) -> ncnn raw head outputs (NMS outside, see module docstring).
 
     Checks the raw tensors (half-precision tolerance) and the detections of the numpy post-processing run on ncnn's
     outputs against mmdet's ``predict`` on the same normalised images (``box_atol`` px, ``score_atol``, equal
-    labels). Lite detectors end at their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis),
-    decoded by ``runtime.postprocess.postprocess_gfl``.
+    labels; :mod:`.parity`'s detection rule, tolerances scaled by the raw outputs' magnitude). Lite detectors end at
+    their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis), decoded by
+    ``runtime.postprocess.postprocess_gfl``.
     """
-    from .detector import export_wrapper, head_output_scales, postprocess_meta
-    images = with_second_size(images, dynamic)
-    reference, model, folded = prepare_detector(detector, fold_bn)
-    post = postprocess_meta(detector)
-    torch_dets = [predict_detections(reference, x)[0] for x in images]
-    scales = [head_output_scales(reference, x)[0] for x in images]
-    det_check = dict(postprocess=post, torch_dets=torch_dets, scales=scales, box_atol=box_atol, score_atol=score_atol)
-    meta = detector_meta(detector, folded, False, post)
-    return export_ncnn(export_wrapper(model, with_nms=False), out, images,
-                       export_wrapper(reference, with_nms=False), dynamic=dynamic,
-                       fp16_weights=fp16_weights, atol=atol, rtol=rtol, meta=meta, det_check=det_check,
-                       verbose=verbose)
+    backend = NcnnBackend(fp16_weights)
+    job = build_detector_job(detector, images, fold_bn=fold_bn, dynamic=dynamic, with_nms=False)
+    return run_export(backend, job, out, Tolerances(atol, rtol, box_atol, score_atol), verbose)

@@ -2,41 +2,27 @@
 
 The TorchScript-based exporter is used (``torch.onnx.export(..., dynamo=False)``): on torch 2.13 the default dynamo
 exporter would be taken otherwise, and the TorchScript path is the one ONNX Runtime, onnxslim, pnnx and mmdeploy are
-tested with. Every export writes to a temporary file, validates it with ``onnx.checker``, optionally simplifies it,
-runs it in ONNX Runtime against the PyTorch model and only then renames it into place, together with a
-``<model>.onnx.json`` parity report (``.onnx.json``: it cannot collide with the ``.json`` of an ncnn
-export of the same name). A failed export or a failed parity check leaves nothing behind.
+tested with. :class:`OnnxBackend` is the ONNX part of the export skeleton (:mod:`.exporter`: build, fold, export,
+check, report, atomic write): it exports to a temporary file, validates it with ``onnx.checker``, optionally
+simplifies and rewrites it and runs it in ONNX Runtime for the parity check; the model is renamed into place together
+with a ``<model>.onnx.json`` report (``.onnx.json``: it cannot collide with the ``.json`` of an ncnn export of the
+same name). A failed export or a failed parity check leaves nothing behind.
 """
 from __future__ import annotations
 
 import inspect
-import json
 import os
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..utils.build import prepare_for_export
-from ..utils.io import atomic_outputs
-from ..utils.predict import predict_detections
-from .export_common import (
-    ExportError,
-    TupleOutputs,
-    backbone_meta,
-    check_input_shape,
-    detector_meta,
-    prepare_detector,
-    random_check_inputs,
-    require_parity,
-    reraise_interrupt,
-    unpad_detections,
-    with_second_size,
-)
-from .parity import RTOL, compare_detections, compare_tensors, summarize
+from .export_common import ExportError, check_input_shape
+from .exporter import ExportBackend, ExportJob, Tolerances, build_backbone_job, build_detector_job, run_export
+from .parity import RTOL
 
 MIN_OPSET = 11  # NonMaxSuppression with the inputs used here, TopK with k as input, Resize of mmdet's FPN
 MAX_OPSET = 20  # highest opset of the TorchScript exporter of torch 2.13
@@ -114,7 +100,7 @@ def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None,
                                 providers=list(providers or ['CPUExecutionProvider']))
 
 
-def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, input_names: Sequence[str],
+def torch_onnx_export(model: nn.Module, args: tuple[Any, ...], path: str | os.PathLike, input_names: Sequence[str],
                       output_names: Sequence[str], opset: int,
                       dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
     """``torch.onnx.export`` through the TorchScript exporter, with export-time warnings silenced.
@@ -122,7 +108,7 @@ def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, in
     torch >= 2.9 defaults to the dynamo exporter and takes ``dynamo=False``; older torch has only the TorchScript
     exporter and no such argument.
     """
-    extra = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+    extra: dict[str, Any] = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.onnx.export(model, args, str(path), input_names=list(input_names),
@@ -130,42 +116,60 @@ def torch_onnx_export(model: nn.Module, args: tuple, path: str | os.PathLike, in
                           do_constant_folding=True, export_params=True, **extra)
 
 
-def export_checked(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, *, input_name: str,
-                   output_names: Sequence[str], opset: int, dynamic_axes: dict[str, dict[int, str]] | None,
-                   simplify: str | None, check: Callable[[Path], dict[str, Any]], meta: dict[str, Any],
-                   verbose: bool = True, graph_opt: bool = False) -> dict[str, Any]:
-    """Export, validate, simplify, check parity with ``check(tmp_path)``; write model + JSON only if it passes."""
-    import onnx
-    check_opset(opset)
-    if simplify is not None and simplify not in SIMPLIFIERS:
-        raise ValueError(f'simplify must be one of {SIMPLIFIERS} or None, got {simplify!r}')
-    path = Path(path)
-    if path.suffix != '.onnx':
-        raise ValueError(f'output {str(path)!r} must end with .onnx')
-    report_path = report_path_of(path)
-    t0 = time.perf_counter()
-    # the model and its report are renamed into place together: never one without the other
-    with atomic_outputs([path, report_path], 'ONNX model') as (tmp, tmp_report):
-        try:
-            torch_onnx_export(model, (example,), tmp, [input_name], output_names, opset, dynamic_axes)
-            onnx.checker.check_model(str(tmp))
-            simplified_by = simplify_onnx(tmp, simplify) if simplify else None
-            rewrites = apply_graph_opt(tmp) if graph_opt else None
-        except (ValueError, ExportError, OSError):  # OSError: a full or read-only disk, reported as such
-            raise
-        except Exception as exc:  # any exporter failure becomes one clear error
-            reraise_interrupt(exc)
-            raise ExportError(f'ONNX export to {str(path)!r} failed: {type(exc).__name__}: {exc}') from exc
-        parity = check(tmp)
-        report = dict(model=path.name, format='onnx', opset=opset, dynamic=bool(dynamic_axes),
-                      input_name=input_name, output_names=list(output_names), simplified_by=simplified_by,
-                      graph_rewrites=rewrites,
-                      torch=torch.__version__, onnx=onnx.__version__, export_seconds=None, **meta,
-                      parity=parity)
-        report['export_seconds'] = round(time.perf_counter() - t0, 2)
-        require_parity(path, parity, verbose)
-        tmp_report.write_text(json.dumps(report, indent=2) + '\n')
-    return report
+class OnnxBackend(ExportBackend):
+    """The ONNX steps of :func:`.exporter.run_export`: TorchScript export, ``onnx.checker``, optional simplification
+    and deploy rewrites (:func:`apply_graph_opt`); run in ONNX Runtime (CPU); ``<model>.onnx`` + ``<model>.onnx.json``.
+    """
+
+    format = 'onnx'
+    what = 'ONNX model'
+    step = 'ONNX export'
+
+    def __init__(self, opset: int = 17, simplify: str | None = None, graph_opt: bool = False,
+                 input_name: str = 'input') -> None:
+        self.opset = check_opset(opset)
+        if simplify is not None and simplify not in SIMPLIFIERS:
+            raise ValueError(f'simplify must be one of {SIMPLIFIERS} or None, got {simplify!r}')
+        self.simplify, self.graph_opt, self.input_name = simplify, graph_opt, input_name
+        self.path = Path()
+        self.tmp = Path()
+        self.simplified_by: str | None = None
+        self.rewrites: dict[str, int] | None = None
+        self._session: Any = None
+
+    def output_paths(self, out: str | os.PathLike) -> list[Path]:
+        """``model.onnx`` and its report ``model.onnx.json``."""
+        self.path = Path(out)
+        if self.path.suffix != '.onnx':
+            raise ValueError(f'output {str(self.path)!r} must end with .onnx')
+        return [self.path, report_path_of(self.path)]
+
+    def convert(self, job: ExportJob, files: list[Path]) -> None:
+        """Export, validate, simplify, rewrite."""
+        import onnx
+        (self.tmp,) = files
+        axes = None
+        if job.dynamic:
+            axes = {self.input_name: {0: 'batch', 2: 'height', 3: 'width'}}
+            axes.update({n: job.output_axes[n] for n in job.output_names})
+        torch_onnx_export(job.model, (job.inputs[0],), self.tmp, [self.input_name], job.output_names, self.opset,
+                          axes)
+        onnx.checker.check_model(str(self.tmp))
+        self.simplified_by = simplify_onnx(self.tmp, self.simplify) if self.simplify else None
+        self.rewrites = apply_graph_opt(self.tmp) if self.graph_opt else None
+
+    def run(self, x: torch.Tensor) -> list[np.ndarray]:
+        """ONNX Runtime's outputs (one session per export)."""
+        if self._session is None:
+            self._session = ort_session(self.tmp)
+        return list(self._session.run(None, {self.input_name: x.numpy()}))
+
+    def report_fields(self, job: ExportJob) -> dict[str, Any]:
+        """File, opset, axes, names, simplifier, rewrites and versions."""
+        import onnx
+        return dict(model=self.path.name, format=self.format, opset=self.opset, dynamic=job.dynamic,
+                    input_name=self.input_name, output_names=list(job.output_names), simplified_by=self.simplified_by,
+                    graph_rewrites=self.rewrites, torch=torch.__version__, onnx=onnx.__version__)
 
 
 # ---------------------------------------------------------------------------------------------------- backbone
@@ -181,34 +185,11 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
     :func:`apply_graph_opt` (the concat + channel shuffle of each unit becomes one interleave, static shapes only;
     conv -> depthwise -> conv chains whose width is not a multiple of 4 are zero-padded to one).
     """
+    backend = OnnxBackend(opset, simplify, graph_opt)
     shape = check_input_shape(input_shape)
-    reference, model = prepare_for_export(backbone, fold_bn)
-    wrapped = TupleOutputs(model).eval()
-    inputs = random_check_inputs(shape, dynamic, seed)
-    with torch.no_grad():
-        num_out = len(wrapped(inputs[0]))
-    names = [f'feat{i}' for i in range(num_out)]
-    axes = None
-    if dynamic:
-        axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
-        axes.update({n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in names})
-
-    def check(tmp: Path) -> dict[str, Any]:
-        sess = ort_session(tmp)
-        checks = []
-        with torch.no_grad():
-            for x in inputs:
-                ref = TupleOutputs(reference)(x)
-                got = sess.run(None, {'input': x.numpy()})
-                res = compare_tensors(ref, got, atol, rtol, names)
-                res['input_shape'] = list(x.shape)
-                checks.append(res)
-        return summarize(checks)
-
-    meta = backbone_meta(backbone, fold_bn, input_shape=list(shape))
-    return export_checked(wrapped, inputs[0], path, input_name='input', output_names=names, opset=opset,
-                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
-                          graph_opt=graph_opt)
+    job = build_backbone_job(backbone, shape, fold_bn=fold_bn, dynamic=dynamic, seed=seed,
+                             meta_extra=dict(input_shape=list(shape)))
+    return run_export(backend, job, path, Tolerances(atol, rtol), verbose)
 
 
 # ---------------------------------------------------------------------------------------------------- detector
@@ -217,7 +198,8 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
                          simplify: str | None = None, box_atol: float = 1e-2, score_atol: float = 1e-4,
                          raw_atol: float = 1e-3, raw_rtol: float = RTOL, verbose: bool = True,
                          graph_opt: bool = True) -> dict[str, Any]:
-    """Export a RetinaNet-like or lite detector; check against mmdet's ``predict`` on every image of ``images``.
+    """Export a detector whose head has a deploy form (:mod:`.forms`: RetinaNet-like, lite); check it against
+    mmdet's ``predict`` on every image of ``images``.
 
     ``images`` are normalised (1, 3, H, W) tensors; the first one is the export example (and, for a static export,
     every image must have its size). With NMS the check compares boxes (``box_atol`` pixels), scores
@@ -226,54 +208,11 @@ def export_detector_onnx(detector: nn.Module, path: str | os.PathLike, images: S
     (``runtime.postprocess.decode_outputs``, driven by the report's ``postprocess`` entry) makes of ONNX Runtime's raw
     outputs with mmdet's, within the same box and score tolerances. Every rule is :mod:`.parity`'s: tolerances
     scale with the magnitude of the raw head outputs, and detections may differ only at the score, top-k and NMS
-    boundaries of the head's ``test_cfg``. The wrapper comes from
-    :func:`.detector.export_wrapper` (lite detectors: one raw tensor ``output``, see :mod:`.lite`).
+    boundaries of the head's ``test_cfg``. The wrapper comes from the head's form (:func:`.detector.export_wrapper`;
+    lite detectors: one raw tensor ``output``).
     """
-    from ..runtime.postprocess import decode_outputs
-    from .detector import export_wrapper, head_output_scales, postprocess_meta
-    if not images:
-        raise ValueError('export_detector_onnx needs at least one check image')
-    shape = check_input_shape(images[0].shape)
-    if not dynamic and any(tuple(im.shape) != shape for im in images):
-        raise ValueError(f'static export at {shape}: every check image must have that shape, got '
-                         f'{sorted({tuple(im.shape) for im in images})}')
-    images = with_second_size(images, dynamic)
-    reference, model, folded = prepare_detector(detector, fold_bn)
-    wrapper = export_wrapper(model, with_nms=with_nms).eval()
-    names = wrapper.output_names
-    post = postprocess_meta(detector)
-    axes = None
-    if dynamic:
-        axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
-        axes.update({n: {0: 'batch'} for n in names})
-
-    def check(tmp: Path) -> dict[str, Any]:
-        sess = ort_session(tmp)
-        checks = []
-        for x in images:
-            got = sess.run(None, {'input': x.numpy()})
-            with torch.no_grad():
-                raw = export_wrapper(reference, with_nms=False)(x)
-            scales = head_output_scales(reference, x, raw)
-            if with_nms:
-                for ref, act, (scale, box_scale) in zip(predict_detections(reference, x), unpad_detections(*got),
-                                                        scales):
-                    res = compare_detections(ref, act, box_atol, score_atol, post['test_cfg'], scale, box_scale)
-                    res['input_shape'] = list(x.shape)
-                    checks.append(res)
-            else:
-                res = compare_tensors(raw, got, raw_atol, raw_rtol, names)
-                res['input_shape'] = list(x.shape)
-                checks.append(res)
-                torch_dets = predict_detections(reference, x)
-                for i, ref_dets in enumerate(torch_dets):
-                    dets = decode_outputs([o[i:i + 1] for o in got], post, tuple(x.shape[2:]))
-                    res = compare_detections(ref_dets, dets, box_atol, score_atol, post['test_cfg'], *scales[i])
-                    res['input_shape'] = list(x.shape)
-                    checks.append(res)
-        return summarize(checks)
-
-    meta = detector_meta(detector, folded, with_nms, post, input_shape=list(shape))
-    return export_checked(wrapper, images[0], path, input_name='input', output_names=names, opset=opset,
-                          dynamic_axes=axes, simplify=simplify, check=check, meta=meta, verbose=verbose,
-                          graph_opt=graph_opt)
+    backend = OnnxBackend(opset, simplify, graph_opt)
+    meta_extra = dict(input_shape=list(images[0].shape)) if images else None
+    job = build_detector_job(detector, images, fold_bn=fold_bn, dynamic=dynamic, with_nms=with_nms,
+                             meta_extra=meta_extra)
+    return run_export(backend, job, path, Tolerances(raw_atol, raw_rtol, box_atol, score_atol), verbose)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os.path as osp
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
@@ -27,6 +27,8 @@ class AtomicCheckpointHook(CheckpointHook):
     So ``--resume`` (``resume=True``) always finds a complete checkpoint. Remote ``out_dir`` backends keep their
     own semantics.
     """
+
+    backend_args: Optional[dict]  # set by CheckpointHook.__init__ (declared for the type checker: mmengine is untyped)
 
     def before_train(self, runner: Runner) -> None:
         out_dir = self.out_dir if self.out_dir is not None else runner.work_dir

@@ -15,7 +15,7 @@ gradients of the same weights, whatever seeds the ranks were given.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def find_supernets(model: torch.nn.Module) -> list[DetNASSupernet]:
     """The supernet backbones inside ``model`` (a model wrapper is looked through)."""
     if is_model_wrapper(model):
-        model = model.module
+        model = cast(torch.nn.Module, model.module)  # the wrapped model (nn.Module.__getattr__ is typed loosely)
     return [m for m in model.modules() if isinstance(m, DetNASSupernet)]
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.backbones.detnas_supernet import DetNASSupernet
+
+if TYPE_CHECKING:
+    from mmengine.model import BaseModel
 
 
 @contextlib.contextmanager
@@ -51,7 +54,7 @@ def set_path(model: nn.Module, path: Sequence[int]) -> None:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable, num_batches: int) -> int:
+def recalibrate_bn(model: BaseModel, loader: Iterable, num_batches: int) -> int:
     """Recompute every BN's running statistics of a detector on ``num_batches`` batches of ``loader``.
 
     Every ``_BatchNorm`` is reset and accumulates a cumulative average (``momentum=None``) while the rest of the
@@ -85,7 +88,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, num_batches: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, evaluator: Any, num_samples: int) -> dict[str, float]:
+def evaluate(model: BaseModel, loader: Iterable, evaluator: Any, num_samples: int) -> dict[str, float]:
     """Run ``model.test_step`` over ``loader`` and return ``evaluator``'s metrics (empty dict: no detections)."""
     model.eval()
     with quiet():

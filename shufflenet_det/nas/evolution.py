@@ -271,7 +271,7 @@ class EvolutionarySearch:
         state = SearchState()
         rng = np.random.default_rng(self.settings.seed)
         self._next_population(state, rng)
-        state.rng = rng.bit_generator.state
+        state.rng = dict(rng.bit_generator.state)  # a dict at run time; numpy types it as a Mapping
         return state
 
     def _rank(self, state: SearchState, keys: set[str]) -> list[str]:
@@ -311,7 +311,7 @@ class EvolutionarySearch:
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng
         self._next_population(state, rng)
-        state.rng = rng.bit_generator.state
+        state.rng = dict(rng.bit_generator.state)  # a dict at run time; numpy types it as a Mapping
         state.generation = gen + 1
         return state
 

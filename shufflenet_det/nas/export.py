@@ -63,13 +63,10 @@ def write_subnet(cfg: Any, state_dict: Mapping[str, torch.Tensor], meta: Mapping
                  checkpoint_path: Path, header: str, extra: Optional[Mapping[Path, str]] = None) -> None:
     """Check that ``state_dict`` loads strictly into ``cfg``'s model, then write the config, the checkpoint
     (``{'state_dict': ..., 'meta': ...}``) and the ``extra`` text files together, atomically."""
-    from mmdet.registry import MODELS
-    from mmengine.model import revert_sync_batchnorm
-
+    from ..utils.build import build_model
     from ..utils.checkpoint import check_state_dict_fits
 
-    model_cfg = copy.deepcopy(cfg.model)
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model = build_model(cfg.model, revert_sync_bn=True)
     check_state_dict_fits(model, state_dict, 'the subnet weights inherited from the supernet')
     text = config_text(cfg, header)
     extra = dict(extra or {})

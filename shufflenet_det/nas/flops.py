@@ -36,7 +36,7 @@ class PathFlops:
 
     def __init__(self, model_cfg: Mapping[str, Any], mode: str = 'classifier',
                  input_shape: int | Sequence[int] = 224) -> None:
-        from mmdet.registry import MODELS
+        from ..utils.build import build_model
 
         if mode not in FLOPS_MODES:
             raise ValueError(f'flops_mode={mode!r} is not supported; allowed values: {list(FLOPS_MODES)}')
@@ -48,12 +48,11 @@ class PathFlops:
             backbone = last_output_backbone(backbone_cfg)
             self.model: nn.Module = ImageClassifier(backbone, backbone.out_channels[-1], 1000)
         elif mode == 'backbone':
-            self.model = MODELS.build(backbone_cfg)
+            self.model = build_model(backbone_cfg)
         else:
-            from mmengine.model import revert_sync_batchnorm
             detector_cfg = copy.deepcopy(dict(model_cfg))
             detector_cfg['backbone'] = backbone_cfg
-            self.model = revert_sync_batchnorm(MODELS.build(detector_cfg))
+            self.model = build_model(detector_cfg, revert_sync_bn=True)
         self.model.eval()
         self.supernets = _supernets(self.model)
         if not self.supernets:

@@ -4,7 +4,7 @@ Tools call :func:`run_main` with their ``main``. Errors a user can cause and fix
 corrupt file, a config or checkpoint that does not fit, a full or read-only disk - end as ``error: <message>`` on
 stderr with exit status 2 (1 for a failed check such as a parity or mAP target the tool reports itself). SIGTERM
 and SIGINT unwind the program like an exception, so every atomic writer removes its temporary files
-(``shufflenet_det.utils.io``) and nothing half-written is left; they exit with 143 and 130. ``--debug`` on the command
+(:mod:`.io`) and nothing half-written is left; they exit with 143 and 130. ``--debug`` on the command
 line (or ``SHUFFLENET_DET_DEBUG=1``) shows the full traceback instead.
 
 A tool may also end with ``raise SystemExit('error: <message>')`` (what in-process callers and tests catch): it is

@@ -4,14 +4,15 @@ Used outside the graph for backends without NMS (ncnn, raw ONNX exports), driven
 next to an exported model (``detector.postprocess_meta``); :func:`decode_outputs` picks the decoder it names:
 
 * :func:`postprocess` - RetinaNet-like heads: mmdet 3.x ``AnchorHead.predict_by_feat`` for sigmoid classifiers with
-  ``DeltaXYWHBBoxCoder`` (the semantics of ``detector.DetectorExportWrapper``), on per-level raw maps;
+  ``DeltaXYWHBBoxCoder`` (the semantics of the anchor heads' export wrapper, ``deploy/heads/anchor.py``), on
+  per-level raw maps;
 * :func:`postprocess_gfl` - the lite detectors' ``LiteGFLHead`` (Generalized Focal Loss, Li et al., arXiv
   2006.04388, on anchor-free points as in NanoDet-Plus): the raw tensor ``(N, C + 4 (R + 1))`` of sigmoid class
   scores and distance distributions, decoded as its ``predict_by_feat`` does (the semantics of
-  ``lite.LiteExportWrapper``).
+  the GFL export wrapper, ``deploy/heads/gfl.py``).
 
-This file imports nothing but numpy and the standard library, so it can be copied to a board together with
-``tools/deploy/ncnn_runner.py`` (which loads it by path and never imports torch).
+This module imports nothing but numpy and the standard library; the board runners (:mod:`.cli`) and the
+exporters' checks use the same functions.
 """
 from __future__ import annotations
 
@@ -247,7 +248,8 @@ def keep_best_candidates(all_boxes: list, all_scores: list, all_labels: list, cf
 # ---------------------------------------------------------------------------------------------------- reports
 def _expected_outputs(report: dict[str, Any], count: int) -> tuple[str, list[int] | None]:
     """What the export a report describes outputs: a description and the rank of every output (None: unknown)."""
-    post = report.get('postprocess') if isinstance(report.get('postprocess'), dict) else {}
+    entry = report.get('postprocess')
+    post: dict[str, Any] = entry if isinstance(entry, dict) else {}
     if report.get('what') == 'backbone':
         return 'a backbone export (feature maps)', [4] * count
     if report.get('with_nms'):

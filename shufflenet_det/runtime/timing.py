@@ -2,7 +2,8 @@
 
 * :class:`Row` - one (model, backend, input size) configuration: its status, latency statistics and ratios;
 * :func:`latency_stats` - median, p90, min and mean of a list of call times;
-* :func:`time_in_rounds` - several callables timed in rounds of consecutive, re-warmed blocks.
+* :func:`time_calls` - one callable timed alone (the board runners' ``--bench``);
+* :func:`time_in_rounds` - several callables timed in rounds of consecutive, re-warmed blocks (the benchmark).
 """
 from __future__ import annotations
 
@@ -59,6 +60,21 @@ def latency_stats(times: Sequence[float]) -> dict[str, float]:
     ordered = sorted(times)
     return dict(median_ms=statistics.median(ordered), p90_ms=float(np.percentile(ordered, 90)),
                 min_ms=ordered[0], mean_ms=statistics.fmean(ordered))
+
+
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> dict[str, Any]:
+    """``fn()`` called ``warmup`` times untimed, then ``runs`` >= 1 times timed: :func:`latency_stats` in
+    milliseconds plus ``runs`` and ``warmup``."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f'runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}')
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return dict(latency_stats(times), runs=runs, warmup=warmup)
 
 
 def time_in_rounds(fns: Sequence[Callable[[], Any]], runs: int, warmup: int, progress: Any = None,

@@ -3,7 +3,8 @@
 * :func:`load_config` - an ``mmengine.Config`` from a path (``mmdet::`` and ``shufflenet_det::`` names too) with the
   registries initialised, ``--cfg-options`` merged; :class:`ConfigError` naming the file otherwise;
 * :func:`build_backbone` / :func:`build_detector` - registered models, weights read safely and loaded strictly
-  (:mod:`.checkpoint`), or their own initialisation without its log;
+  (:mod:`.checkpoint`), or their own initialisation without its log; :func:`build_model` - any registered model
+  from its config dict, as configured (every model outside the model constructors is built here);
 * :func:`prepare_for_export` - the reference copy and the deployable copy (BN folded) of a model, both in eval mode.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from torch import nn
 
@@ -34,9 +35,11 @@ def resolve_config_path(config: str | os.PathLike) -> str:
     config = str(config)
     scope, sep, rest = config.partition('::')
     if sep and scope in PACKAGE_SCOPES:
-        import importlib
-        package = importlib.import_module(scope)
-        config = os.path.join(os.path.dirname(str(package.__file__)), '.mim', 'configs', rest)
+        import importlib.util
+        spec = importlib.util.find_spec(scope)  # where the package is; nothing imported
+        if spec is None or not spec.origin:
+            raise ConfigError(f'config {config!r}: package {scope!r} is not installed')
+        config = os.path.join(os.path.dirname(spec.origin), '.mim', 'configs', rest)
     return config
 
 
@@ -49,7 +52,7 @@ def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> An
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    import shufflenet_det  # noqa: F401  - registers the backbones, applies the compatibility fixes
+    # the package's own modules are registered already: importing this submodule ran shufflenet_det/__init__.py
     register_all_modules(init_default_scope=True)
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
@@ -78,20 +81,40 @@ def quiet_init_weights(model: nn.Module) -> None:
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        model.init_weights()
+        cast(Any, model).init_weights()  # nn.Module's __getattr__ is typed as returning a Tensor or a Module
     finally:
         logger.setLevel(level)
 
 
+#: The package whose registered classes are the ShuffleNet-family backbones (:func:`registered_backbones`).
+BACKBONES_PACKAGE = 'shufflenet_det.models.backbones'
+
+
 def registered_backbones() -> list[str]:
-    """The ShuffleNet-family backbone types of mmdet's MODELS (for error messages)."""
+    """The ShuffleNet-family backbone types of mmdet's MODELS (for error messages): the registered classes defined
+    in :data:`BACKBONES_PACKAGE` (this bottom layer does not import the models; the package registered them)."""
     from mmdet.registry import MODELS
-
-    import shufflenet_det  # noqa: F401
-
-    from ..models.backbones.base import ShuffleBackboneBase
     return sorted(name for name, cls in MODELS.module_dict.items()
-                  if isinstance(cls, type) and issubclass(cls, ShuffleBackboneBase))
+                  if isinstance(cls, type) and f'{cls.__module__}.'.startswith(f'{BACKBONES_PACKAGE}.'))
+
+
+def build_model(model_cfg: Mapping[str, Any], *, init: bool = False, revert_sync_bn: bool = False) -> nn.Module:
+    """Any registered model of mmdet's MODELS (a detector, a backbone, a part of one) from its config dict, built
+    as configured: a deep copy of ``model_cfg`` is built, nothing is loaded, errors of the build (an unregistered
+    type, a wrong argument) propagate unchanged.
+
+    ``init``: run the model's own initialisation (:func:`quiet_init_weights`; its ``init_cfg`` applies);
+    ``revert_sync_bn``: SyncBatchNorm layers become BatchNorm (mmengine's ``revert_sync_batchnorm``: a model run
+    outside a distributed job). Models from files with weights: :func:`build_backbone`, :func:`build_detector`.
+    """
+    from mmdet.registry import MODELS
+    model = MODELS.build(copy.deepcopy(dict(model_cfg)))
+    if revert_sync_bn:
+        from mmengine.model import revert_sync_batchnorm
+        model = revert_sync_batchnorm(model)
+    if init:
+        quiet_init_weights(model)
+    return model
 
 
 def build_backbone(backbone_cfg: Mapping[str, Any], checkpoint: str | os.PathLike | None = None,
@@ -103,8 +126,6 @@ def build_backbone(backbone_cfg: Mapping[str, Any], checkpoint: str | os.PathLik
     (``init_cfg`` kept). ValueError naming the type when it is not registered or its arguments are wrong.
     """
     from mmdet.registry import MODELS
-
-    import shufflenet_det  # noqa: F401  (registers the backbones)
 
     if not isinstance(backbone_cfg, Mapping) or 'type' not in backbone_cfg:
         raise ValueError(f'backbone config {backbone_cfg!r} must be a dict with a "type" key')
@@ -185,11 +206,11 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
     :func:`shufflenet_det.models.layers.fold_batchnorm`."""
     if hasattr(model, 'switch_to_deploy'):
         if not getattr(model, 'deployed', False):
-            model.switch_to_deploy()
+            cast(Any, model).switch_to_deploy()
         return model
     for m in list(model.modules()):
         if m is not model and hasattr(m, 'switch_to_deploy') and not getattr(m, 'deployed', False):
-            m.switch_to_deploy()
+            cast(Any, m).switch_to_deploy()
     return model
 
 

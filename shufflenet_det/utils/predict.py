@@ -6,11 +6,14 @@ description of how images are normalised.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from mmdet.models.detectors import BaseDetector
 
 #: ImageNet statistics (RGB, 0-255): the normalisation of a bare backbone, which has no data preprocessor.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -29,7 +32,7 @@ def make_data_samples(batch: int, height: int, width: int) -> list[Any]:
     return samples
 
 
-def predict_detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, np.ndarray]]:
+def predict_detections(detector: BaseDetector, x: torch.Tensor) -> list[dict[str, np.ndarray]]:
     """mmdet's own ``predict`` (``rescale=False``) on a normalised batch: boxes, scores, labels per image."""
     samples = make_data_samples(x.shape[0], int(x.shape[2]), int(x.shape[3]))
     with torch.no_grad():
@@ -38,7 +41,7 @@ def predict_detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, n
                  labels=r.pred_instances.labels.cpu().numpy()) for r in results]
 
 
-def predict_fn(detector: nn.Module, x: torch.Tensor) -> Any:
+def predict_fn(detector: BaseDetector, x: torch.Tensor) -> Any:
     """A no-argument callable running ``detector.predict`` on ``x`` (samples made once, for timing loops)."""
     samples = make_data_samples(x.shape[0], int(x.shape[2]), int(x.shape[3]))
     return lambda: detector.predict(x, samples, rescale=False)

@@ -13,8 +13,6 @@ import torch
 import deploy_fixtures as fx
 from helpers import load_script
 
-RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
-
 
 def _tool():
     return load_script('tools/analysis_tools/benchmark.py', 'benchmark_tool')
@@ -67,27 +65,28 @@ def test_detector_benchmark_rows(tmp_path: Path) -> None:
     from shufflenet_det.benchmark import run_benchmark
     detector = fx.spread_retinanet()
     rows = run_benchmark([('mini', detector)], [(128, 128)], ['torch-plain', 'torch-cl', 'ort-deploy', 'ncnn'],
-                         runs=2, warmup=1, threads=1, progress=False, ncnn_runner=RUNNER)
+                         runs=2, warmup=1, threads=1, progress=False)
     assert [r.status for r in rows] == ['ok'] * 4, [(r.backend, r.note) for r in rows]
     assert rows[1].vs_torch_plain is not None
-    assert 'ncnn_runner.py' in rows[3].note and 'post-processing' in rows[3].note
+    assert 'torch-free' in rows[3].note and 'post-processing' in rows[3].note
 
 
-def test_backend_table_and_ncnn_without_runner() -> None:
-    """Every backend name has a builder; the library never looks for the runner script itself."""
+def test_backend_table_and_ncnn_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every backend name has a builder; without ncnn / pnnx the ncnn row is unavailable, with the reason."""
     from shufflenet_det.benchmark import ALL_BACKENDS, BACKENDS, DEFAULT_BACKENDS, run_benchmark
     assert set(BACKENDS) == set(ALL_BACKENDS) and set(DEFAULT_BACKENDS) <= set(ALL_BACKENDS)
     assert all(callable(build) for build in BACKENDS.values())
     model = fx.backbone(widen_factor=0.5, out_indices=(3,))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name in ('ncnn', 'pnnx') else find_spec(name, *args))
     rows = run_benchmark([('bb', model)], [(64, 64)], ['torch-plain', 'ncnn'], runs=2, warmup=0, threads=1,
                          progress=False)
     assert [r.status for r in rows] == ['ok', 'unavailable'], [(r.backend, r.note) for r in rows]
-    assert 'runner' in rows[1].note and rows[1].median_ms is None
+    assert 'not installed' in rows[1].note and rows[1].median_ms is None
+    monkeypatch.undo()
     with pytest.raises(ValueError, match='unknown backends'):
         run_benchmark([('bb', model)], [(64, 64)], ['tpu'], progress=False)
-    assert _tool().parse_args(['--backbone', 'ShuffleNetV2']).ncnn_runner == RUNNER
-    with pytest.raises(SystemExit):
-        _tool().parse_args(['--backbone', 'ShuffleNetV2', '--ncnn-runner', str(fx.REPO / 'no_such_runner.py')])
 
 
 def test_map_plot_from_results_files(tmp_path: Path) -> None:

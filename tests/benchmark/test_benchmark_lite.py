@@ -12,8 +12,6 @@ import pytest
 import deploy_fixtures as fx
 from helpers import load_script
 
-RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
-
 
 def test_lite_rows_and_ratio_to_the_bare_backbone() -> None:
     from shufflenet_det.benchmark import backbone_ratios, run_benchmark
@@ -21,7 +19,7 @@ def test_lite_rows_and_ratio_to_the_bare_backbone() -> None:
     backbone = fx.backbone(widen_factor=0.5, out_indices=(1, 2, 3))
     backends = ['torch-plain', 'ort-deploy', 'ort-raw', 'ncnn']
     rows = run_benchmark([('bb', backbone), ('lite', lite)], [(128, 160)], backends, runs=2, warmup=1, threads=1,
-                         progress=False, ncnn_runner=RUNNER)
+                         progress=False)
     by = {(r.model, r.backend): r for r in rows}
     assert by[('bb', 'ort-raw')].status == 'unavailable' and 'ort-deploy' in by[('bb', 'ort-raw')].note
     for backend in backends:

@@ -153,14 +153,15 @@ def test_main_job_help_documents_num_vis_0() -> None:
 
 def test_runner_reads_a_good_ppm_and_generates_one(ws: Path, tmp_path: Path) -> None:
     """The stricter PPM parser still reads what --generate writes (and comments in headers)."""
+    from shufflenet_det.runtime.images import read_image
     runner = load_script(RUNNER, 'ncnn_runner_bad_inputs')
     ppm = tmp_path / 'pic.ppm'
     assert runner.run_main(runner.main, [str(ws / 'bb.param'), '--generate', str(ppm)]) == 0
-    img = runner.read_image(str(ppm))
+    img = read_image(str(ppm))
     assert img.shape == (64, 64, 3)
     raw = ppm.read_bytes()
     (tmp_path / 'commented.ppm').write_bytes(raw.replace(b'P6\n', b'P6\n# made by a test\n', 1))
-    assert (runner.read_image(str(tmp_path / 'commented.ppm')) == img).all()
+    assert (read_image(str(tmp_path / 'commented.ppm')) == img).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['commented.ppm', 'pic.ppm']
 
 
@@ -217,15 +218,15 @@ def test_full_disk_during_ncnn_export_leaves_nothing(tmp_path: Path, monkeypatch
 def test_full_disk_writing_onnx_report_leaves_no_model(tmp_path: Path, monkeypatch, capsys,
                                                        keep_signal_handlers) -> None:
     """The model and its report are renamed together: a failure while writing the report leaves neither."""
-    from shufflenet_det.deploy import onnx_export
+    from shufflenet_det.deploy import exporter
     from shufflenet_det.utils.cli import run_main
-    real = onnx_export.require_parity
+    real = exporter.require_parity
 
     def parity_then_full_disk(output, parity, verbose=True):
         real(output, parity, verbose)
         raise OSError(errno.ENOSPC, 'No space left on device', str(output) + '.json')
 
-    monkeypatch.setattr(onnx_export, 'require_parity', parity_then_full_disk)
+    monkeypatch.setattr(exporter, 'require_parity', parity_then_full_disk)
     tool = load_script('tools/deploy/export_onnx.py', 'export_onnx_full_disk')
     rc = run_main(tool.main, ['--backbone', 'ShuffleNetV2', '--backbone-args', BB_ARGS, '--shape', '64', '64',
                               '--out', str(tmp_path / 'm.onnx')])

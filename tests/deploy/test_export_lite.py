@@ -16,7 +16,7 @@ import deploy_fixtures as fx
 from helpers import load_script
 from shufflenet_det.deploy.detector import export_wrapper, postprocess_meta
 from shufflenet_det.deploy.export_common import unpad_detections
-from shufflenet_det.deploy.lite import LiteExportWrapper
+from shufflenet_det.deploy.heads.gfl import GFLExportWrapper
 from shufflenet_det.deploy.onnx_export import export_detector_onnx, ort_session
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.runtime.postprocess import decode_outputs, level_shapes
@@ -37,7 +37,7 @@ def test_graph_and_numpy_decoders_reproduce_mmdet(detector) -> None:
     head = detector.bbox_head
     for model, full in ((detector, True), (high, False)):
         nms, raw = export_wrapper(model).eval(), export_wrapper(model, with_nms=False).eval()
-        assert isinstance(nms, LiteExportWrapper) and raw.output_names == ['output']
+        assert isinstance(nms, GFLExportWrapper) and raw.output_names == ['output']
         meta = postprocess_meta(model)
         assert meta['decoder'] == 'gfl_points' and meta['strides'] == [8, 16, 32, 64] and meta['reg_max'] == 7
         for x in fx.images(model, SIZE, 2, seed=1):

@@ -12,8 +12,8 @@ import torch
 
 import deploy_fixtures as fx
 from helpers import assert_close_scaled, load_script
-from shufflenet_det.deploy.detector import DetectorExportWrapper
 from shufflenet_det.deploy.export_common import ExportError, unpad_detections
+from shufflenet_det.deploy.heads.anchor import AnchorExportWrapper
 from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detector_onnx, ort_session
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import predict_detections, preprocess_meta
@@ -83,7 +83,7 @@ def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
 
 def test_wrapper_reproduces_mmdet_predict(detector) -> None:
     # the in-graph post-processing, run eagerly, equals mmdet's RetinaHead.predict_by_feat
-    wrapper = DetectorExportWrapper(detector).eval()
+    wrapper = AnchorExportWrapper(detector).eval()
     for x in fx.images(detector, (128, 160), 2, seed=3):
         ref = predict_detections(detector, x)[0]
         assert len(ref['boxes']) > 10

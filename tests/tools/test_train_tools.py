@@ -184,8 +184,6 @@ def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
-    from shufflenet_det.utils import io as atomic_io
-
     class Toy(BaseModel):
         def __init__(self):
             super().__init__()
@@ -211,10 +209,10 @@ def test_checkpoint_hook_survives_a_crash_while_saving(tmp_path, monkeypatch):
             raise KeyboardInterrupt('killed while saving')
         real_fsync(fd)
 
-    monkeypatch.setattr(atomic_io.os, 'fsync', die_writing_epoch_2)
+    monkeypatch.setattr(os, 'fsync', die_writing_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         make_runner().train()
-    monkeypatch.setattr(atomic_io.os, 'fsync', real_fsync)
+    monkeypatch.setattr(os, 'fsync', real_fsync)
     files = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(('.pth', '.tmp', 'last_checkpoint')))
     assert files == ['epoch_1.pth', 'last_checkpoint']  # no epoch_2.pth, complete or partial
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')

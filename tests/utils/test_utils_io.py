@@ -79,7 +79,7 @@ def test_read_only_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ro.mkdir()
     real_access = os.access
     # root passes every permission check, so the read-only folder is simulated where the writer asks
-    monkeypatch.setattr(io.os, 'access', lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    monkeypatch.setattr(os, 'access', lambda p, mode: False if Path(p) == ro else real_access(p, mode))
     with pytest.raises(ValueError, match="report '.*out.txt': folder '.*ro' is not writable"):
         io.write_text_atomic('x', ro / 'out.txt', what='report')
     assert _listing(ro) == []

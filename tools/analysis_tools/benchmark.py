@@ -4,10 +4,10 @@ Backends (see shufflenet_det/benchmark/backends.py): torch-plain (eager NCHW wit
 baseline), torch-folded, torch-cl (BN folded + channels_last + inference_mode), torch-jit (trace + freeze +
 optimize_for_inference), torch-compile (opt-in), ort-plain (ONNX Runtime on the plain export: baseline), ort-deploy
 (BN folded + onnxslim + tuned session), ncnn, and on a GPU ort-cuda / cuda-fp32 / cuda-fp16 (skipped with a message
-when there is no CUDA device). The ncnn rows are timed by the board runner tools/deploy/ncnn_runner.py in a child
-process (--ncnn-runner names another copy). A backbone run also lists the ShuffleNetV2 1.0x of torchvision and
-mmpretrain when they import (reported as unavailable otherwise, never emulated). Results: a table on stdout, JSON
-(--out), and a PNG with --plot (latency vs input size, or mAP vs latency with --map).
+when there is no CUDA device). The ncnn rows are timed by the torch-free runtime's ncnn runner (python -m
+shufflenet_det.runtime ncnn) in a child process, as on a board. A backbone run also lists the ShuffleNetV2 1.0x of
+torchvision and mmpretrain when they import (reported as unavailable otherwise, never emulated). Results: a table on
+stdout, JSON (--out), and a PNG with --plot (latency vs input size, or mAP vs latency with --map).
 
 Examples::
 
@@ -34,26 +34,29 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from shufflenet_det.utils.cli import (
+    add_config_arg,
+    check_output_path,
+    fail,
+    refuse_input_overwrite,
+    run_main,
+    tool_parser,
+)
 
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
-
-#: The torch-free ncnn runner of this repository, which times the ncnn rows in a child process.
-NCNN_RUNNER = Path(__file__).resolve().parents[1] / 'deploy' / 'ncnn_runner.py'
 #: Where tools/main_job.py writes a config's results by default (work_dirs/main_job/<config name>/results.json).
 MAIN_JOB_DIR = Path(__file__).resolve().parents[2] / 'work_dirs' / 'main_job'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from shufflenet_det.benchmark import ALL_BACKENDS, DEFAULT_BACKENDS
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_argument_group('models (one of)')
     src.add_argument('--backbone', metavar='TYPE', help='a registered backbone type, e.g. ShuffleNetV2')
     src.add_argument('--backbone-args', default='{}', metavar='JSON',
                      help='backbone keyword arguments as JSON (default: the type\'s defaults)')
-    src.add_argument('--config', nargs='+', metavar='CFG',
-                     help='detector config(s), e.g. configs/retinanet_shufflenetv2.py '
-                          'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py (weights: random init)')
+    add_config_arg(src, 'detector config(s), e.g. configs/retinanet_shufflenetv2.py '
+                        'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py (weights: random init)',
+                   option=True, nargs='+', metavar='CFG')
     src.add_argument('--what', choices=['detector', 'backbone'], default='detector',
                      help='with --config: time the whole detector (default) or its backbone')
     src.add_argument('--add-backbone', metavar='TYPE',
@@ -77,9 +80,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      metavar='BACKEND', help='backends of the torchvision / mmpretrain ShuffleNetV2 1.0x rows '
                      '(default: torch-plain torch-cl; ort-plain times their plain ONNX export)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
-    run.add_argument('--ncnn-runner', type=Path, default=NCNN_RUNNER, metavar='PY',
-                     help='the torch-free ncnn runner script that times the ncnn rows in a child process '
-                          '(default: tools/deploy/ncnn_runner.py of this repository)')
     out = parser.add_argument_group('output')
     out.add_argument('--out', help='JSON results file')
     out.add_argument('--plot', help='PNG: latency vs input size (or mAP vs latency with --map)')
@@ -100,8 +100,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f'{name} must be >= 1, got {value}')
     if args.warmup < 0:
         parser.error('--warmup must be >= 0')
-    if 'ncnn' in args.backends and not args.ncnn_runner.is_file():
-        parser.error(f'--ncnn-runner {str(args.ncnn_runner)!r} does not exist')
     try:
         args.sizes = [_size(s) for s in (args.sizes or ['224' if args.backbone or args.what == 'backbone'
                                                          else '320'])]
@@ -134,11 +132,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse unwritable outputs and outputs over inputs before any timing (a run can take many minutes)."""
-    from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
     if args.out and args.plot and Path(args.out).resolve() == Path(args.plot).resolve():
         fail(f'--out and --plot are the same file {args.out!r}')
     inputs = [('--config', c) for c in args.config or []] + [('--results', r) for r in args.results]
-    inputs.append(('--ncnn-runner', args.ncnn_runner))
     refuse_input_overwrite([('--out', args.out), ('--plot', args.plot)], inputs)
     check_output_path(args.out, '--out')
     check_output_path(args.plot, '--plot')
@@ -207,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
                          runs=args.runs, warmup=args.warmup, peers=peers, peer_backends=args.peer_backends,
                          progress=not args.no_progress,
-                         rounds=args.rounds, ncnn_runner=args.ncnn_runner)
+                         rounds=args.rounds)
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
     summary = summarize(rows)

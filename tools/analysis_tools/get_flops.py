@@ -22,28 +22,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as `python tools/analysis_tools/get_flops.py` from a checkout
-    sys.path.insert(0, str(ROOT))
-
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.utils.cli import (
+    add_cfg_options_arg,
+    add_config_arg,
+    check_output_path,
+    refuse_input_overwrite,
+    run_main,
+    tool_parser,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(
-        description='Count multiply-adds and parameters of a ShuffleNet backbone (as an ImageNet classifier by '
-                    'default), of every published variant (--table), or of a detector config.',
+    parser = tool_parser(
+        'Count multiply-adds and parameters of a ShuffleNet backbone (as an ImageNet classifier by '
+        'default), of every published variant (--table), or of a detector config.',
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog='Examples' + __doc__.split('Examples', 1)[1])
-    parser.add_argument('config', nargs='?', help='detector config file (mmdet); omit with --backbone or --table')
+    add_config_arg(parser, 'detector config file (mmdet); omit with --backbone or --table', nargs='?')
     parser.add_argument('--backbone', help='backbone type registered in mmdet MODELS, e.g. ShuffleNetV2')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='with --backbone: backbone kwargs (widen_factor=1.0 groups=3); with a config: '
-                             'overrides merged into the config (model.backbone.widen_factor=0.5)')
+    add_cfg_options_arg(parser, 'with --backbone: backbone kwargs (widen_factor=1.0 groups=3); with a config: '
+                                'overrides merged into the config (model.backbone.widen_factor=0.5)', default={})
     parser.add_argument('--shape', type=int, nargs='+', default=None,
                         help='input size: S or H W (default 224 for backbones and --table, 320 320 for detectors); '
                              'at most 4096, multiples of the coarsest backbone stride (32) for the lite detectors')
@@ -84,7 +83,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.config is not None and not os.path.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
     if args.json_out:  # before the counting: a bad output path fails at once
-        from shufflenet_det.deploy.cli import check_output_path, refuse_input_overwrite
         refuse_input_overwrite([('--json', args.json_out)], [('config', args.config)])
         check_output_path(args.json_out, '--json')
     return args

@@ -22,12 +22,6 @@ from typing import Optional, Sequence
 # explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as `python tools/analysis_tools/side_by_side.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
-from mmengine.config import DictAction  # noqa: E402
-
 from shufflenet_det.apps.side_by_side import (  # noqa: E402
                                               DEFAULT_PAIR,
                                               MODEL_NAMES,
@@ -36,19 +30,29 @@ from shufflenet_det.apps.side_by_side import (  # noqa: E402
                                               format_comparison,
                                               run_side_by_side,
 )
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.utils.cli import (  # noqa: E402
+    add_cfg_options_arg,
+    add_overwrite_arg,
+    check_output_dir,
+    check_output_path,
+    fail,
+    run_main,
+    tool_parser,
+)
+
+#: The repository whose configs/ the jobs train.
+REPO = Path(__file__).resolve().parents[2]
 
 __all__ = ['compare', 'format_comparison', 'main', 'parse_args']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser(__doc__.split('\n\n')[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--models', nargs=2, default=list(DEFAULT_PAIR), metavar=('A', 'B'),
                    help=f'the two mini models to compare, A\'s cost relative to B\'s; of {sorted(MODEL_NAMES)}')
     p.add_argument('--data-root', default='data/mini_coco', help='the mini dataset (generated if absent)')
-    p.add_argument('--overwrite', action='store_true',
-                   help='replace a dataset of another spec generated earlier at --data-root (refused without it)')
+    add_overwrite_arg(p, 'replace a dataset of another spec generated earlier at --data-root (refused without it)')
     p.add_argument('--runs-dir', default='work_dirs/main_job',
                    help='one sub-folder per model, the same as tools/main_job.py uses')
     p.add_argument('--out', default='work_dirs/side_by_side/side_by_side.json', help='the comparison JSON')
@@ -57,8 +61,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     p.add_argument('--timing-rounds', type=int, default=8,
                    help='training steps per model for the interleaved timing (0 skips it)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings of both configs alike, key=value')
+    add_cfg_options_arg(p, 'override settings of both configs alike, key=value')
     return p.parse_args(argv)
 
 
@@ -72,7 +75,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(str(exc))
     if args.timing_rounds < 0:
         fail(f'--timing-rounds must be >= 0 (0 skips the timing), got {args.timing_rounds}')
-    from shufflenet_det.deploy.cli import check_output_dir, check_output_path
     check_output_path(args.out, '--out')
     check_output_dir(args.runs_dir, '--runs-dir')
     if args.threads:

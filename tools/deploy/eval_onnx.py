@@ -13,20 +13,24 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.utils.cli import (
+    add_config_arg,
+    check_output_path,
+    fail,
+    refuse_input_overwrite,
+    run_main,
+    tool_parser,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('model', help='the .onnx detector (its .onnx.json report from export_onnx.py next to it)')
-    p.add_argument('--config', required=True, help='the detector config (validation set, classes, preprocessing)')
+    add_config_arg(p, 'the detector config (validation set, classes, preprocessing)', option=True, required=True)
     p.add_argument('--checkpoint', help='weights of the PyTorch reference (weights_only=True)')
     p.add_argument('--no-torch', action='store_true', help='evaluate the ONNX model only')
     p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -40,7 +44,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from shufflenet_det.deploy.cli import check_output_path, check_shape_arg, read_export_report, refuse_input_overwrite
+    from shufflenet_det.deploy.cli import check_shape_arg, read_export_report
     from shufflenet_det.deploy.evaluate import check_report_classes, dataset_of, evaluate_onnx, open_onnx
     from shufflenet_det.runtime.postprocess import check_session
     from shufflenet_det.utils import build_detector, load_config, write_json_atomic

@@ -23,20 +23,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from shufflenet_det.deploy.cli import (  # noqa: E402
-    add_model_args,
-    add_tolerance_args,
-    check_output_path,
-    refuse_input_overwrite,
-    resolve,
-)
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.deploy.cli import add_model_args, add_tolerance_args, resolve
+from shufflenet_det.utils.cli import check_output_path, fail, refuse_input_overwrite, run_main, tool_parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument('--out', required=True,
                         help='output base name, not a folder: writes <out>.param, <out>.bin and <out>.json (a '

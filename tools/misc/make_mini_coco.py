@@ -9,15 +9,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from shufflenet_det.datasets.mini_coco import SHAPE_CLASSES, MiniCocoSpec, generate  # noqa: E402
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.datasets.mini_coco import SHAPE_CLASSES, MiniCocoSpec, generate
+from shufflenet_det.utils.cli import add_overwrite_arg, run_main, tool_parser
 
 DEFAULTS = MiniCocoSpec()
 
@@ -36,9 +33,9 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='Generate a deterministic COCO-format synthetic detection dataset '
-                                            '(annotations/instances_{train,val}2017.json + train2017/ val2017/)',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser('Generate a deterministic COCO-format synthetic detection dataset '
+                    '(annotations/instances_{train,val}2017.json + train2017/ val2017/)',
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', default='data/mini_coco', help='output folder (written atomically)')
     p.add_argument('--num-train', type=int, default=DEFAULTS.num_train, help='training images')
     p.add_argument('--num-val', type=int, default=DEFAULTS.num_val, help='validation images')
@@ -57,9 +54,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=DEFAULTS.seed, help='random seed')
     p.add_argument('--format', dest='image_format', choices=['png', 'jpg'], default=DEFAULTS.image_format,
                    help='image file format')
-    p.add_argument('--overwrite', action='store_true',
-                   help='replace an existing dataset made by this tool (never a file, nor a folder with other '
-                        'content)')
+    add_overwrite_arg(p, 'replace an existing dataset made by this tool (never a file, nor a folder with other '
+                         'content)')
     return p.parse_args(argv)
 
 

@@ -53,21 +53,25 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as `python tools/model_converters/convert_weights.py` from a checkout
-    sys.path.insert(0, str(ROOT))
+from mmengine.config import DictAction
 
-from mmengine.config import DictAction  # noqa: E402
-
-from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, get_converter  # noqa: E402
-from shufflenet_det.converters.core import (  # noqa: E402
+from shufflenet_det.converters import ConversionError, available_converters, convert_checkpoint, get_converter
+from shufflenet_det.converters.core import (
     available_detector_converters,
     convert_detector_checkpoint,
     get_detector_converter,
 )
-from shufflenet_det.utils.checkpoint import CheckpointError  # noqa: E402
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
-from shufflenet_det.utils.io import same_file  # noqa: E402
+from shufflenet_det.utils.checkpoint import CheckpointError
+from shufflenet_det.utils.cli import (
+    add_cfg_options_arg,
+    add_config_arg,
+    add_overwrite_arg,
+    check_output_path,
+    fail,
+    run_main,
+    tool_parser,
+)
+from shufflenet_det.utils.io import same_file
 
 
 class KeyValueAction(DictAction):
@@ -103,31 +107,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     pairs = available_converters()
     sources = sorted({s for s, _ in pairs} | set(available_detector_converters()))
     types = sorted({t for _, t in pairs})
-    parser = argparse.ArgumentParser(
-        description='Convert a classification checkpoint into weights of a shufflenet_det backbone (verified with '
-                    'a strict load, written atomically). Available --src -> --type pairs: '
-                    + ', '.join(f'{s} -> {t}' for s, t in pairs) + '.',
+    parser = tool_parser(
+        'Convert a classification checkpoint into weights of a shufflenet_det backbone (verified with '
+        'a strict load, written atomically). Available --src -> --type pairs: '
+        + ', '.join(f'{s} -> {t}' for s, t in pairs) + '.',
         epilog='example: convert_weights.py --src torchvision --type ShuffleNetV2 --widen-factor 1.0 '
                'shufflenetv2_x1-5666bf0f80.pth work_dirs/pretrained/shufflenetv2_1.0x.pth; whole detectors: '
                'convert_weights.py --src nanodet --config CONFIG nanodet-plus-m_320_checkpoint.ckpt OUT')
     parser.add_argument('src_path', metavar='IN', help='input checkpoint (read with weights_only=True)')
     parser.add_argument('dst_path', metavar='OUT', help='output checkpoint, written atomically; must not be IN and '
                                                        'must not exist unless --overwrite')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing OUT (atomically: it is only replaced by a verified conversion)')
+    add_overwrite_arg(parser, 'replace an existing OUT (atomically: it is only replaced by a verified conversion)')
     parser.add_argument('--src', required=True, choices=sources, help='layout of the input checkpoint')
     parser.add_argument('--type', choices=types, dest='backbone_type',
                         help='registered backbone type the weights are for (backbone conversions)')
-    parser.add_argument('--config', default=None,
-                        help='detector config the weights are for (whole-detector conversions: --src '
-                             + ' / '.join(available_detector_converters()) + '); replaces --type')
+    add_config_arg(parser, 'detector config the weights are for (whole-detector conversions: --src '
+                   + ' / '.join(available_detector_converters()) + '); replaces --type', option=True)
     parser.add_argument('--widen-factor', type=float, default=None,
                         help='backbone widen_factor (must match the checkpoint); backbone default when omitted')
     parser.add_argument('--groups', type=int, default=None, help='ShuffleNetV1 groups (must match the checkpoint)')
     parser.add_argument('--arch', default=None, help='backbone arch name, for backbones that take one')
-    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction, default={}, metavar='KEY=VALUE',
-                        help='further backbone arguments (Python literals), e.g. --cfg-options model_size=Large; '
-                             'with --config: options of that config; give it after IN and OUT')
+    add_cfg_options_arg(parser, 'further backbone arguments (Python literals), e.g. --cfg-options model_size=Large; '
+                                'with --config: options of that config; give it after IN and OUT',
+                        default={}, metavar='KEY=VALUE', action=KeyValueAction)
     args = parser.parse_args(argv)
     if args.config is None and args.backbone_type is None:
         parser.error('--type is required (or --config for a whole-detector conversion)')
@@ -196,13 +198,9 @@ def check_paths(src_path: str, dst_path: str, overwrite: bool) -> None:
     if same_file(src_path, dst_path):
         fail(f'OUT {dst_path!r} is the input checkpoint {src_path!r} ({Path(src_path).expanduser().resolve()}): '
              'refusing to write over the file being converted; give another output path')
-    out = Path(dst_path).expanduser()
-    if out.is_dir():
+    if Path(dst_path).expanduser().is_dir():
         fail(f'OUT {dst_path!r} is a directory; give a file path')
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        fail(f'OUT {dst_path!r} already exists; pass --overwrite to replace it')
-    from shufflenet_det.deploy.cli import check_output_path
-    check_output_path(dst_path, 'OUT')  # its folder: a file, or not writable
+    check_output_path(dst_path, 'OUT', overwrite=overwrite)  # exists without --overwrite; its folder unwritable
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -22,23 +22,19 @@ from typing import Optional, Sequence
 
 # OpenMP threads that spin while waiting slow CPU runs down badly on a shared machine (see tools/main_job.py).
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from shufflenet_det.utils.cli import fail, run_main  # noqa: E402
+from shufflenet_det.utils.cli import check_output_dir, fail, run_main, tool_parser  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='DetNAS evolutionary search of a backbone over a trained supernet '
-                                            'detector (its config needs a nas_search section)')
-    p.add_argument('config', help='the supernet detector config (backbone type DetNASSupernet, nas_search section)')
+    p = tool_parser('DetNAS evolutionary search of a backbone over a trained supernet detector (its config needs a '
+                    'nas_search section)',
+                    config='the supernet detector config (backbone type DetNASSupernet, nas_search section)',
+                    work_dir='output folder (default: work_dirs/nas_search/<config name>)',
+                    cfg_options='override config settings, key=value, e.g. nas_search.generations=4')
     p.add_argument('checkpoint', help='the supernet checkpoint written by tools/train.py CONFIG')
-    p.add_argument('--work-dir', help='output folder (default: work_dirs/nas_search/<config name>)')
     p.add_argument('--resume', action='store_true', help='continue the search in the work dir (its search_state.json)')
     p.add_argument('--threads', type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config settings, key=value, e.g. nas_search.generations=4')
     return p.parse_args(argv)
 
 
@@ -49,7 +45,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not os.path.isfile(args.config):
         fail(f'config {args.config!r} does not exist')
     from shufflenet_det.apps.nas_search import default_work_dir, run_search
-    from shufflenet_det.deploy.cli import check_output_dir
     work_dir = args.work_dir or default_work_dir(args.config)
     check_output_dir(work_dir, '--work-dir')  # before the supernet is built and references are scored
     if args.threads:

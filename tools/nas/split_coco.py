@@ -10,24 +10,21 @@ figures. Both files are written together, atomically, next to the input by defau
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from shufflenet_det.utils.cli import run_main  # noqa: E402
+from shufflenet_det.utils.cli import add_overwrite_arg, run_main, tool_parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='Split a COCO training annotation file by image ids into a '
-                                            'supernet-training part and a held-out part for the DetNAS search')
+    p = tool_parser('Split a COCO training annotation file by image ids into a '
+                    'supernet-training part and a held-out part for the DetNAS search')
     p.add_argument('ann_file', help='COCO instances JSON of the training set')
     p.add_argument('--num-val', type=int, required=True, help='images held out for scoring the search candidates')
     p.add_argument('--seed', type=int, default=0, help='seed of the image selection')
     p.add_argument('--out-train', help='training part (default: <ann_file stem>_nas-train.json beside it)')
     p.add_argument('--out-val', help='held-out part (default: <ann_file stem>_nas-val.json beside it)')
-    p.add_argument('--overwrite', action='store_true', help='replace existing outputs that hold another split')
+    add_overwrite_arg(p, 'replace existing outputs that hold another split')
     return p.parse_args(argv)
 
 

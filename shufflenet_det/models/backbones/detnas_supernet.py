@@ -134,7 +134,7 @@ class SearchSpace:
         """A path drawn uniformly: every unit's choice independently and uniformly (SPOS's uniform sampling)."""
         return tuple(int(c) for c in rng.integers(0, self.num_choices, size=self.num_blocks))
 
-    def arch(self, path: Sequence[int]) -> dict[str, Any]:
+    def arch(self, path: Sequence[int | str]) -> dict[str, Any]:
         """The DetNAS ``arch`` dict of ``path`` (``dict(type='DetNAS', arch=...)`` builds the standalone network)."""
         return dict(self.layout(), choices=list(self.check_path(path)))
 
@@ -194,12 +194,12 @@ class DetNASSupernet(ShuffleBackboneBase):
         initial = self.space.check_path([0] * self.space.num_blocks if path is None else path)
         super().__init__(out_indices=out_indices, act_cfg=act_cfg, **kwargs)
         spec = parse_detnas_arch(self.space.arch(initial))  # the standalone DetNAS's own parse: same arguments
-        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
 
         def act(published: str) -> dict:
             return dict(self.act_cfg) if self.act_cfg is not None else dict(type=published)
 
-        def build_units(stage: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        def build_units(stage: int, in_channels: int, out_channels: int) -> list[MixedShuffleUnit]:
             units = []
             for j, unit in enumerate(spec.stage_blocks(stage)):
                 candidates = {choice: SearchedShuffleBlock(

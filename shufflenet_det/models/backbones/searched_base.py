@@ -14,7 +14,7 @@ is parsed (:attr:`SearchedShuffleBackbone.parse_arch`) and which encoding ``arch
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -48,8 +48,10 @@ class SearchedShuffleBackbone(ShuffleBackboneBase):
 
     #: Name of the published encoding built for ``arch=None``.
     default_arch: ClassVar[str]
-    #: Validates ``arch`` (a published name or a dict encoding) into a :class:`SearchedArch`.
-    parse_arch: ClassVar[Callable[[Any], SearchedArch]]
+    #: Validates ``arch`` (a published name or a dict encoding) into a :class:`SearchedArch`; a family assigns
+    #: ``staticmethod(parser)`` (the annotation is only read by type checkers: ``staticmethod`` is not subscriptable
+    #: at run time).
+    parse_arch: ClassVar[staticmethod[[str | Mapping], SearchedArch]]
 
     def __init__(self,
                  arch: Optional[str | Mapping] = None,
@@ -59,7 +61,7 @@ class SearchedShuffleBackbone(ShuffleBackboneBase):
         spec = self.parse_arch(self.default_arch if arch is None else arch)
         super().__init__(out_indices=out_indices, act_cfg=act_cfg, **kwargs)
         self.arch = spec
-        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
 
         def act(published: str) -> dict:
             return dict(self.act_cfg) if self.act_cfg is not None else dict(type=published)

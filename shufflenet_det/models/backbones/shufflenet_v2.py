@@ -101,7 +101,7 @@ class ShuffleV2Unit(nn.Module):
         self.branch_channels = mid
         self.interleaved_split = bool(interleaved_split)
         self.shuffle_after = bool(shuffle_after)
-        cfg = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
         if stride == 2:
             self.branch1 = nn.Sequential(
                 *conv_norm_act(in_channels, in_channels, 3, stride=stride, groups=in_channels, act_cfg=None,
@@ -160,9 +160,9 @@ class ShuffleNetV2(ShuffleBackboneBase):
         wiring = self.arch['layouts'][self.layout]
         channels = self.arch['channels'][float(widen_factor)]
         self.stage_channels = channels
-        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
 
-        def build_units(stage: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        def build_units(stage: int, in_channels: int, out_channels: int) -> list[ShuffleV2Unit]:
             first = ShuffleV2Unit(in_channels, out_channels, stride=2,
                                   proj_channels=in_channels if wiring['proj'] == 'input' else None,
                                   shuffle_after=wiring['shuffle_after'], **cfg)

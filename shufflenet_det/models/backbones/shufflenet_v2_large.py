@@ -116,7 +116,7 @@ class LargeShuffleUnit(nn.Module):
         half = out_channels // 2
         main_in = in_channels // 2 if self.split else in_channels
         width = half * arch.main_expansion
-        cfg = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
         if first:
             self.branch_proj = nn.Sequential(*conv_norm_act(main_in, half, 3, stride=stride,
                                                             act_cfg=act_cfg if arch.proj_act else None,
@@ -184,7 +184,7 @@ class ShuffleNetV2Large(ShuffleBackboneBase):
         super().__init__(out_indices=out_indices,
                          norm_cfg=dict(type='BN', eps=spec.bn_eps) if norm_cfg is None else norm_cfg, **kwargs)
         self.arch = spec
-        cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
         stem = spec.stem_channels
         self.conv1 = nn.Sequential(*conv_norm_act(3, stem[0], 3, stride=2, act_cfg=self.act_cfg, **cfg),
                                    *conv_norm_act(stem[0], stem[1], 3, act_cfg=self.act_cfg, **cfg),

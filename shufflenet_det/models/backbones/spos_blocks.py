@@ -50,7 +50,7 @@ no projection channel while the official one sees ``in/2`` of them. ``D`` is the
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
@@ -169,7 +169,7 @@ class SearchedShuffleBlock(nn.Module):
         self.choice = choice
         self.mid_channels = mid_channels
         self.half_channels = out_channels // 2
-        cfg = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
+        cfg: dict[str, Any] = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
         if stride == 2:
             main_in, main_out = in_channels, out_channels - in_channels
         else:

@@ -69,6 +69,7 @@ class LiteAuxHead(BaseModule):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 normal_init(m, std=0.01)
+        assert self.gfl_cls.bias is not None  # nn.Conv2d's default bias=True
         nn.init.constant_(self.gfl_cls.bias, bias_init_with_prob(0.01))
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, ...]:

@@ -112,6 +112,7 @@ class LiteGFLHead(BaseDenseHead):
             if isinstance(m, nn.Conv2d):
                 normal_init(m, std=0.01)
         for conv in self.gfl_cls:
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             normal_init(conv, std=0.01)
             nn.init.constant_(conv.bias[:self.num_classes], bias_init_with_prob(0.01))
             nn.init.constant_(conv.bias[self.num_classes:], 0.0)
@@ -199,6 +200,7 @@ class LiteGFLHead(BaseDenseHead):
         if gt_boxes.numel() == 0:
             return labels, scores, box_targets, dist_targets, 0
         gt = InstanceData(bboxes=gt_boxes, labels=gt_instances.labels)
+        assert self.assigner is not None  # loss_by_feat refuses a head without one
         result = self.assigner.assign(InstanceData(priors=priors, bboxes=boxes, scores=cls), gt)
         pos = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(1)
         if pos.numel() > 0:

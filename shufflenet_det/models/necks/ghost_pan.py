@@ -18,7 +18,7 @@ so that a level upsampled by two meets the next one exactly.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
@@ -72,8 +72,8 @@ class GhostPAN(BaseModule):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_outs = len(in_channels) + num_extra_level
-        fuse = dict(expand=expand, kernel_size=kernel_size, num_blocks=num_blocks, use_res=use_res,
-                    norm_cfg=norm_cfg, act_cfg=act_cfg)
+        fuse: dict[str, Any] = dict(expand=expand, kernel_size=kernel_size, num_blocks=num_blocks, use_res=use_res,
+                                    norm_cfg=norm_cfg, act_cfg=act_cfg)
         conv = DepthwiseSeparableConvModule if use_depthwise else ConvModule
         down = dict(kernel_size=kernel_size, stride=2, padding=kernel_size // 2, norm_cfg=norm_cfg, act_cfg=act_cfg)
 

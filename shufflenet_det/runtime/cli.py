@@ -1,0 +1,264 @@
+"""The board runners' command lines: run (and time) an exported model with numpy + ncnn or numpy + onnxruntime.
+
+``python -m shufflenet_det.runtime ncnn MODEL.param ...`` and ``python -m shufflenet_det.runtime onnx MODEL.onnx ...``
+(``tools/deploy/ncnn_runner.py`` and ``onnx_runner.py`` are the same commands); on a board, with this folder copied
+alone as ``runtime/``, ``python -m runtime ncnn ...``. Detector exports without NMS are decoded in numpy with the
+parameters of the model's report (:mod:`.postprocess`); backbone exports (ncnn) print their feature shapes.
+
+Inputs: ``--image`` (``.ppm`` / ``.pgm`` / ``.npy`` read with numpy, other formats with OpenCV or Pillow when
+installed; resized keeping the ratio, normalised and padded bottom/right with 0 as mmdet's test pipeline does),
+``--tensor`` (an already normalised ``.npy``, fed as it is: detections in input pixels), ``--generate`` (ncnn: write
+a synthetic test picture and use it), or by default a generated picture of the input size.
+
+Errors (a missing or malformed file, a size the static model was not exported at, an output over an input) end as
+one ``error:`` line with exit status 2, SIGTERM / SIGINT with 143 / 130 and no half-written output
+(:mod:`.errors`; ``--debug`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .images import load_tensor, make_test_picture, read_image, write_ppm
+from .io import same_file, write_json_atomic
+from .timing import time_calls
+
+NCNN_HELP = '''Run (and time) an ncnn model exported by tools/deploy/export_ncnn.py: numpy + the ncnn wheel, no torch.
+
+Detector models (raw head outputs) are post-processed in numpy - priors, box decoding, class-aware NMS, as mmdet's
+RetinaHead or the lite detectors' GFL head - with the parameters of the .json report next to the model; backbone
+models print their feature shapes.
+
+examples:
+  %(prog)s work_dirs/deploy/retinanet_mini.param --image demo.ppm --out-json dets.json
+  %(prog)s work_dirs/deploy/shufflenetv2_backbone.param --bench 100 --threads 4
+'''
+MAIN_HELP = '''Run (and time) a model exported by tools/deploy/export_ncnn.py or export_onnx.py with numpy + ncnn or
+numpy + onnxruntime only: no torch, mmcv or mmdet. On a board, copy the folder shufflenet_det/runtime/ alone and
+run it as python -m runtime ncnn|onnx ... from the folder that holds it.
+
+Errors end as one "error:" line with exit status 2 (--debug shows the traceback); SIGTERM / SIGINT exit with
+143 / 130 and leave no half-written output.
+
+examples:
+  %(prog)s ncnn work_dirs/deploy/lite-m.param --image demo.ppm --out-json dets.json
+  %(prog)s onnx work_dirs/deploy/lite-m_raw.onnx --threads 2 --bench 100
+'''
+ONNX_HELP = '''Run (and time) a detector exported by tools/deploy/export_onnx.py in ONNX Runtime: numpy +
+onnxruntime, no torch.
+
+Exports without NMS (--no-nms) are decoded in numpy - priors, box decoding, class-aware NMS, as mmdet does - with the
+parameters of the model's .onnx.json report; exports with NMS in the graph are only unpadded.
+
+examples:
+  %(prog)s work_dirs/deploy/lite_raw.onnx --image demo.ppm --score-thr 0.3
+  %(prog)s work_dirs/deploy/lite_raw.onnx --threads 2 --bench 100 --out-json r.json
+'''
+
+
+# ---------------------------------------------------------------------------------------------------- arguments
+def _add_common(parser: argparse.ArgumentParser, threads_help: str, threads_default: int) -> Any:
+    source = parser.add_mutually_exclusive_group()  # one input: a picture, a ready tensor, or a generated picture
+    source.add_argument('--image', help='input image (.ppm/.pgm/.npy, others with OpenCV or Pillow; default: a '
+                        'generated test picture of the input size)')
+    source.add_argument('--tensor', metavar='NPY',
+                        help='an already normalised float input, (3, H, W) or (1, 3, H, W) .npy, fed as it is (no '
+                             'resize / normalisation; detections in input pixels); a dynamic export takes H and W '
+                             'that are multiples of its padding divisor')
+    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size for a dynamic export (default: the export size); a static export only '
+                             'accepts its own size (recorded in its report)')
+    parser.add_argument('--threads', type=int, default=threads_default, help=threads_help)
+    parser.add_argument('--score-thr', type=float, help='print/keep only detections with at least this score')
+    parser.add_argument('--out-json', help='write the detections (or feature shapes) and timings here')
+    parser.add_argument('--bench', type=int, default=0, metavar='RUNS',
+                        help='time RUNS calls (detectors: network + numpy post-processing)')
+    parser.add_argument('--warmup', type=int, default=10, help='untimed calls before --bench (default 10)')
+    return source
+
+
+def add_ncnn_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the ncnn runner."""
+    parser.add_argument('model', help='the .param file (its .bin and .json must sit next to it)')
+    source = _add_common(parser, 'ncnn threads (default 1)', 1)
+    source.add_argument('--generate', metavar='PPM', help='write a synthetic test picture to this .ppm and use it')
+    parser.add_argument('--no-fp16', action='store_true', help='disable fp16 storage/arithmetic')
+
+
+def add_onnx_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the ONNX Runtime runner."""
+    parser.add_argument('model', help='the .onnx detector (its .onnx.json report must sit next to it)')
+    _add_common(parser, 'ONNX Runtime threads (0: its default)', 0)
+
+
+def _parser(kind: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=NCNN_HELP if kind == 'ncnn' else ONNX_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    (add_ncnn_arguments if kind == 'ncnn' else add_onnx_arguments)(parser)
+    return parser
+
+
+def check_arguments(args: argparse.Namespace, min_threads: int) -> None:
+    """ValueError naming the option for a count, size or threshold out of range."""
+    if args.threads < min_threads:
+        raise ValueError(f'--threads must be >= {min_threads}, got {args.threads}')
+    if args.bench < 0 or args.warmup < 0:
+        raise ValueError(f'--bench and --warmup must be >= 0, got {args.bench} and {args.warmup}')
+    if args.size is not None and min(args.size) <= 0:
+        raise ValueError(f'--size must be two positive integers H W, got {args.size[0]} {args.size[1]}')
+    if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
+        raise ValueError(f'--score-thr must be a score in [0, 1], got {args.score_thr}')
+
+
+def check_outputs(outputs: Sequence[tuple[str, Optional[str]]], inputs: Sequence[tuple[str, Optional[str]]]) -> None:
+    """Before any work (``--bench`` can be long): ValueError naming the option when an output is one of the
+    ``inputs`` or another output, a folder, or cannot be created (missing or read-only folder)."""
+    given = [(option, path) for option, path in outputs if path]
+    for i, (option, out) in enumerate(given):
+        for what, path in inputs:
+            if path and same_file(out, path):
+                raise ValueError(f'{option} {out!r} is the same file as {what} {path!r}: refusing to overwrite '
+                                 'an input')
+        for other, path in given[:i]:
+            if same_file(out, path):
+                raise ValueError(f'{other} and {option} are the same file {out!r}: give two paths')
+        folder = os.path.dirname(os.path.abspath(out))
+        why = ('it is a folder' if os.path.isdir(out) else
+               f'{folder!r} is a file' if os.path.exists(folder) and not os.path.isdir(folder) else
+               f'folder {folder!r} does not exist' if not os.path.isdir(folder) else
+               f'folder {folder!r} is not writable' if not os.access(folder, os.W_OK | os.X_OK) else None)
+        if why:
+            raise ValueError(f'{option} {out!r} cannot be written: {why}')
+
+
+def check_size(size: Optional[Sequence[int]], dynamic: bool, export_hw: Sequence[int], model: str,
+               report: str) -> None:
+    """ValueError unless ``--size`` is omitted, or a static model's own export size."""
+    if size is not None and not dynamic and list(size) != list(export_hw):
+        raise ValueError(f'--size {size[0]} {size[1]} does not match the static model {model!r}, exported at '
+                         f'{export_hw[0]}x{export_hw[1]} (see {report!r}); omit --size, or export with --dynamic')
+
+
+# ---------------------------------------------------------------------------------------------------- results
+def detection_rows(dets: dict[str, np.ndarray], scale: float, score_thr: Optional[float],
+                   names: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+    """Detections as JSON rows (boxes divided by the resize ``scale``: original-image pixels), those below
+    ``score_thr`` left out."""
+    keep = dets['scores'] >= (score_thr if score_thr is not None else -1.0)
+    return [dict(label=int(lab), name=(names[int(lab)] if names else None), score=round(float(s), 5),
+                 box=[round(float(v) / scale, 2) for v in b])
+            for b, s, lab in zip(dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep])]
+
+
+def print_detections(rows: Sequence[dict[str, Any]], limit: int = 20) -> None:
+    """The count and the first ``limit`` detections on stdout."""
+    print(f'{len(rows)} detections')
+    for d in rows[:limit]:
+        print(f"  label {d['label']}{' ' + d['name'] if d['name'] else ''} score {d['score']:.3f} box {d['box']}")
+
+
+def _bench(result: dict[str, Any], fn: Callable[[], Any], args: argparse.Namespace, what: str) -> None:
+    if args.bench:
+        lat = result['latency'] = time_calls(fn, args.bench, args.warmup)
+        print(f"latency over {args.bench} runs ({what}): median {lat['median_ms']:.2f} ms, "
+              f"p90 {lat['p90_ms']:.2f} ms, min {lat['min_ms']:.2f} ms")
+
+
+# ---------------------------------------------------------------------------------------------------- runners
+def run_ncnn(args: argparse.Namespace) -> int:
+    """The ncnn runner on parsed arguments (:func:`add_ncnn_arguments`); 0 on success, ValueError for bad input."""
+    from .ncnn_model import NcnnModel
+    check_arguments(args, min_threads=1)
+    model = NcnnModel(args.model, threads=args.threads, fp16=not args.no_fp16)
+    check_outputs([('--out-json', args.out_json), ('--generate', args.generate)],
+                  [('the model', model.param), ('its weights', model.bin), ('its report', model.meta_path),
+                   ('--image', args.image), ('--tensor', args.tensor)])
+    check_size(args.size, model.dynamic, model.export_hw, model.param, model.meta_path)
+    keep: Any
+    if args.tensor:
+        x = load_tensor(args.tensor, '--tensor')
+        model.check_input_hw(x.shape[2:], f'--tensor {args.tensor!r}')
+        (mat, keep), scale = model.tensor_mat(x), 1.0
+    else:
+        if args.image:
+            img = read_image(args.image, '--image')
+        else:
+            shape = args.size or model.export_hw
+            img = make_test_picture(int(shape[0]), int(shape[1]))
+            if args.generate:
+                write_ppm(args.generate, img, '--generate')
+        mat, scale, keep = model.preprocess(img, args.size)
+    hw = (mat.h, mat.w)
+    result: dict[str, Any] = dict(model=os.path.basename(model.param),
+                                  image=args.tensor or args.image or args.generate or 'generated',
+                                  threads=args.threads, fp16=not args.no_fp16)
+
+    def forward() -> Any:
+        outs = model.run(mat)
+        return model.decode(outs, hw) if model.is_detector else outs
+
+    if model.is_detector:
+        result['detections'] = detection_rows(forward(), scale, args.score_thr, model.meta.get('classes'))
+        print_detections(result['detections'])
+    else:
+        result['outputs'] = {name: list(o.shape) for name, o in zip(model.output_blobs, forward())}
+        print('outputs: ' + ', '.join(f'{k} {v}' for k, v in result['outputs'].items()))
+    _bench(result, forward, args, f"{args.threads} thread{'s' if args.threads > 1 else ''}")
+    del keep
+    if args.out_json:
+        write_json_atomic(result, args.out_json, '--out-json')
+    return 0
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    """The ONNX Runtime runner on parsed arguments (:func:`add_onnx_arguments`); 0 on success."""
+    from .onnx_model import OnnxModel
+    check_arguments(args, min_threads=0)
+    model = OnnxModel(args.model, args.threads)
+    check_outputs([('--out-json', args.out_json)], [('the model', model.path), ('its report', model.meta_path),
+                                                    ('--image', args.image), ('--tensor', args.tensor)])
+    check_size(args.size, model.dynamic, model.export_hw, model.path, model.meta_path)
+    if args.tensor:
+        x, scale = load_tensor(args.tensor, '--tensor'), 1.0
+        model.check_input_hw(x.shape[2:], f'--tensor {args.tensor!r}')
+    else:
+        shape = args.size or model.export_hw
+        img = read_image(args.image, '--image') if args.image else make_test_picture(int(shape[0]), int(shape[1]))
+        x, scale = model.preprocess(img, args.size)
+    result: dict[str, Any] = dict(model=os.path.basename(model.path), image=args.tensor or args.image or 'generated',
+                                  threads=args.threads, with_nms=model.with_nms)
+    result['detections'] = detection_rows(model.detect(x), scale, args.score_thr, model.meta.get('classes'))
+    print_detections(result['detections'])
+    threads = {0: 'default threads', 1: '1 thread'}.get(args.threads, f'{args.threads} threads')
+    _bench(result, lambda: model.detect(x), args, f'{threads}, network + post-processing')
+    if args.out_json:
+        write_json_atomic(result, args.out_json, '--out-json')
+    return 0
+
+
+def ncnn_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ncnn_runner`` (``tools/deploy/ncnn_runner.py``): run it under :func:`.errors.run_main`."""
+    return run_ncnn(_parser('ncnn').parse_args(argv))
+
+
+def onnx_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``onnx_runner`` (``tools/deploy/onnx_runner.py``): run it under :func:`.errors.run_main`."""
+    return run_onnx(_parser('onnx').parse_args(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m <runtime package> {ncnn,onnx} MODEL ...``: run it under :func:`.errors.run_main`."""
+    package = __package__ or 'runtime'
+    parser = argparse.ArgumentParser(prog=f'python -m {package}', description=MAIN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest='command', required=True, metavar='{ncnn,onnx}')
+    for kind, add in (('ncnn', add_ncnn_arguments), ('onnx', add_onnx_arguments)):
+        sub = commands.add_parser(kind, description=NCNN_HELP if kind == 'ncnn' else ONNX_HELP,
+                                  help='run an ncnn export' if kind == 'ncnn' else 'run an ONNX export in ONNX Runtime',
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add(sub)
+    args = parser.parse_args(argv)
+    return run_ncnn(args) if args.command == 'ncnn' else run_onnx(args)
