@@ -81,6 +81,7 @@ def _runner(work_dir: Path, max_iters: int, resume: bool = False, load_from: str
         default_scope='mmdet', resume=resume, load_from=load_from, randomness=dict(seed=0))
 
 
+@pytest.mark.slow
 def test_runner_trains_saves_loads_and_resumes_with_weights_only(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
@@ -142,6 +143,7 @@ def test_arbitrary_pickled_objects_are_still_refused(tmp_path: Path) -> None:
         load_checkpoint(torch.nn.Linear(1, 1), str(path), map_location='cpu')
 
 
+@pytest.mark.slow
 def test_import_registers_from_outside_the_repo(tmp_path: Path) -> None:
     code = ('import shufflenet_det; from mmdet.registry import MODELS; '
             'import mmengine; print(sorted(k for k in MODELS.module_dict if "Shuffle" in k or k in '
@@ -151,6 +153,7 @@ def test_import_registers_from_outside_the_repo(tmp_path: Path) -> None:
     assert 'ShuffleNetV2' in out.stdout
 
 
+@pytest.mark.slow
 def test_only_the_pkg_resources_warning_is_silenced(tmp_path: Path) -> None:
     """mmdet's start-up (mmengine's package helpers) prints no pkg_resources warning; other warnings still show."""
     code = ('import warnings, shufflenet_det, mmdet.apis; from mmengine.utils import is_installed; '
@@ -164,6 +167,7 @@ def test_only_the_pkg_resources_warning_is_silenced(tmp_path: Path) -> None:
     assert 'DeprecationWarning: pkg_resources is deprecated as an API' in out.stderr
 
 
+@pytest.mark.slow
 def test_import_prints_nothing(tmp_path: Path) -> None:
     """``import shufflenet_det`` (what ``custom_imports`` does) is silent on every supported stack."""
     out = subprocess.run([sys.executable, '-c', 'import shufflenet_det'], cwd=tmp_path, capture_output=True,

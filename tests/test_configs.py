@@ -62,6 +62,7 @@ def test_configs_found():
 
 
 @pytest.mark.parametrize('path', PARAMS)
+@pytest.mark.slow
 def test_config_builds_and_trains(path: Path):
     cfg = Config.fromfile(str(path))
     assert 'shufflenet_det' in cfg.custom_imports['imports']

@@ -20,7 +20,7 @@ import pytest
 from helpers import REPO
 from tiny_mini_coco import TINY_PIPELINES
 
-pytestmark = pytest.mark.compat
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 CLASSES = ('circle', 'square', 'triangle', 'cross')  # the mini-COCO generator's default classes
 

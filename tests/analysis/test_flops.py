@@ -22,6 +22,7 @@ from zygote import run_python
 
 
 @pytest.mark.parametrize('variant', PUBLISHED_VARIANTS, ids=[v.name for v in PUBLISHED_VARIANTS])
+@pytest.mark.slow
 def test_published_variant_matches_reference(variant: PublishedVariant) -> None:
     """Each published classifier (every family registered in PUBLISHED_VARIANTS) is within its tolerance.
 
@@ -98,6 +99,7 @@ def test_counter_is_exact_on_a_known_model() -> None:
         classifier_complexity(dict(type='NoSuchBackbone'))
 
 
+@pytest.mark.slow
 def test_detector_counted_in_tensor_mode(tmp_path, capsys) -> None:
     """A whole detector: extract_feat + head forward, equal to the sum of its parts counted separately."""
     from mmdet.registry import MODELS
@@ -148,6 +150,7 @@ def _run_cli_on_config(model_cfg: dict, tmp_path: Path, capsys) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_cli_subprocess() -> None:
     """The documented command line, run as a script from the repository root."""
     proc = run_python(['tools/analysis_tools/get_flops.py', '--backbone', 'ShuffleNetV2', '--cfg-options',
@@ -157,6 +160,7 @@ def test_cli_subprocess() -> None:
     assert 'params: 2.279 M (2,278,604)' in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_table_backbone_and_json(tmp_path, capsys) -> None:
     cli = _load_cli()
     out = tmp_path / 'res.json'

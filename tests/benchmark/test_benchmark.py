@@ -13,6 +13,8 @@ import torch
 import deploy_fixtures as fx
 from helpers import load_script
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 
 def _tool():
     return load_script('tools/analysis_tools/benchmark.py', 'benchmark_tool')

@@ -12,6 +12,8 @@ import pytest
 import deploy_fixtures as fx
 from helpers import load_script
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 
 def test_lite_rows_and_ratio_to_the_bare_backbone() -> None:
     from shufflenet_det.benchmark import backbone_ratios, run_benchmark

@@ -22,7 +22,7 @@ from helpers import assert_close_scaled, randomize_bn
 from shufflenet_det.converters import convert_checkpoint
 from shufflenet_det.utils.build import build_backbone
 
-pytestmark = pytest.mark.compat
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 #: The converted backbone computes the peer's function in float32, with its channels (V1: its shuffle groups) in
 #: another order and other modules: rounding of another summation order, a few float32 eps (1.2e-7) per layer of

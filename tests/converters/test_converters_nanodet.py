@@ -29,6 +29,8 @@ from shufflenet_det.utils.build import build_detector
 from shufflenet_det.utils.checkpoint import CheckpointError
 from tiny_mini_coco import run_tool, write_config
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 CONFIGS = {
     'nanodet-plus-m_320': REPO / 'configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py',
     'nanodet-plus-m_416': REPO / 'configs/lite/lite-m_shufflenetv2-1x_300e_coco-416.py',

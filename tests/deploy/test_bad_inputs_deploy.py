@@ -23,6 +23,8 @@ import deploy_fixtures as fx
 from helpers import REPO, assert_clean_failure, load_script, tree_snapshot
 from tiny_mini_coco import run_tool
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 BB_ARGS = '{"widen_factor": 0.5, "out_indices": [3]}'
 RUNNER = 'tools/deploy/ncnn_runner.py'
 MINI_NAME = 'retinanet_shufflenetv2-1x_fpn_mini-coco'

@@ -28,6 +28,8 @@ import deploy_fixtures as fx
 from bad_inputs import run_in_process
 from helpers import REPO, assert_clean_failure, load_script, tree_snapshot
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 TOOLS = {'eval': 'tools/deploy/eval_onnx.py', 'quantize': 'tools/deploy/quantize.py',
          'runner': 'tools/deploy/onnx_runner.py', 'export_onnx': 'tools/deploy/export_onnx.py',
          'export_ncnn': 'tools/deploy/export_ncnn.py', 'flops': 'tools/analysis_tools/get_flops.py',

@@ -22,6 +22,8 @@ from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.runtime.postprocess import decode_outputs, level_shapes
 from shufflenet_det.utils.predict import predict_detections
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 SIZE = (128, 160)
 RUNNER = fx.REPO / 'tools/deploy/onnx_runner.py'
 

@@ -20,6 +20,8 @@ from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detec
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import predict_detections, preprocess_meta
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
 
 

@@ -18,6 +18,8 @@ from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detec
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import predict_detections, preprocess_meta
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 
 @pytest.fixture(scope='module')
 def detector() -> torch.nn.Module:

@@ -15,6 +15,8 @@ import deploy_fixtures as fx
 from helpers import load_script
 from shufflenet_det.deploy import compat_mmdeploy  # noqa: E402
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 DEPLOY_CFGS = sorted((fx.REPO / 'configs/deploy').glob('detection_*.py'))
 
 

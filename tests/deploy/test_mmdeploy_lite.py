@@ -24,6 +24,8 @@ from shufflenet_det.deploy import compat_mmdeploy
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import make_data_samples, predict_detections
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 ORT_DEPLOY_CFG = fx.REPO / 'configs/deploy/detection_onnxruntime_static-256x256.py'
 
 #: The steps of mmdeploy's tools/deploy.py for an ONNX Runtime deploy config, through its API (see module docstring).

@@ -10,12 +10,15 @@ import mmdet  # noqa: F401  (installed by tools/setup.sh: a missing package fail
 import ncnn  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
 import numpy as np
 import pnnx  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
+import pytest
 
 import deploy_fixtures as fx
 from shufflenet_det.deploy.detector import postprocess_meta
 from shufflenet_det.deploy.ncnn_export import export_detector_ncnn
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.utils.predict import predict_detections, preprocess_meta
+
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
 
 RUNNER = fx.REPO / 'tools/deploy/ncnn_runner.py'
 SIZE = (128, 160)

@@ -20,6 +20,8 @@ from shufflenet_det.deploy.onnx_export import export_backbone_onnx, export_detec
 from shufflenet_det.utils.cli import run_main
 from tiny_mini_coco import make_dataset, write_config
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 SIZE = (64, 64)
 
 

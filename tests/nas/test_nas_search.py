@@ -25,6 +25,8 @@ from shufflenet_det.utils.checkpoint import read_checkpoint, read_state_dict
 from shufflenet_det.utils.cli import ToolError
 from tiny_mini_coco import REPO, load_script, make_dataset, run_tool
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 KEYS = ('key', 'path', 'flops', 'score', 'metrics', 'generation', 'origin')
 
 

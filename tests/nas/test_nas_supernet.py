@@ -170,6 +170,7 @@ def test_detector_state_dict_collapses_with_a_prefix():
 
 
 # ---------------------------------------------------------------- multiply-adds of a path
+@pytest.mark.slow
 def test_path_flops_are_the_standalone_counts():
     supernet_cfg = dict(type='DetNASSupernet', space=TINY, out_indices=(1, 2, 3))
     classifier = PathFlops(dict(backbone=supernet_cfg), 'classifier', 64)
@@ -281,6 +282,7 @@ def _dist_worker(rank: int, world: int, port: int, queue) -> None:
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason='this torch build has no gloo backend')
+@pytest.mark.slow
 def test_hook_broadcasts_rank0_path_in_distributed_training():
     ctx = mp.get_context('spawn')
     queue = ctx.SimpleQueue()

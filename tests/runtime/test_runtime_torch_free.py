@@ -20,6 +20,8 @@ import torch
 
 import deploy_fixtures as fx
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 SIZE = (64, 64)
 #: What a board does not have.
 BLOCKED = ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmdet')

@@ -29,6 +29,8 @@ from bad_inputs import OpenOnLoad, run_in_process
 from helpers import assert_clean_failure, build_backbone, load_script, tree_snapshot
 from tiny_mini_coco import TINY_SPEC, make_dataset, write_config
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 TOOLS = {'main_job': 'tools/main_job.py', 'side_by_side': 'tools/analysis_tools/side_by_side.py',
          'search': 'tools/nas/search.py', 'split': 'tools/nas/split_coco.py', 'train': 'tools/train.py',
          'export': 'tools/deploy/export_onnx.py', 'flops': 'tools/analysis_tools/get_flops.py'}

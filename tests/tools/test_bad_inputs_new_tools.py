@@ -28,6 +28,8 @@ import pytest
 from bad_inputs import EXLARGE, LARGE, run_in_process
 from helpers import REPO, assert_clean_failure, load_script, tree_snapshot
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 TOOLS = {'quantize': 'tools/deploy/quantize.py', 'runner': 'tools/deploy/onnx_runner.py',
          'search': 'tools/nas/search.py', 'split': 'tools/nas/split_coco.py', 'main_job': 'tools/main_job.py',
          'side_by_side': 'tools/analysis_tools/side_by_side.py', 'flops': 'tools/analysis_tools/get_flops.py',

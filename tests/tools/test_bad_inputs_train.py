@@ -25,6 +25,8 @@ from helpers import REPO, assert_clean_failure, build_backbone, tree_snapshot
 from tiny_mini_coco import make_dataset, write_config
 from zygote import run_python
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 CONVERT = 'tools/model_converters/convert_weights.py'
 CONVERT_ARGS = ['--src', 'torchvision', '--type', 'ShuffleNetV2', '--widen-factor', '0.5']
 

@@ -14,6 +14,8 @@ import torch
 
 from tiny_mini_coco import REPO, make_dataset, write_config
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 
 def free_port() -> int:
     with socket.socket() as s:

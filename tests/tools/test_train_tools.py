@@ -22,6 +22,8 @@ from shufflenet_det.utils.checkpoint import read_checkpoint
 from shufflenet_det.utils.io import write_bytes_atomic
 from tiny_mini_coco import REPO, load_script, make_dataset, run_tool, write_config
 
+pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
+
 DEFAULT_CONFIG = REPO / 'configs' / 'retinanet_shufflenetv2.py'
 
 

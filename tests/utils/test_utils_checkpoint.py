@@ -90,6 +90,7 @@ def test_weights_of_another_model_are_an_error(tmp_path: Path) -> None:
     ckpt.load_weights(_net(), tmp_path / 'part.pth', strict=False)  # an explicit partial load is allowed
 
 
+@pytest.mark.slow
 def test_pickled_code_never_runs_even_when_the_environment_asks(tmp_path: Path) -> None:
     """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which torch's own error message suggests) cannot switch the policy off:
     the reader, mmengine's load_checkpoint and a Runner's load_from all refuse the payload."""

@@ -97,6 +97,7 @@ def _writer_stopped_mid_write(target: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
     """A writer killed with SIGKILL leaves its temporary file; the next write into that folder removes it."""
     proc = _writer_stopped_mid_write(tmp_path / 'ckpt.pth')
@@ -111,6 +112,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None
     assert _listing(tmp_path) == sorted(['next.txt', live.name])
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_write_leaves_nothing(tmp_path: Path) -> None:
     proc = _writer_stopped_mid_write(tmp_path / 'model.onnx')
     proc.send_signal(signal.SIGTERM)

@@ -38,7 +38,7 @@ from tiny_mini_coco import run_tool, write_config
 from weights_server import WeightsServer, closed_port_url, publisher_files, sha256, url_path, write_table
 from zygote import run_python
 
-pytestmark = pytest.mark.compat
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 TV05 = 'torchvision/shufflenet_v2_x0_5'
 TV10 = 'torchvision/shufflenet_v2_x1_0'
