@@ -64,6 +64,15 @@ class ExportWrapper(nn.Module):
         self.detector = detector
         self.with_nms = bool(with_nms)
 
+    def set_test_cfg(self, test_cfg: dict[str, Any]) -> None:
+        """The head's test settings that the in-graph NMS applies (the ``test_cfg`` of a form's
+        ``postprocess_meta``)."""
+        self.nms_pre: int = test_cfg['nms_pre']
+        self.score_thr: float = test_cfg['score_thr']
+        self.iou_thr: float = test_cfg['iou_threshold']
+        self.max_per_img: int = test_cfg['max_per_img']
+        self.min_bbox_size: float = test_cfg['min_bbox_size']
+
     @property
     @abstractmethod
     def raw_output_names(self) -> list[str]:

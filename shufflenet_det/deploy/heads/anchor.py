@@ -104,12 +104,7 @@ class AnchorExportWrapper(ExportWrapper):
         self.register_buffer('stds', torch.tensor(c['stds'], dtype=torch.float32), persistent=False)
         self.max_ratio = abs(math.log(c['wh_ratio_clip']))
         self.clip_border: bool = c['clip_border']
-        t = meta['test_cfg']
-        self.nms_pre: int = t['nms_pre']
-        self.score_thr: float = t['score_thr']
-        self.iou_thr: float = t['iou_threshold']
-        self.max_per_img: int = t['max_per_img']
-        self.min_bbox_size: float = t['min_bbox_size']
+        self.set_test_cfg(meta['test_cfg'])
 
     @property
     def raw_output_names(self) -> list[str]:

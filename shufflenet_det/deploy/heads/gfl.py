@@ -133,12 +133,7 @@ class GFLExportWrapper(ExportWrapper):
 
     def __init__(self, detector: nn.Module, with_nms: bool = True) -> None:
         super().__init__(detector, with_nms)
-        t = GFLForm().postprocess_meta(head_of(detector))['test_cfg']  # checks the head
-        self.nms_pre: int = t['nms_pre']
-        self.score_thr: float = t['score_thr']
-        self.iou_thr: float = t['iou_threshold']
-        self.max_per_img: int = t['max_per_img']
-        self.min_bbox_size: float = t['min_bbox_size']
+        self.set_test_cfg(GFLForm().postprocess_meta(head_of(detector))['test_cfg'])  # checks the head
 
     @property
     def raw_output_names(self) -> list[str]:
