@@ -1,4 +1,5 @@
-"""The mmdet backbone contract of every family (ShuffleNet V1, V2 in both layouts, DetNAS, ShuffleNetV2+, OneShot),
+"""The mmdet backbone contract of every family (ShuffleNet V1, V2 in both layouts, DetNAS, ShuffleNetV2+, OneShot,
+ShuffleNetV2.Large / ExLarge, ESNet),
 checked on real outputs with tiny inputs.
 
 ``out_channels`` / ``out_strides`` against the outputs of every variant; ``out_indices`` / ``frozen_stages`` / layer
@@ -20,12 +21,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from helpers import assert_close_scaled, build_backbone, randomize_bn
 from shufflenet_det.models.backbones.archs import (
     DETNAS_ARCHS,
+    ESNET_ARCHS,
     SHUFFLENET_V2_LARGE_ARCHS,
     SHUFFLENET_V2_PLUS_ARCHS,
     LargeArch,
     SearchedArch,
     parse_large_arch,
 )
+from shufflenet_det.models.backbones.esnet import ESNet, ESSqueezeExcite, es_unit
 from shufflenet_det.models.backbones.shufflenet_v1 import SHUFFLENET_V1_ARCH
 from shufflenet_det.models.backbones.shufflenet_v2 import SHUFFLENET_V2_ARCH
 from shufflenet_det.models.backbones.shufflenet_v2_large import SigmoidSqueezeExcite
@@ -49,17 +52,20 @@ FAMILIES: dict[str, dict] = {
     'exlarge': dict(type='ShuffleNetV2Large', arch=dict(base='ExLarge', stem_channels=(8, 8, 16),
                                                         stage_channels=(16, 32, 48, 64), repeats=(2, 1, 2, 1),
                                                         groups=2)),
+    # ESNet (PP-PicoDet): a narrow, shallow encoding (stages 32 / 64 / 128, main widths 16 / 32 / 64)
+    'esnet': dict(type='ESNet', arch=dict(scale=0.25, repeats=(1, 2, 1), channel_ratio=(0.5, 0.5, 0.5, 0.5))),
 }
 GN_GROUPS = {'v1': 2, 'v2-torchvision': 4, 'v2-megvii': 2, 'detnas': 2, 'v2plus': 2, 'oneshot': 1,  # OneShot: 25 ch
-             'large': 4, 'exlarge': 4}
+             'large': 4, 'exlarge': 4, 'esnet': 4}
 FAMILY_IDS = list(FAMILIES)
 
 
 def num_outputs(cfg: dict) -> int:
-    """ShuffleNet V1 and ShuffleNetV2.ExLarge have no last conv (outputs 0-3); the other families have one (4)."""
+    """ShuffleNet V1, ShuffleNetV2.ExLarge and ESNet have no last conv (outputs 0-3); the other families have one
+    (4)."""
     if cfg['type'] == 'ShuffleNetV2Large':
         return parse_large_arch(cfg.get('arch', 'Large')).num_outputs
-    return 4 if cfg['type'] == 'ShuffleNetV1' else 5
+    return 4 if cfg['type'] in ('ShuffleNetV1', 'ESNet') else 5
 
 
 def all_outputs(cfg: dict) -> dict:
@@ -88,6 +94,7 @@ VARIANTS = (
                     32, id='oneshot-dict')]
     # the real ShuffleNetV2.Large / ExLarge (12.7 / 46.2 GFLOPs at 224): a tiny input only
     + [pytest.param(dict(type='ShuffleNetV2Large', arch=a), 32, id=f'large-{a}') for a in SHUFFLENET_V2_LARGE_ARCHS]
+    + [pytest.param(dict(type='ESNet', arch=a), 64, id=f'esnet-{a}') for a in ESNET_ARCHS]
 )
 
 
@@ -328,13 +335,17 @@ def _expected_activations(family: str, model: nn.Module) -> int:
         merges = units if large.merge == 'concat' else units - 4
         return (3 + 2 * units + merges + 4 * large.proj_act + 3 * large.down_conv + 4 * large.stage_conv
                 + (large.last_channels is not None))
+    if isinstance(model, ESNet):
+        # stem + 2 per stride-1 unit (conv_pw, conv_linear) + 5 per stride-2 unit (conv_linear_1, conv_pw_2,
+        # conv_linear_2, conv_dw_mv1, conv_pw_mv1)
+        return 1 + 2 * sum(model.arch.repeats) + 3 * len(model.arch.repeats)
     arch: SearchedArch = model.arch
     # stem + conv_last + one after each pw of a unit's main branch (3 in xception, else 2) + the stride-2 projections
     return 2 + sum(3 if c == 'xception_3x3' else 2 for c in arch.choices) + len(arch.repeats)
 
 
 def _outside_se(model: nn.Module) -> list[nn.Module]:
-    inside = {id(m) for se in model.modules() if isinstance(se, (SqueezeExcite, SigmoidSqueezeExcite))
+    inside = {id(m) for se in model.modules() if isinstance(se, (SqueezeExcite, SigmoidSqueezeExcite, ESSqueezeExcite))
               for m in se.modules()}
     return [m for m in model.modules() if id(m) not in inside]
 
@@ -382,7 +393,7 @@ def test_signature_lists_every_contract_argument(family: str) -> None:
         cls(no_such_argument=1)
 
 
-@pytest.mark.parametrize('unit', ['v1', 'v2', 'searched', 'large'])
+@pytest.mark.parametrize('unit', ['v1', 'v2', 'searched', 'large', 'esnet'])
 def test_units_check_stride_and_width(unit: str) -> None:
     from shufflenet_det.models.backbones.shufflenet_v1 import ShuffleV1Unit
     from shufflenet_det.models.backbones.shufflenet_v2 import ShuffleV2Unit
@@ -392,7 +403,8 @@ def test_units_check_stride_and_width(unit: str) -> None:
              'v2': lambda i, o, s: ShuffleV2Unit(i, o, s),
              'searched': lambda i, o, s: SearchedShuffleBlock(i, o, s, 'shufflenet_3x3', o // 2),
              # only the first unit of a stage (no residual) may have stride 2
-             'large': lambda i, o, s: LargeShuffleUnit(i, o, s, s != 1, parse_large_arch('Large'))}[unit]
+             'large': lambda i, o, s: LargeShuffleUnit(i, o, s, s != 1, parse_large_arch('Large')),
+             'esnet': lambda i, o, s: es_unit(i, o // 2, o, s)}[unit]
     with pytest.raises(ValueError, match=r'stride=3 is not supported; allowed values: \[1, 2\]'):
         build(24, 48, 3)
     with pytest.raises(ValueError, match='stride-1 unit needs in_channels == out_channels, got 24 and 48'):
