@@ -37,6 +37,7 @@ MINI_CONFIGS = {
     'lite-s': 'mini/lite-s_shufflenetv2-0.5x_mini-coco.py',
     'lite-l': 'mini/lite-l_shufflenetv2-1.5x_mini-coco.py',
     'lite-detnas': 'mini/lite-m_detnas-coco-fpn-300m_mini-coco.py',
+    'picodet-s': 'mini/picodet-s_esnet_mini-coco.py',
 }
 METRIC_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 

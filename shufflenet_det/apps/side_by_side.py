@@ -18,7 +18,7 @@ from .mini_job import MINI_CONFIGS, format_table, interleaved_step_times, mini_c
 MODEL_NAMES = {'retinanet': 'RetinaNet ShuffleNetV2 1.0x', 'retinanet-r18': 'RetinaNet ResNet-18',
                'faster-rcnn': 'Faster R-CNN ShuffleNetV2 1.0x', 'lite': 'Lite-m ShuffleNetV2 1.0x',
                'lite-s': 'Lite-s ShuffleNetV2 0.5x', 'lite-l': 'Lite-l ShuffleNetV2 1.5x',
-               'lite-detnas': 'Lite-m DetNAS COCO-FPN-300M'}
+               'lite-detnas': 'Lite-m DetNAS COCO-FPN-300M', 'picodet-s': 'PP-PicoDet-S ESNet-S'}
 #: The default pair: the first model's cost is reported relative to the second's.
 DEFAULT_PAIR = ('retinanet', 'retinanet-r18')
 

@@ -1,5 +1,5 @@
-"""Checkpoint converters (torchvision, Megvii ShuffleNet-Series, mmpretrain; NanoDet-Plus detectors) into this
-project's layouts.
+"""Checkpoint converters (torchvision, Megvii ShuffleNet-Series, mmpretrain; NanoDet-Plus and PaddleDetection PicoDet
+detectors) into this project's layouts.
 
 Input files are read by :func:`shufflenet_det.utils.checkpoint.read_state_dict` and outputs written by
 :func:`shufflenet_det.utils.io.save_torch_atomic`; see :mod:`.core`.
@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (register the V1/V2 converters)
                    megvii_v1v2,
                    mmpretrain,
                    nanodet,  # noqa: F401  (register the NanoDet-Plus whole-detector converter)
+                   paddle,  # noqa: F401  (register the PaddleDetection PicoDet whole-detector converter)
                    torchvision,
 )
 from .core import (

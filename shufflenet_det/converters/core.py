@@ -38,7 +38,10 @@ ConverterFn = Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torc
 _CONVERTERS: dict[tuple[str, str], ConverterFn] = {}
 #: ``(loaded checkpoint object, names of its inert stand-ins, target detector) -> (state dict, notes for the user)``
 DetectorConverterFn = Callable[[Any, list[str], nn.Module], tuple[dict[str, torch.Tensor], list[str]]]
-_DETECTOR_CONVERTERS: dict[str, tuple[DetectorConverterFn, str]] = {}
+#: ``path -> (loaded object, names of its inert stand-ins)``: how a source's files are read (default: the project's
+#: inert checkpoint reader; ``.pdparams`` files have their own restricted reader)
+CheckpointReaderFn = Callable[[str | os.PathLike], tuple[Any, list[str]]]
+_DETECTOR_CONVERTERS: dict[str, tuple[DetectorConverterFn, str, CheckpointReaderFn | None]] = {}
 
 
 class ConversionError(CheckpointError):
@@ -116,14 +119,15 @@ def convert_checkpoint(source: str, backbone_type: str, in_path: str | os.PathLi
 
 
 # ---------------------------------------------------------------------------------------------- whole detectors
-def register_detector_converter(source: str, refusal_hint: str = '') -> Callable[[DetectorConverterFn],
-                                                                                 DetectorConverterFn]:
+def register_detector_converter(source: str, refusal_hint: str = '', reader: CheckpointReaderFn | None = None,
+                                ) -> Callable[[DetectorConverterFn], DetectorConverterFn]:
     """Decorator registering a whole-detector converter for ``source`` (``--src SOURCE --config CONFIG``);
-    ``refusal_hint`` is appended when the safe reader refuses an input file (how to obtain a plain weight file)."""
+    ``refusal_hint`` is appended when the safe reader refuses an input file (how to obtain a plain weight file);
+    ``reader`` reads the source's files when they are not PyTorch checkpoints."""
     def wrap(fn: DetectorConverterFn) -> DetectorConverterFn:
         if source in _DETECTOR_CONVERTERS:
             raise KeyError(f'a detector converter for {source!r} is already registered')
-        _DETECTOR_CONVERTERS[source] = (fn, refusal_hint)
+        _DETECTOR_CONVERTERS[source] = (fn, refusal_hint, reader)
         return fn
     return wrap
 
@@ -133,8 +137,9 @@ def available_detector_converters() -> list[str]:
     return sorted(_DETECTOR_CONVERTERS)
 
 
-def get_detector_converter(source: str) -> tuple[DetectorConverterFn, str]:
-    """The converter of ``source`` and its refusal hint, or a ConversionError listing the available ones."""
+def get_detector_converter(source: str) -> tuple[DetectorConverterFn, str, CheckpointReaderFn | None]:
+    """The converter of ``source``, its refusal hint and its reader (None: the inert checkpoint reader), or a
+    ConversionError listing the available ones."""
     try:
         return _DETECTOR_CONVERTERS[source]
     except KeyError:
@@ -164,10 +169,13 @@ def convert_detector_checkpoint(source: str, config: str | os.PathLike, in_path:
     from ..utils.build import build_detector
     from ..utils.checkpoint import read_checkpoint_inert
 
-    fn, hint = get_detector_converter(source)
+    fn, hint, reader = get_detector_converter(source)
     check_distinct_paths(in_path, out_path)
     detector = build_detector(config, cfg_options=cfg_options)
-    obj, unresolved = read_checkpoint_inert(in_path, what='input checkpoint', hint=hint)
+    if reader is not None:
+        obj, unresolved = reader(in_path)
+    else:
+        obj, unresolved = read_checkpoint_inert(in_path, what='input checkpoint', hint=hint)
     try:
         state, notes = fn(obj, unresolved, detector)
         check_state_dict_fits(detector, state, f'the {source} weights converted for {config}')

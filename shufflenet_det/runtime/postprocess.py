@@ -9,7 +9,10 @@ next to an exported model (``detector.postprocess_meta``); :func:`decode_outputs
 * :func:`postprocess_gfl` - the lite detectors' ``LiteGFLHead`` (Generalized Focal Loss, Li et al., arXiv
   2006.04388, on anchor-free points as in NanoDet-Plus): the raw tensor ``(N, C + 4 (R + 1))`` of sigmoid class
   scores and distance distributions, decoded as its ``predict_by_feat`` does (the semantics of
-  the GFL export wrapper, ``deploy/heads/gfl.py``).
+  the GFL export wrapper, ``deploy/heads/gfl.py``);
+* :func:`postprocess_pico` - PP-PicoDet's ``PicoHead``: the same raw tensor layout, decoded as PaddleDetection does
+  (cell-centre points, a per-level top-k of points by their best class score, per-class ``nms_top_k``; the semantics
+  of ``PicoHead.predict_by_feat`` and of ``deploy/heads/pico.py``).
 
 This module imports nothing but numpy and the standard library; the board runners (:mod:`.cli`) and the
 exporters' checks use the same functions.
@@ -188,8 +191,68 @@ def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int,
     return keep_best_candidates(all_boxes, all_scores, all_labels, cfg)
 
 
+# ---------------------------------------------------------------------------------------------------- PicoDet
+#: The ``decoder`` entry of the post-processing meta of ``PicoHead`` exports.
+PICO_DECODER = 'pico_points'
+
+
+def top_k_per_class(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores of each label (all when ``k <= 0``), in no particular order."""
+    if k <= 0 or labels.size == 0:
+        return np.arange(labels.size)
+    order = np.argsort(-scores, kind='stable')
+    order = order[np.argsort(labels[order], kind='stable')]
+    sorted_labels = labels[order]
+    rank = np.arange(order.size) - np.searchsorted(sorted_labels, sorted_labels, side='left')
+    return order[rank < k]
+
+
+def postprocess_pico(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Detections of one image from the raw ``PicoHead`` tensor, as its ``predict_by_feat`` computes them.
+
+    ``output`` is ``(N, C + 4 (R + 1))`` as for :func:`postprocess_gfl` (a leading batch axis of size 1 is
+    accepted). Per level the ``nms_pre`` points of highest best-class score, points at ``((col, row) + cell_offset) *
+    stride``, boxes = expected distance x stride around them clipped to the input; then the (point, class) pairs
+    scoring above ``score_thr``, the ``nms_top_k`` best of each class, the ``min_bbox_size`` filter, class-aware NMS
+    and the ``max_per_img`` best (PaddleDetection's ``GFLHead.get_bboxes_single`` + ``MultiClassNMS``).
+    """
+    nc, reg_max, cfg = int(meta['num_classes']), int(meta['reg_max']), meta['test_cfg']
+    offset = float(meta['cell_offset'])
+    out = np.asarray(output, dtype=np.float32)
+    if out.ndim == 3 and out.shape[0] == 1:
+        out = out[0]
+    width = nc + 4 * (reg_max + 1)
+    shapes = level_shapes(img_hw, meta['strides'])
+    total = sum(h * w for h, w in shapes)
+    if out.ndim != 2 or out.shape != (total, width):
+        raise ValueError(f'raw PicoDet output must be ({total}, {width}) for a {img_hw[0]}x{img_hw[1]} input (levels '
+                         f'{shapes}, {nc} classes, reg_max {reg_max}), got {out.shape}')
+    h_img, w_img = int(img_hw[0]), int(img_hw[1])
+    all_boxes, all_scores = [], []
+    start = 0
+    for (h, w), stride in zip(shapes, meta['strides']):
+        rows = out[start:start + h * w]
+        start += h * w
+        keep = np.arange(h * w)
+        if 0 < cfg['nms_pre'] < h * w:
+            keep = np.argsort(-rows[:, :nc].max(axis=1), kind='stable')[:cfg['nms_pre']]
+        points = grid_points(h, w, stride)[keep] + np.float32(offset * stride)
+        dist = distribution_to_distance(rows[keep, nc:], reg_max) * np.float32(stride)
+        boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w_img)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h_img)
+        all_boxes.append(boxes.astype(np.float32))
+        all_scores.append(rows[keep, :nc])
+    boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+    point_idx, labels = np.nonzero(scores > cfg['score_thr'])
+    boxes, scores = boxes[point_idx], scores[point_idx, labels]
+    keep = top_k_per_class(scores, labels, int(cfg.get('nms_top_k', -1)))
+    return keep_best_candidates([boxes[keep]], [scores[keep]], [labels[keep]], cfg)
+
+
 #: Keys of the post-processing meta each decoder reads (``None``: the anchor-head decoder), and of its ``test_cfg``.
 META_KEYS = {GFL_DECODER: ('num_classes', 'reg_max', 'strides', 'test_cfg'),
+             PICO_DECODER: ('num_classes', 'reg_max', 'strides', 'cell_offset', 'test_cfg'),
              None: ('num_classes', 'strides', 'base_anchors', 'coder', 'test_cfg')}
 TEST_CFG_KEYS = ('nms_pre', 'score_thr', 'iou_threshold', 'max_per_img')
 
@@ -202,7 +265,7 @@ def check_meta(meta: Any) -> None:
     decoder = meta.get('decoder')
     if decoder not in META_KEYS:
         raise ValueError(f"postprocess.decoder={decoder!r} is not a known decoder; allowed: {GFL_DECODER!r} (lite "
-                         'detectors) or none (anchor heads)')
+                         f'detectors), {PICO_DECODER!r} (PicoDet) or none (anchor heads)')
     missing = [k for k in META_KEYS[decoder] if k not in meta]
     if not missing and isinstance(meta['test_cfg'], dict):
         missing = [f'test_cfg.{k}' for k in TEST_CFG_KEYS if k not in meta['test_cfg']]
@@ -217,7 +280,8 @@ def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
                    img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
     """Detections of one image from the raw outputs of an export without NMS, in the export's output order.
 
-    ``meta['decoder'] == 'gfl_points'``: one raw ``LiteGFLHead`` tensor (:func:`postprocess_gfl`); otherwise the
+    ``meta['decoder'] == 'gfl_points'``: one raw ``LiteGFLHead`` tensor (:func:`postprocess_gfl`); ``'pico_points'``:
+    one raw ``PicoHead`` tensor (:func:`postprocess_pico`); otherwise the
     per-level class maps then box-delta maps of a RetinaNet-like head (:func:`postprocess`). ValueError for a
     ``meta`` that :func:`check_meta` refuses.
     """
@@ -226,6 +290,10 @@ def decode_outputs(outputs: Sequence[np.ndarray], meta: dict[str, Any],
         if len(outputs) != 1:
             raise ValueError(f'a GFL export has one raw output, got {len(outputs)}')
         return postprocess_gfl(outputs[0], meta, img_hw)
+    if meta.get('decoder') == PICO_DECODER:
+        if len(outputs) != 1:
+            raise ValueError(f'a PicoDet export has one raw output, got {len(outputs)}')
+        return postprocess_pico(outputs[0], meta, img_hw)
     n = len(outputs) // 2
     return postprocess(outputs[:n], outputs[n:], meta, img_hw)
 
@@ -254,7 +322,7 @@ def _expected_outputs(report: dict[str, Any], count: int) -> tuple[str, list[int
         return 'a backbone export (feature maps)', [4] * count
     if report.get('with_nms'):
         return 'a detector with NMS in the graph (num_dets, boxes, scores, labels)', [1, 3, 2, 2]
-    if post.get('decoder') == GFL_DECODER:
+    if post.get('decoder') in (GFL_DECODER, PICO_DECODER):
         return 'a lite detector without NMS (one raw tensor (B, N, C + 4 (reg_max + 1)))', [3]
     levels = post.get('num_levels')
     if 'decoder' not in post and isinstance(levels, int) and levels > 0:  # an unknown decoder: check_meta says so

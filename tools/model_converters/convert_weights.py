@@ -27,6 +27,13 @@ strict load; ``--cfg-options`` then apply to CONFIG (e.g. ``model.aux_head=None`
         --config configs/lite/lite-m_shufflenetv2-1x_300e_coco-416.py \\
         nanodet-plus-m_416_checkpoint.ckpt checkpoints/lite-m_416_nanodet.pth
 
+``--src paddle --config CONFIG`` converts a PaddleDetection ``.pdparams`` weight file (PicoDet) for the detector of
+CONFIG; the file is a pickle of numpy arrays, read without PaddlePaddle by a restricted unpickler that resolves only
+numpy's array globals (:func:`shufflenet_det.converters.paddle.read_pdparams`)::
+
+    python tools/model_converters/convert_weights.py --src paddle --config configs/picodet/CONFIG.py \\
+        picodet_s_320_coco.pdparams checkpoints/picodet_s_320_paddle.pth
+
 Official Megvii ShuffleNetV2 checkpoints need ``--cfg-options layout=megvii`` (and ``layout='megvii'`` in the
 detector's backbone config) at 1.0x / 1.5x / 2.0x: their first stage-2 unit splits its channels unevenly, which only
 the official formulation computes; without it the conversion is refused with that hint. At 0.5x both layouts work

@@ -19,9 +19,10 @@ def _decode(outputs: Sequence[np.ndarray], meta: dict[str, Any], img_hw: tuple[i
 #: Decoders of raw detector outputs (no NMS in the graph): ``(outputs of one image, postprocess meta, (H, W))`` ->
 #: ``boxes`` (N, 4) in input pixels, ``scores`` (N,), ``labels`` (N,). ``anchor_head``: RetinaNet-like exports
 #: (class maps then box-delta maps per level); ``gfl_points``: the lite detectors' one ``(1, N, C + 4 (reg_max + 1))``
-#: tensor (:func:`shufflenet_det.runtime.postprocess.postprocess_gfl`).
+#: tensor (:func:`shufflenet_det.runtime.postprocess.postprocess_gfl`); ``pico_points``: PicoDet's tensor of the
+#: same layout, decoded at cell centres as PaddleDetection does (``runtime.postprocess.postprocess_pico``).
 RAW_DECODERS: dict[str, Callable[[Sequence[np.ndarray], dict[str, Any], tuple[int, int]], dict[str, np.ndarray]]] = {
-    'anchor_head': _decode, 'gfl_points': _decode}
+    'anchor_head': _decode, 'gfl_points': _decode, 'pico_points': _decode}
 
 
 def register_raw_decoder(name: str, fn: Callable[[Sequence[np.ndarray], dict[str, Any], tuple[int, int]],

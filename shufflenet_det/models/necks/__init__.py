@@ -1,4 +1,5 @@
 """Necks, each registered in ``mmdet.registry.MODELS`` on import."""
+from .csp_pan import CSPPAN
 from .ghost_pan import GhostPAN
 
-__all__ = ['GhostPAN']
+__all__ = ['CSPPAN', 'GhostPAN']
