@@ -96,10 +96,12 @@ def url_path(url: str) -> str:
 def publisher_files() -> Iterator[tuple[str, bytes]]:
     """``(entry name, file bytes)`` for the downloadable entries the tests serve, each in its publisher's layout:
     torchvision's plain state dict (with ``fc``), mmpretrain's ``{'meta', 'state_dict'}`` (``backbone.*`` and
-    ``head.*``), nanodet's Lightning checkpoint (``model.*`` and the averaged ``avg_model.*``)."""
+    ``head.*``), nanodet's Lightning checkpoint (``model.*`` and the averaged ``avg_model.*``), PaddleDetection's
+    ``.pdparams`` pickle of numpy arrays."""
     from official_refs.mmpretrain_v1 import MMPretrainShuffleNetV1
     from official_refs.mmpretrain_v2 import MMPretrainShuffleNetV2
     from official_refs.nanodet_plus import NanoDetPlus
+    from official_refs.paddle_picodet import paddle_bytes, paddle_state_dict, picodet, randomize_paddle_
     from official_refs.torchvision_v2 import TorchvisionShuffleNetV2
 
     for width, name in ((0.5, 'x0_5'), (1.0, 'x1_0')):
@@ -114,6 +116,7 @@ def publisher_files() -> Iterator[tuple[str, bytes]]:
     state = {f'model.{k}': v + 1 for k, v in ref.state_dict().items() if v.is_floating_point()}
     state.update({f'avg_model.{k}': v for k, v in ref.state_dict().items()})
     yield 'nanodet/nanodet-plus-m_416', torch_bytes({'epoch': 299, 'global_step': 366_000, 'state_dict': state})
+    yield 'paddle/picodet_s_320_coco', paddle_bytes(paddle_state_dict(randomize_paddle_(picodet('S'), seed=5)))
 
 
 def write_table(path: Path, hashes: dict[str, str]) -> Path:

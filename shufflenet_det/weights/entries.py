@@ -33,6 +33,7 @@ HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.')
 MEGVII_HOME = 'https://github.com/megvii-model/ShuffleNet-Series (README: OneDrive / BaiduYun links per model)'
 TORCHVISION_DOCS = 'https://pytorch.org/vision/stable/models/shufflenetv2.html'
 MMPRETRAIN_DOCS = 'https://github.com/open-mmlab/mmpretrain/tree/main/configs'
+PADDLE_PICODET = 'https://github.com/PaddlePaddle/PaddleDetection/blob/release/2.6/configs/picodet/legacy_model/README.md'
 
 
 class UnknownWeightsError(ValueError):
@@ -105,6 +106,15 @@ def _mmpretrain(name: str, folder: str, filename: str, backbone: dict[str, Any],
         url=f'https://download.openmmlab.com/mmclassification/v0/{folder}/{filename}', homepage=MMPRETRAIN_DOCS)
 
 
+def _paddle(name: str, config: str, backbone: dict[str, Any], mAP: float) -> WeightEntry:
+    """A PP-PicoDet detector of PaddleDetection's legacy model zoo (2021.10), a ``.pdparams`` file."""
+    return WeightEntry(
+        name=f'paddle/{name}', source='paddle', filename=f'{name}.pdparams',
+        url=f'https://paddledet.bj.bcebos.com/models/{name}.pdparams', config=f'shufflenet_det::picodet/{config}',
+        backbone=backbone, top1=mAP, metric='COCO val2017 mAP', homepage=PADDLE_PICODET,
+        notes='PaddleDetection publishes no hash: the SHA-256 of the first download is recorded and checked afterwards')
+
+
 def _megvii(name: str, backbone: dict[str, Any], top1: Optional[float], notes: str = '') -> WeightEntry:
     return WeightEntry(name=f'megvii/{name}', source='megvii', filename=f'megvii_{name}.pth.tar', backbone=backbone,
                        top1=top1, homepage=MEGVII_HOME, notes=notes)
@@ -139,6 +149,11 @@ ENTRIES: tuple[WeightEntry, ...] = (
     _megvii('detnas_coco-fpn-1.3g', dict(type='DetNAS', arch='COCO-FPN-1.3G'), None),
     _megvii('detnas_coco-fpn-3.8g', dict(type='DetNAS', arch='COCO-FPN-3.8G'), None),
     _megvii('detnas_coco-retinanet-300m', dict(type='DetNAS', arch='COCO-RetinaNet-300M'), None),
+    _paddle('picodet_s_320_coco', 'picodet-s_esnet_300e_coco-320.py', dict(type='ESNet', arch='S'), 27.1),
+    _paddle('picodet_m_416_coco', 'picodet-m_esnet_300e_coco-416.py', dict(type='ESNet', arch='M'), 34.8),
+    _paddle('picodet_l_640_coco', 'picodet-l_esnet_250e_coco-640.py', dict(type='ESNet', arch='L'), 40.9),
+    _paddle('picodet_shufflenetv2_1x_416_coco', 'picodet_shufflenetv2-1x_300e_coco-416.py',
+            dict(type='ShuffleNetV2', widen_factor=1.0, with_conv5=False), 30.0),
 )
 
 

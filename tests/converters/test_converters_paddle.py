@@ -38,12 +38,12 @@ from official_refs.paddle_picodet import (
     TinyBackbone,
     detect,
     multiclass_nms,
+    paddle_bytes,
     paddle_state_dict,
     randomize_paddle_,
 )
 from shufflenet_det.converters.paddle import (
     BIG_PARAM_KEY,
-    NAME_TABLE_KEY,
     convert_paddle,
     paddle_key,
     read_pdparams,
@@ -55,13 +55,8 @@ RAW_ATOL = 1e-4
 
 # ------------------------------------------------------------------------------------------------------ writers
 def write_paddle_like(state: dict[str, np.ndarray], path: Path, protocol: int, name_table: bool) -> Path:
-    """What ``paddle.save(layer.state_dict(), path, protocol=...)`` writes: a pickle of ``{name: ndarray}`` plus,
-    optionally, the structured-name table."""
-    obj: dict[str, Any] = dict(state)
-    if name_table:
-        obj[NAME_TABLE_KEY] = {k: f'param_{i}.w_0' for i, k in enumerate(state)}
-    with open(path, 'wb') as f:
-        pickle.dump(obj, f, protocol=protocol)
+    """``paddle_bytes`` written to ``path``."""
+    path.write_bytes(paddle_bytes(state, protocol, name_table))
     return path
 
 

@@ -14,7 +14,7 @@ numpy arrays: what ``paddle.save`` writes.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -495,3 +495,13 @@ class TinyBackbone(nn.Module):
             x = F.hardswish(layer._batch_norm(layer._conv(x)))
             outs.append(x)
         return outs
+
+
+def paddle_bytes(state: dict[str, np.ndarray], protocol: int = 2, name_table: bool = True) -> bytes:
+    """What ``paddle.save(layer.state_dict(), path, protocol=...)`` writes: a pickle of ``{name: ndarray}`` plus,
+    optionally, the structured-name table (``StructuredToParameterName@@``)."""
+    import pickle
+    obj: dict[str, Any] = dict(state)
+    if name_table:
+        obj['StructuredToParameterName@@'] = {k: f'param_{i}.w_0' for i, k in enumerate(state)}
+    return pickle.dumps(obj, protocol=protocol)

@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.compat, pytest.mark.slow]
 TV05 = 'torchvision/shufflenet_v2_x0_5'
 TV10 = 'torchvision/shufflenet_v2_x1_0'
 NANODET = 'nanodet/nanodet-plus-m_416'
+PICODET_S = 'paddle/picodet_s_320_coco'
 
 
 @pytest.fixture(scope='module')
@@ -148,6 +149,24 @@ def test_load_from_and_det_inferencer(hub, tmp_path):
                                    show_progress=False)
         result = inferencer(image, return_datasamples=True)
         assert result['predictions'][0].pred_instances.bboxes.shape[-1] == 4
+
+
+def test_paddle_entry_loads_strictly_and_runs(hub, tmp_path):
+    """A PicoDet ``.pdparams`` by name: downloaded, read as arrays only, converted strictly, DetInferencer runs it."""
+    import numpy as np
+    from mmdet.apis import DetInferencer
+    from mmengine.runner import load_checkpoint
+
+    from shufflenet_det.utils.build import build_detector
+
+    config = REPO / 'configs' / 'picodet' / 'picodet-s_esnet_300e_coco-320.py'
+    checkpoint = load_checkpoint(build_detector(config), f'shufflenet_det://{PICODET_S}', map_location='cpu',
+                                 strict=True)
+    assert checkpoint['meta']['source'] == 'paddle' and len(checkpoint['meta']['dataset_meta']['classes']) == 80
+    inferencer = DetInferencer(model=str(config), weights=f'shufflenet_det://{PICODET_S}', device='cpu',
+                               show_progress=False)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    assert inferencer(image, return_datasamples=True)['predictions'][0].pred_instances.bboxes.shape[-1] == 4
 
 
 def test_entry_of_another_width_or_groups_is_an_error_naming_both(hub, server):
