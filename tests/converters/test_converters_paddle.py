@@ -233,6 +233,7 @@ def converted_mirror(ref: PicoDet, source: dict[str, Any] | None = None) -> tupl
     return det, notes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('share_cls_reg', [True, False])
 @pytest.mark.parametrize('num_features', [3, 4])
 def test_converted_weights_reproduce_the_reference(share_cls_reg, num_features, tmp_path):

@@ -44,6 +44,7 @@ def test_make_divisible_is_paddles() -> None:
     assert make_divisible(4, 16) == 16 and make_divisible(23, 16) == 32 and make_divisible(24, 16) == 32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', list(ESNET_ARCHS))
 def test_shapes_at_picodet_feature_maps(variant: str) -> None:
     """Default out_indices (1, 2, 3) = PicoDet's feature_maps [4, 11, 14]: strides 8 / 16 / 32 at 320."""

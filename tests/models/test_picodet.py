@@ -31,6 +31,7 @@ PUBLISHED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,size,params_m,gflops', PUBLISHED)
 def test_configs_build_at_the_published_sizes(name: str, size: int, params_m: float, gflops: float) -> None:
     """Parameters with BN unfolded (BN weight and bias counted, running statistics not: what Paddle's parameter
