@@ -5,8 +5,8 @@ compatibility fixes of :mod:`shufflenet_det.compat` (each only where its problem
 necks, heads and detectors in mmdet's ``MODELS`` and the crash-safe checkpoint hook in ``HOOKS``, adds the
 ``shufflenet_det`` config scope (:mod:`shufflenet_det.registry`) and the ``shufflenet_det://`` checkpoint prefix
 (published weights by name: :mod:`shufflenet_det.weights`). When mmdeploy is imported already (mmdeploy's own
-``tools/deploy.py`` imports it before the model config's ``custom_imports``), the lite head's mmdeploy rewriter is
-registered too.
+``tools/deploy.py`` imports it before the model config's ``custom_imports``), the mmdeploy rewriters of the lite and
+PicoDet heads are registered too.
 
 On a board without torch only :mod:`shufflenet_det.runtime` is usable: when torch is not installed the package
 registers nothing, and the torch-free runtime imports as usual.
@@ -29,6 +29,6 @@ else:
     weights.register_scheme()
     if 'mmdeploy' in sys.modules:
         from .deploy import compat_mmdeploy
-        compat_mmdeploy.register_lite_rewriter()
+        compat_mmdeploy.register_head_rewriters()
 
     __all__ = ['__version__', 'compat', 'engine', 'models', 'registry', 'weights']

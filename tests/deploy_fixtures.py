@@ -1,6 +1,11 @@
 """Small models and inputs shared by the deploy tests (export, ncnn, mmdeploy, benchmark)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from helpers import REPO, randomize_bn
@@ -68,6 +73,26 @@ def spread_lite(seed: int = 0, **cfg_options) -> torch.nn.Module:
     return model.eval()
 
 
+#: The mini PP-PicoDet-S (ESNet-S + CSPPAN + PicoHead, 4 classes); :func:`spread_pico` spreads its outputs.
+PICO_CFG = REPO / 'configs/mini/picodet-s_esnet_mini-coco.py'
+
+
+def spread_pico(seed: int = 0, **cfg_options) -> torch.nn.Module:
+    """A tiny random PicoDet-S (mini config, 4 classes) with spread scores and distances (as :func:`spread_lite`)."""
+    from shufflenet_det.utils import build_detector
+    torch.manual_seed(seed)
+    model = build_detector(PICO_CFG, cfg_options=cfg_options)
+    randomize_bn(model, seed, with_weights=True)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in model.bbox_head.head_cls:
+            scale = 1.0 / conv.weight[0].numel() ** 0.5
+            conv.weight[:4].copy_(torch.randn(conv.weight[:4].shape, generator=gen) * 4 * scale)
+            conv.bias[:4].copy_(torch.rand(4, generator=gen) * 2 - 3)
+            conv.weight[4:].copy_(torch.randn(conv.weight[4:].shape, generator=gen) * 3 * scale)
+    return model.eval()
+
+
 def images(model: torch.nn.Module, size=(128, 160), num: int = 2, seed: int = 0) -> list[torch.Tensor]:
     """Normalised generated pictures of ``size`` (H, W) for ``model``."""
     from shufflenet_det.deploy.images import check_images
@@ -87,3 +112,47 @@ def parity_args(detector: torch.nn.Module, x: torch.Tensor) -> dict:
     from shufflenet_det.deploy.detector import head_output_scales, postprocess_meta
     scale, box_scale = head_output_scales(detector, x)[0]
     return dict(test_cfg=postprocess_meta(detector)['test_cfg'], scale=scale, box_scale=box_scale)
+
+
+#: The steps of mmdeploy's tools/deploy.py for an ONNX Runtime deploy config, through its API (mmdeploy 1.3.1's PyPI
+#: wheel ships no tools/ and has no source archive on PyPI): ``torch2onnx`` in a spawned process, as deploy.py runs it.
+MMDEPLOY_DRIVER = '''
+import sys
+from torch.multiprocessing import set_start_method
+from mmdeploy.apis import torch2onnx
+from mmdeploy.apis.core import PIPELINE_MANAGER
+from mmdeploy.utils import get_ir_config, load_config
+
+if __name__ == '__main__':
+    deploy_cfg, model_cfg, checkpoint, image, work_dir = sys.argv[1:6]
+    set_start_method('spawn', force=True)
+    PIPELINE_MANAGER.enable_multiprocess(True, [torch2onnx])
+    save_file = get_ir_config(load_config(deploy_cfg)[0])['save_file']
+    torch2onnx(image, work_dir, save_file, deploy_cfg, model_cfg, checkpoint, device='cpu')
+'''
+
+
+def mmdeploy_tools_deploy() -> Path | None:
+    """mmdeploy's own tools/deploy.py: ``MMDEPLOY_DEPLOY_PY``, or beside the package of a source install."""
+    import mmdeploy
+    env = os.environ.get('MMDEPLOY_DEPLOY_PY')
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(mmdeploy.__file__).resolve().parents[1] / 'tools' / 'deploy.py')
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def run_mmdeploy_pipeline(deploy_cfg: Path, model_cfg: Path, checkpoint: Path, image: Path, work: Path,
+                          cwd: Path) -> subprocess.CompletedProcess:
+    """mmdeploy's pipeline in a child process run in ``cwd`` (a user's folder), with ``shufflenet_det`` as installed
+    (no ``PYTHONPATH``): its tools/deploy.py when there is one (:func:`mmdeploy_tools_deploy`), otherwise
+    :data:`MMDEPLOY_DRIVER`; the ONNX file goes to ``work``."""
+    tool = mmdeploy_tools_deploy()
+    args = [str(deploy_cfg), str(model_cfg), str(checkpoint), str(image)]
+    if tool is not None:
+        cmd = [sys.executable, str(tool), *args, '--work-dir', str(work), '--device', 'cpu']
+    else:
+        driver = work.parent / 'deploy_driver.py'
+        driver.write_text(MMDEPLOY_DRIVER)
+        cmd = [sys.executable, str(driver), *args, str(work)]
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # shufflenet_det as installed, not the tree
+    return subprocess.run(cmd, cwd=str(cwd), capture_output=True, text=True, timeout=600, env=env)

@@ -8,7 +8,8 @@
   registered per head class and looked up along the head's MRO; the built-in forms in :mod:`.heads` (``anchor``:
   mmdet's ``AnchorHead`` family; ``gfl``: ``LiteGFLHead``); :mod:`.detector` - a detector's pieces from its form;
 * :mod:`.nms` - ONNX ``NonMaxSuppression`` and mmdet's final selection, in graph form;
-* :mod:`.mmdeploy_lite` - mmdeploy's rewriter of ``LiteGFLHead.predict_by_feat`` (imports mmdeploy);
+* :mod:`.mmdeploy_lite`, :mod:`.mmdeploy_pico` - mmdeploy's rewriters of ``LiteGFLHead`` and ``PicoHead``'s
+  ``predict_by_feat`` (import mmdeploy; their shared NMS stage: :mod:`.mmdeploy_common`);
 * :mod:`shufflenet_det.runtime.postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
 * :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);

@@ -114,6 +114,9 @@ class HeadDeployForm(ABC):
     #: Whether mmdeploy's export of this head (its rewriter) gives mmdet's own detections, so that
     #: ``tools/deploy/mmdeploy_deploy.py`` requires that parity (informational otherwise).
     mmdeploy_matches_mmdet: ClassVar[bool] = False
+    #: Whether mmdeploy's ncnn backend can export this head: its end2end models end in ncnn's ``DetectionOutput``
+    #: layer, which decodes anchor boxes (``tools/deploy/mmdeploy_deploy.py`` refuses the others before any work).
+    mmdeploy_ncnn: ClassVar[bool] = True
 
     @abstractmethod
     def check(self, head: Any) -> None:

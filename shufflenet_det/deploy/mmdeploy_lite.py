@@ -10,29 +10,27 @@ rewriter never applies to it and the eager method (mmcv NMS, ``InstanceData``) c
 * candidates exactly as mmdet's ``predict_by_feat`` makes them (the GFL deploy form's
   :func:`.heads.gfl.gfl_candidates`: per level the ``nms_pre`` best (point, class) pairs, softmax integral times
   the stride, boxes clipped to the input), boxes not larger than ``min_bbox_size`` scored 0;
-* each candidate's score placed in its own class column of a ``(B, K, C)`` score tensor, so mmdeploy's
-  ``multiclass_nms`` (per-class ONNX ``NonMaxSuppression`` with the head's ``score_thr`` and ``nms.iou_threshold``;
-  TensorRT's batched NMS plugin on that backend) is exactly mmdet's class-aware NMS of (point, class) pairs;
-* mmdeploy's outputs ``dets`` (B, D, 5) and ``labels`` (B, D): the ``max_per_img`` best, sorted by score
-  (``keep_top_k`` is applied as a slice after sorting, so a picture with fewer detections than ``max_per_img`` does
-  not make ONNX Runtime's TopK fail; rows with score 0 are padding, which mmdeploy's backend model drops).
+* each candidate's score placed in its own class column of a ``(B, K, C)`` score tensor, then mmdeploy's
+  ``multiclass_nms`` (exactly mmdet's class-aware NMS of (point, class) pairs) and the ``max_per_img`` best as
+  mmdeploy's outputs ``dets`` (B, D, 5) and ``labels`` (B, D): :mod:`.mmdeploy_common`, shared with PicoHead's
+  rewriter (:mod:`.mmdeploy_pico`).
 
 The rewriter is registered on import of this module, which happens (a) through a deploy config's
 ``codebase_config.module = ['shufflenet_det.deploy.mmdeploy_lite']`` (mmdeploy's own hook for external rewriters;
-the configs of ``configs/deploy`` list it) and (b) through :func:`.compat_mmdeploy.apply` when mmdeploy is imported,
+the configs of ``configs/deploy`` list it) and (b) through :func:`.compat_mmdeploy.register_head_rewriters` (by
+:func:`.compat_mmdeploy.apply`, and by ``import shufflenet_det`` when mmdeploy is imported already),
 so that mmdeploy's own deploy configs work with a model config that only says ``custom_imports=['shufflenet_det']``.
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import torch
 from mmdeploy.core import FUNCTION_REWRITER
-from mmdeploy.mmcv.ops import multiclass_nms
 from torch import Tensor
 
 from .compat_mmdeploy import LITE_PREDICT_BY_FEAT
 from .heads.gfl import gfl_candidates
+from .mmdeploy_common import class_columns, head_test_settings, mmdeploy_detections
 
 
 @FUNCTION_REWRITER.register_rewriter(func_name=LITE_PREDICT_BY_FEAT)
@@ -44,27 +42,6 @@ def lite_gfl_head__predict_by_feat(self: Any, outputs: Sequence[Tensor], batch_i
     ``batch_img_metas[0]['img_shape']`` is the input size (ints for a static export, a tensor for a dynamic one:
     mmdeploy's detector rewriter sets it). Without NMS: ``(boxes (B, K, 4), scores (B, K, C))``.
     """
-    cfg = self.test_cfg if cfg is None else cfg
-    nms_pre = int(cfg.get('nms_pre', -1))
-    if nms_pre <= 0:
-        raise ValueError(f'LiteGFLHead export needs test_cfg.nms_pre > 0, got {nms_pre}')
-    if batch_img_metas is None:
-        raise ValueError('LiteGFLHead export needs batch_img_metas with img_shape')
-    img_shape = batch_img_metas[0]['img_shape']
-    img_hw = img_shape[:2] if isinstance(img_shape, Tensor) else torch.tensor([float(v) for v in img_shape[:2]])
+    cfg, nms_pre, img_hw = head_test_settings(self, cfg, batch_img_metas)
     boxes, scores, labels = gfl_candidates(self, outputs, img_hw, nms_pre)
-    min_size = float(cfg.get('min_bbox_size', -1))
-    if min_size >= 0:
-        wh = boxes[..., 2:] - boxes[..., :2]
-        scores = torch.where((wh > min_size).all(dim=-1), scores, torch.zeros_like(scores))
-    classes = torch.arange(int(self.num_classes), device=labels.device)
-    class_scores = (labels.unsqueeze(-1) == classes).to(scores.dtype) * scores.unsqueeze(-1)  # (B, K, C)
-    if not with_nms:
-        return boxes, class_scores
-    nms_cfg = cfg.get('nms', {}) or {}
-    dets, det_labels = multiclass_nms(
-        boxes, class_scores, max_output_boxes_per_class=int(boxes.shape[1]),
-        iou_threshold=float(nms_cfg.get('iou_threshold', 0.5)), score_threshold=float(cfg.get('score_thr', 0.0)),
-        pre_top_k=-1, keep_top_k=-1, nms_type=nms_cfg.get('type', 'nms'))
-    keep = int(cfg.get('max_per_img', 100))
-    return dets[:, :keep], det_labels[:, :keep]
+    return mmdeploy_detections(boxes, class_columns(scores, labels, int(self.num_classes)), cfg, with_nms)

@@ -8,12 +8,14 @@ rewritten model run in PyTorch on the same input as the parity reference; infere
 parity check passes, with ``end2end.json`` (parity + detections) next to ``end2end.onnx``.
 
 The backend's detections are also compared with mmdet's own ``predict`` (no rewriter) on the same input tensor
-(``mmdet_parity`` in the report). For the lite detectors this check must pass too: their head's rewriter
-(:mod:`.mmdeploy_lite`) reproduces mmdet's post-processing exactly; mmdeploy's generic rewriter of RetinaNet-like
-heads selects candidates differently (``pre_top_k`` by best class), so there it is informational.
+(``mmdet_parity`` in the report). For the lite and PicoDet detectors this check must pass too (their deploy forms'
+``mmdeploy_matches_mmdet``): their heads' rewriters (:mod:`.mmdeploy_lite`, :mod:`.mmdeploy_pico`) reproduce mmdet's
+post-processing exactly; mmdeploy's generic rewriter of RetinaNet-like heads selects candidates differently
+(``pre_top_k`` by best class), so there it is informational.
 
-Everything a user can get wrong (a missing file, the two configs swapped, mmdeploy's ncnn backend with a lite
-detector, a device that is not there, an unwritable work dir) is refused by :func:`check_request` before any work.
+Everything a user can get wrong (a missing file, the two configs swapped, mmdeploy's ncnn backend with a lite or
+PicoDet detector, a device that is not there, an unwritable work dir) is refused by :func:`check_request` before any
+work.
 The mmdeploy fixes this needs are :mod:`.compat_mmdeploy`.
 """
 from __future__ import annotations
@@ -82,25 +84,34 @@ def _check_config_kinds(req: DeployRequest, deploy_cfg: Any, model_cfg: Any) -> 
 
 
 def _check_backend_fits(req: DeployRequest, deploy_cfg: Any, model_cfg: Any) -> None:
-    """End the tool for mmdeploy's ncnn backend with a lite detector (its head predicts distances from points)."""
+    """End the tool for mmdeploy's ncnn backend with a head whose deploy form says it cannot go there
+    (``mmdeploy_ncnn`` False: the lite and PicoDet heads predict distances from points)."""
     from mmdet.registry import MODELS
 
-    from ..models.dense_heads import LiteGFLHead
+    from . import heads  # noqa: F401  (registers the built-in deploy forms)
+    from .forms import deploy_form_of
     backend = (deploy_cfg.get('backend_config') or {}).get('type')
     head = (model_cfg.model.get('bbox_head') or {}).get('type')
     head_cls = MODELS.get(head) if isinstance(head, str) else head
-    if backend == 'ncnn' and isinstance(head_cls, type) and issubclass(head_cls, LiteGFLHead):
-        fail(f'deploy config {req.deploy_cfg!r} (mmdeploy\'s ncnn backend) with the lite detector of '
-             f'{req.model_cfg!r} ({head}) is not supported: mmdeploy\'s ncnn end2end models end in ncnn\'s '
-             'DetectionOutput layer, which decodes anchor boxes, and the lite head predicts distances from points; '
-             'export lite detectors to ncnn with tools/deploy/export_ncnn.py, or use an ONNX Runtime / TensorRT '
-             'deploy config here')
+    if backend != 'ncnn' or not isinstance(head_cls, type):
+        return
+    try:
+        form = deploy_form_of(head_cls)
+    except ValueError:
+        return  # no deploy form of the project: mmdeploy decides
+    if not form.mmdeploy_ncnn:
+        fail(f'deploy config {req.deploy_cfg!r} (mmdeploy\'s ncnn backend) with the detector of {req.model_cfg!r} '
+             f'({head}, {form.name!r} deploy form) is not supported: mmdeploy\'s ncnn end2end models end in ncnn\'s '
+             'DetectionOutput layer, which decodes anchor boxes, and this head predicts distances from points; '
+             'export it to ncnn with tools/deploy/export_ncnn.py, or use an ONNX Runtime / TensorRT deploy config '
+             'here')
 
 
 def check_request(req: DeployRequest) -> int:
     """Refuse what would otherwise fail deep inside mmdeploy, before any work: a missing file (exit status 2,
     returned), a work dir that cannot be written, a file that is no picture, the two configs swapped or of the wrong
-    kind, mmdeploy's ncnn backend with a lite detector, a device that does not exist here (the tool ends); 0: fine.
+    kind, mmdeploy's ncnn backend with a point head (lite, PicoDet), a device that does not exist here (the tool
+    ends); 0: fine.
     """
     from ..utils.build import load_config
     from .images import read_image

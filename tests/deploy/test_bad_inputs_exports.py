@@ -5,8 +5,8 @@ config without a validation set given to eval_onnx.py, an export report copied n
 quantize.py, eval_onnx.py), input sizes a detector cannot run at (onnx_runner.py --tensor on a dynamic export;
 export_onnx.py / export_ncnn.py / get_flops.py --shape), options that would be ignored (quantize.py --percentile
 without --method percentile, onnx_runner.py --tensor with --image), an --opset out of range, an export_ncnn.py --out
-that is a folder, and mmdeploy_deploy.py with its configs swapped, mmdeploy's ncnn backend for a lite detector or a
-CUDA device that is not there.
+that is a folder, and mmdeploy_deploy.py with its configs swapped, mmdeploy's ncnn backend for a lite or PicoDet
+detector or a CUDA device that is not there.
 
 Same pattern as ``test_bad_inputs_new_tools`` (whose work folder fixture ``ws`` and in-process runner this module
 reuses): each case runs the tool's ``main`` under its own ``run_main`` and checks a non-zero exit, one ``error:`` line
@@ -140,13 +140,15 @@ def _cases() -> list[object]:
         # 7. export_ncnn --out: a folder
         _case('export-ncnn-out-is-a-folder', 'export_ncnn', [*lite_out, '--out', '{ws}/mini'],
               ['--out', 'mini', 'is a folder', 'model']),
-        # 8. mmdeploy: configs swapped, ncnn with a lite detector, no CUDA
+        # 8. mmdeploy: configs swapped, ncnn with a lite / PicoDet detector, no CUDA
         _case('mmdeploy-configs-swapped', 'mmdeploy', ['{ws}/tiny.py', DEPLOY_ORT, *md],
               ['swapped', 'deploy_cfg (1st argument)', 'tiny.py', 'model_cfg (2nd argument)']),
         _case('mmdeploy-model-config-twice', 'mmdeploy', ['{ws}/tiny.py', '{ws}/tiny.py', *md],
               ['deploy_cfg (1st argument)', 'not an mmdeploy deploy config']),
         _case('mmdeploy-ncnn-lite', 'mmdeploy', [DEPLOY_NCNN, LITE, *md],
               ['detection_ncnn_static-320x320.py', 'lite-m_shufflenetv2-1x_mini-coco.py', 'ncnn', 'export_ncnn.py']),
+        _case('mmdeploy-ncnn-picodet', 'mmdeploy', [DEPLOY_NCNN, str(fx.PICO_CFG), *md],
+              ['detection_ncnn_static-320x320.py', 'picodet-s_esnet_mini-coco.py', 'ncnn', 'export_ncnn.py']),
         _case('mmdeploy-device-cuda', 'mmdeploy', [DEPLOY_ORT, '{ws}/tiny.py', *md, '--device', 'cuda'],
               ['--device', 'CUDA is not available'],
               marks=pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')),

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import deploy_fixtures as fx
-from helpers import REPO, randomize_bn
+from helpers import REPO
 from shufflenet_det.deploy.detector import export_wrapper, postprocess_meta
 from shufflenet_det.deploy.export_common import unpad_detections
 from shufflenet_det.deploy.forms import DETECTION_OUTPUTS
@@ -24,13 +24,12 @@ from shufflenet_det.deploy.ncnn_export import export_detector_ncnn
 from shufflenet_det.deploy.onnx_export import export_detector_onnx, ort_session
 from shufflenet_det.deploy.parity import compare_detections
 from shufflenet_det.runtime.postprocess import decode_outputs, level_shapes
-from shufflenet_det.utils import build_detector
 from shufflenet_det.utils.predict import predict_detections
 
 pytestmark = pytest.mark.slow  # exports: make test-fast leaves these out
 
 SIZE = (64, 64)
-CFG = REPO / 'configs/mini/picodet-s_esnet_mini-coco.py'
+CFG = fx.PICO_CFG
 ONNX_RUNNER = REPO / 'tools/deploy/onnx_runner.py'
 NCNN_RUNNER = REPO / 'tools/deploy/ncnn_runner.py'
 
@@ -50,24 +49,9 @@ def run_torch_free(runner: Path, *args: str) -> dict:
                 labels=np.array([d['label'] for d in result['detections']]))
 
 
-def spread_pico(seed: int = 0, **cfg_options) -> torch.nn.Module:
-    """A tiny random PicoDet-S (mini config, 4 classes) with spread scores and distances (as ``fx.spread_lite``)."""
-    torch.manual_seed(seed)
-    model = build_detector(CFG, cfg_options=cfg_options)
-    randomize_bn(model, seed, with_weights=True)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for conv in model.bbox_head.head_cls:
-            scale = 1.0 / conv.weight[0].numel() ** 0.5
-            conv.weight[:4].copy_(torch.randn(conv.weight[:4].shape, generator=gen) * 4 * scale)
-            conv.bias[:4].copy_(torch.rand(4, generator=gen) * 2 - 3)
-            conv.weight[4:].copy_(torch.randn(conv.weight[4:].shape, generator=gen) * 3 * scale)
-    return model.eval()
-
-
 @pytest.fixture(scope='module')
 def detector() -> torch.nn.Module:
-    return spread_pico()
+    return fx.spread_pico()
 
 
 def test_graph_and_numpy_decoders_reproduce_mmdet(detector) -> None:
@@ -81,7 +65,7 @@ def test_graph_and_numpy_decoders_reproduce_mmdet(detector) -> None:
     assert isinstance(raw, PicoExportWrapper) and raw.output_names == ['output']
     head = detector.bbox_head
     for cut in (dict(), dict(nms_pre=20, nms_top_k=15)):
-        model = spread_pico(**{f'model.test_cfg.{k}': v for k, v in cut.items()}) if cut else detector
+        model = fx.spread_pico(**{f'model.test_cfg.{k}': v for k, v in cut.items()}) if cut else detector
         meta = postprocess_meta(model)
         for x in fx.images(model, SIZE, 2, seed=1):
             ref = predict_detections(model, x)[0]
@@ -99,7 +83,7 @@ def test_graph_and_numpy_decoders_reproduce_mmdet(detector) -> None:
     with pytest.raises(ValueError, match=r'raw PicoDet output must be \(85, 36\)'):
         decode_outputs([np.zeros((1, 10, 36), np.float32)], postprocess_meta(detector), SIZE)
     with pytest.raises(ValueError, match='nms_pre must be > 0'):
-        export_wrapper(spread_pico(**{'model.test_cfg.nms_pre': -1}))
+        export_wrapper(fx.spread_pico(**{'model.test_cfg.nms_pre': -1}))
 
 
 def test_raw_onnx_export_matches_mmdet(tmp_path: Path, detector) -> None:

@@ -33,8 +33,10 @@ def test_fixes_are_applied_and_idempotent() -> None:
     assert callable(opset9._cast_Long)
     assert compat_mmdeploy._INTERNAL_MODEL_TO_GRAPH in FUNCTION_REWRITER._registry._rewrite_records
     assert compat_mmdeploy.apply() == dict(onnx_export_dynamo_false=False, cast_long=False,
-                                           model_to_graph_rewriter=False, lite_head_rewriter=False)
+                                           model_to_graph_rewriter=False, lite_head_rewriter=False,
+                                           pico_head_rewriter=False)
     assert compat_mmdeploy.LITE_PREDICT_BY_FEAT in FUNCTION_REWRITER._registry._rewrite_records
+    assert compat_mmdeploy.PICO_PREDICT_BY_FEAT in FUNCTION_REWRITER._registry._rewrite_records
 
 
 class _CastLong(torch.autograd.Function):

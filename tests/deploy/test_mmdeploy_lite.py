@@ -8,9 +8,6 @@ then the ONNX Runtime outputs are compared with mmdet's ``predict`` of the same 
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mmdeploy  # noqa: F401  (installed by tools/setup.sh: a missing package fails, never skips)
@@ -27,31 +24,6 @@ from shufflenet_det.utils.predict import make_data_samples, predict_detections
 pytestmark = pytest.mark.slow  # tool runs, exports, training: make test-fast leaves these out
 
 ORT_DEPLOY_CFG = fx.REPO / 'configs/deploy/detection_onnxruntime_static-256x256.py'
-
-#: The steps of mmdeploy's tools/deploy.py for an ONNX Runtime deploy config, through its API (see module docstring).
-DRIVER = '''
-import sys
-from torch.multiprocessing import set_start_method
-from mmdeploy.apis import torch2onnx
-from mmdeploy.apis.core import PIPELINE_MANAGER
-from mmdeploy.utils import get_ir_config, load_config
-
-if __name__ == '__main__':
-    deploy_cfg, model_cfg, checkpoint, image, work_dir = sys.argv[1:6]
-    set_start_method('spawn', force=True)
-    PIPELINE_MANAGER.enable_multiprocess(True, [torch2onnx])
-    save_file = get_ir_config(load_config(deploy_cfg)[0])['save_file']
-    torch2onnx(image, work_dir, save_file, deploy_cfg, model_cfg, checkpoint, device='cpu')
-'''
-
-
-def _mmdeploy_tools_deploy() -> Path | None:
-    """mmdeploy's own tools/deploy.py: ``MMDEPLOY_DEPLOY_PY``, or beside the package of a source install."""
-    env = os.environ.get('MMDEPLOY_DEPLOY_PY')
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(mmdeploy.__file__).resolve().parents[1] / 'tools' / 'deploy.py')
-    return next((p for p in candidates if p.is_file()), None)
-
 
 @pytest.fixture(scope='module')
 def user_project(tmp_path_factory) -> dict:
@@ -121,15 +93,8 @@ def test_mmdeploy_deploys_user_config_outside_the_repo(user_project, tmp_path: P
     work = tmp_path / 'work'
     work.mkdir()
     proj = user_project
-    tool = _mmdeploy_tools_deploy()
-    args = [str(ORT_DEPLOY_CFG), str(proj['cfg']), str(proj['ckpt']), str(proj['images'][0])]
-    if tool is not None:
-        cmd = [sys.executable, str(tool), *args, '--work-dir', str(work), '--device', 'cpu']
-    else:
-        (tmp_path / 'deploy_driver.py').write_text(DRIVER)
-        cmd = [sys.executable, str(tmp_path / 'deploy_driver.py'), *args, str(work)]
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # shufflenet_det as installed, not the tree
-    proc = subprocess.run(cmd, cwd=str(proj['root']), capture_output=True, text=True, timeout=600, env=env)
+    proc = fx.run_mmdeploy_pipeline(ORT_DEPLOY_CFG, proj['cfg'], proj['ckpt'], proj['images'][0], work,
+                                    proj['root'])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     onnx_path = work / 'end2end.onnx'
     assert onnx_path.is_file()

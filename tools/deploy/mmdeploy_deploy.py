@@ -8,9 +8,10 @@ PyTorch on the same input as the parity reference; ONNX Runtime inference throug
 parity check passes, with ``end2end.json`` (parity + detections) next to ``end2end.onnx``.
 
 The backend's detections are also compared with mmdet's own ``predict`` (no rewriter) on the same input tensor
-(``mmdet_parity`` in the report). For the lite detectors this check must pass too: their head's rewriter
-(``shufflenet_det/deploy/mmdeploy_lite.py``) reproduces mmdet's post-processing exactly; mmdeploy's generic rewriter
-of RetinaNet-like heads selects candidates differently (``pre_top_k`` by best class), so there it is informational.
+(``mmdet_parity`` in the report). For the lite and PicoDet detectors this check must pass too: their heads'
+rewriters (``shufflenet_det/deploy/mmdeploy_lite.py``, ``mmdeploy_pico.py``) reproduce mmdet's post-processing
+exactly; mmdeploy's generic rewriter of RetinaNet-like heads selects candidates differently (``pre_top_k`` by best
+class), so there it is informational.
 
 Deploy configs: configs/deploy/detection_onnxruntime_*.py run here. TensorRT configs export the ONNX and build the
 engine when TensorRT is installed (a GPU machine); mmdeploy's own ncnn backend needs an mmdeploy source build - use

@@ -5,8 +5,9 @@ codebase_config = dict(
     type='mmdet',
     task='ObjectDetection',
     model_type='end2end',
-    # imported by mmdeploy before the export: the rewriter of the lite detectors' head (LiteGFLHead.predict_by_feat)
-    module=['shufflenet_det.deploy.mmdeploy_lite'],
+    # imported by mmdeploy before the export: the rewriters of the lite detectors' head (LiteGFLHead.predict_by_feat)
+    # and of PP-PicoDet's head (PicoHead.predict_by_feat)
+    module=['shufflenet_det.deploy.mmdeploy_lite', 'shufflenet_det.deploy.mmdeploy_pico'],
     post_processing=dict(
         score_threshold=0.05,
         confidence_threshold=0.005,  # only for YOLOv3-style heads

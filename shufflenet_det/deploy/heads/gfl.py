@@ -40,6 +40,7 @@ class GFLForm(HeadDeployForm):
     name = 'gfl'
     reproduces = ('predict_by_feat',)
     mmdeploy_matches_mmdet = True  # mmdeploy_lite's rewriter is mmdet's post-processing in graph form
+    mmdeploy_ncnn = False  # mmdeploy's ncnn end2end models decode anchors (DetectionOutput); the head has points
 
     def check(self, head: Any) -> None:
         """ValueError unless the head has the GFL outputs and its test settings can be exported (``nms`` type

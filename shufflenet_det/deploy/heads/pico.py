@@ -39,6 +39,8 @@ class PicoForm(HeadDeployForm):
 
     name = 'pico'
     reproduces = ('predict_by_feat', 'forward', 'flatten_outputs')
+    mmdeploy_matches_mmdet = True  # mmdeploy_pico's rewriter is PicoHead's post-processing in graph form
+    mmdeploy_ncnn = False  # mmdeploy's ncnn end2end models decode anchors (DetectionOutput); PicoHead has points
 
     def check(self, head: Any) -> None:
         """ValueError unless the head has PicoHead's outputs and its test settings can be decoded (``nms`` type
@@ -91,11 +93,11 @@ def _cell_points(feat: Tensor, stride: float, offset: float) -> Tensor:
     return torch.stack([xx, yy], dim=-1).reshape(-1, 2)
 
 
-def pico_candidates(head: Any, maps: Sequence[Tensor], img_hw: Tensor, nms_pre: int,
-                    nms_top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``boxes`` (B, K, 4), ``scores`` (B, K), ``labels`` (B, K): the candidates of ``PicoHead.predict_by_feat``
-    before its size filter and NMS, in graph form (see module docstring). ``K = C * min(nms_top_k, levels *
-    nms_pre)`` (every pair when ``nms_top_k <= 0``)."""
+def pico_points(head: Any, maps: Sequence[Tensor], img_hw: Tensor, nms_pre: int) -> tuple[Tensor, Tensor]:
+    """``boxes`` (B, P, 4), ``scores`` (B, P, C): per level the ``nms_pre`` points of highest best-class score
+    (padded with zero-score points where a level has fewer), decoded around the cell centres and clipped to
+    ``img_hw`` (H, W); ``P = levels * nms_pre``. The point stage of :func:`pico_candidates` and of mmdeploy's
+    rewriter of the head (:mod:`..mmdeploy_pico`)."""
     nc, bins = int(head.num_classes), int(head.reg_max) + 1
     project = torch.arange(bins, dtype=maps[0].dtype, device=maps[0].device)
     img_hw = img_hw.to(maps[0].dtype)
@@ -117,10 +119,26 @@ def pico_candidates(head: Any, maps: Sequence[Tensor], img_hw: Tensor, nms_pre: 
         boxes = torch.cat([sel_points - dist[..., :2], sel_points + dist[..., 2:]], dim=-1)
         all_boxes.append(torch.minimum(boxes.clamp(min=0), limit))
         all_scores.append(sel_scores)
-    boxes, scores = torch.cat(all_boxes, dim=1), torch.cat(all_scores, dim=1)  # (B, P, 4), (B, P, C)
-    b, p = scores.shape[0], scores.shape[1]
+    return torch.cat(all_boxes, dim=1), torch.cat(all_scores, dim=1)
+
+
+def class_top_k(scores: Tensor, nms_top_k: int) -> tuple[Tensor, Tensor]:
+    """``(top_scores, top_idx)`` (B, C, t): per class the ``t = min(nms_top_k, P)`` best of the points' ``scores``
+    (B, P, C), highest first (every point when ``nms_top_k <= 0``)."""
+    p = scores.shape[1]
     t = p if nms_top_k <= 0 else min(int(nms_top_k), p)
-    top_scores, top_idx = scores.permute(0, 2, 1).topk(t, dim=2)  # (B, C, t): the t best points of each class
+    top_scores, top_idx = scores.permute(0, 2, 1).topk(t, dim=2)
+    return top_scores, top_idx
+
+
+def pico_candidates(head: Any, maps: Sequence[Tensor], img_hw: Tensor, nms_pre: int,
+                    nms_top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``boxes`` (B, K, 4), ``scores`` (B, K), ``labels`` (B, K): the candidates of ``PicoHead.predict_by_feat``
+    before its size filter and NMS, in graph form (see module docstring): :func:`pico_points`, then
+    :func:`class_top_k`. ``K = C * min(nms_top_k, levels * nms_pre)`` (every pair when ``nms_top_k <= 0``)."""
+    boxes, scores = pico_points(head, maps, img_hw, nms_pre)  # (B, P, 4), (B, P, C)
+    top_scores, top_idx = class_top_k(scores, nms_top_k)  # (B, C, t): the t best points of each class
+    b, nc, t = top_scores.shape
     cand_boxes = torch.gather(boxes, 1, top_idx.reshape(b, nc * t, 1).expand(-1, -1, 4))
     labels = (arange_like(top_scores[0, :, 0]).long()[None, :, None] + torch.zeros_like(top_idx)).reshape(b, nc * t)
     return cand_boxes, top_scores.reshape(b, nc * t), labels
