@@ -145,6 +145,28 @@ class HeadDeployForm(ABC):
         """``(class outputs, box outputs)`` of one image's raw outputs (the wrapper's ``with_nms=False`` order)."""
 
 
+class FlatOutputExportWrapper(ExportWrapper):
+    """Heads whose raw export is one tensor, ``output``: the head's ``flatten_outputs`` of its per-level maps
+    (``(B, points, C + 4 (reg_max + 1))``, the GFL layout). ``form`` checks the head and gives its test settings."""
+
+    form: ClassVar[type[HeadDeployForm]]
+
+    def __init__(self, detector: nn.Module, with_nms: bool = True) -> None:
+        super().__init__(detector, with_nms)
+        self.test_cfg: dict[str, Any] = self.form().postprocess_meta(head_of(detector))['test_cfg']  # checks the head
+        self.set_test_cfg(self.test_cfg)
+
+    @property
+    def raw_output_names(self) -> list[str]:
+        """One tensor, ``output``."""
+        return ['output']
+
+    def raw_outputs(self, head_outputs: Sequence[Any]) -> tuple[Tensor, ...]:
+        """``(output,)``: the head's ``flatten_outputs`` of its per-level maps."""
+        (maps,) = head_outputs
+        return (self.detector.bbox_head.flatten_outputs(maps),)
+
+
 #: Head class -> its deploy form (:func:`register_deploy_form`); read with :func:`deploy_form_of`.
 DEPLOY_FORMS: dict[type, HeadDeployForm] = {}
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ...models.dense_heads import LiteGFLHead
 from ...runtime.postprocess import GFL_DECODER
-from ..forms import ExportWrapper, HeadDeployForm, head_of, register_deploy_form
+from ..forms import FlatOutputExportWrapper, HeadDeployForm, register_deploy_form
 from ..nms import select_detections
 from .common import arange_like, check_nms_type, test_cfg_meta
 
@@ -129,22 +129,10 @@ def gfl_candidates(head: Any, maps: Sequence[Tensor], img_hw: Tensor,
     return torch.cat(all_boxes, dim=1), torch.cat(all_scores, dim=1), torch.cat(all_labels, dim=1)
 
 
-class GFLExportWrapper(ExportWrapper):
+class GFLExportWrapper(FlatOutputExportWrapper):
     """See the module docstring. The detector is used as is (call ``switch_to_deploy`` on it beforehand)."""
 
-    def __init__(self, detector: nn.Module, with_nms: bool = True) -> None:
-        super().__init__(detector, with_nms)
-        self.set_test_cfg(GFLForm().postprocess_meta(head_of(detector))['test_cfg'])  # checks the head
-
-    @property
-    def raw_output_names(self) -> list[str]:
-        """One tensor, ``output``."""
-        return ['output']
-
-    def raw_outputs(self, head_outputs: Sequence[Any]) -> tuple[Tensor, ...]:
-        """``(output,)``: the head's :meth:`~LiteGFLHead.flatten_outputs` of its per-level maps."""
-        (maps,) = head_outputs
-        return (self.detector.bbox_head.flatten_outputs(maps),)
+    form = GFLForm
 
     def detections(self, head_outputs: Sequence[Any], img_hw: Tensor) -> tuple[Tensor, ...]:
         """:func:`gfl_candidates`, then :func:`..nms.select_detections`."""

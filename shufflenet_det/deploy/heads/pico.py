@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ...models.dense_heads import PicoHead
 from ...runtime.postprocess import PICO_DECODER
-from ..forms import ExportWrapper, HeadDeployForm, head_of, register_deploy_form
+from ..forms import FlatOutputExportWrapper, HeadDeployForm, register_deploy_form
 from ..nms import select_detections
 from .common import arange_like, check_nms_type, test_cfg_meta
 
@@ -144,28 +144,14 @@ def pico_candidates(head: Any, maps: Sequence[Tensor], img_hw: Tensor, nms_pre: 
     return cand_boxes, top_scores.reshape(b, nc * t), labels
 
 
-class PicoExportWrapper(ExportWrapper):
+class PicoExportWrapper(FlatOutputExportWrapper):
     """See the module docstring. The detector is used as is (call ``switch_to_deploy`` on its parts beforehand)."""
+
+    form = PicoForm
 
     def __init__(self, detector: nn.Module, with_nms: bool = True) -> None:
         super().__init__(detector, with_nms)
-        t = PicoForm().postprocess_meta(head_of(detector))['test_cfg']  # checks the head
-        self.nms_pre: int = t['nms_pre']
-        self.nms_top_k: int = t['nms_top_k']
-        self.score_thr: float = t['score_thr']
-        self.iou_thr: float = t['iou_threshold']
-        self.max_per_img: int = t['max_per_img']
-        self.min_bbox_size: float = t['min_bbox_size']
-
-    @property
-    def raw_output_names(self) -> list[str]:
-        """One tensor, ``output``."""
-        return ['output']
-
-    def raw_outputs(self, head_outputs: Sequence[Any]) -> tuple[Tensor, ...]:
-        """``(output,)``: the head's :meth:`~PicoHead.flatten_outputs` of its per-level maps."""
-        (maps,) = head_outputs
-        return (self.detector.bbox_head.flatten_outputs(maps),)
+        self.nms_top_k: int = self.test_cfg['nms_top_k']
 
     def detections(self, head_outputs: Sequence[Any], img_hw: Tensor) -> tuple[Tensor, ...]:
         """:func:`pico_candidates`, then :func:`..nms.select_detections`."""
