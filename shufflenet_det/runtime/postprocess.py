@@ -149,6 +149,34 @@ def distribution_to_distance(reg: np.ndarray, reg_max: int) -> np.ndarray:
     return (prob @ np.arange(reg_max + 1, dtype=np.float32)).astype(np.float32)
 
 
+def _point_rows(output: np.ndarray, meta: dict[str, Any], img_hw: Sequence[int],
+                what: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The one-tensor raw output ``(N, C + 4 (R + 1))`` of a point head (a leading batch axis of size 1 accepted)
+    as float32 rows and the levels' ``(H, W)``; ValueError naming the expected shape for anything else."""
+    nc, reg_max = int(meta['num_classes']), int(meta['reg_max'])
+    out = np.asarray(output, dtype=np.float32)
+    if out.ndim == 3 and out.shape[0] == 1:
+        out = out[0]
+    width = nc + 4 * (reg_max + 1)
+    shapes = level_shapes(img_hw, meta['strides'])
+    total = sum(h * w for h, w in shapes)
+    if out.ndim != 2 or out.shape != (total, width):
+        raise ValueError(f'raw {what} output must be ({total}, {width}) for a {img_hw[0]}x{img_hw[1]} input (levels '
+                         f'{shapes}, {nc} classes, reg_max {reg_max}), got {out.shape}')
+    return out, shapes
+
+
+def _distance_boxes(points: np.ndarray, dists: np.ndarray, reg_max: int, stride: float,
+                    img_hw: Sequence[int]) -> np.ndarray:
+    """Boxes ``(x1, y1, x2, y2)`` = expected (left, top, right, bottom) distance x stride around ``points``, clipped
+    to the input."""
+    dist = distribution_to_distance(dists, reg_max) * np.float32(stride)
+    boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, int(img_hw[1]))
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, int(img_hw[0]))
+    return boxes.astype(np.float32)
+
+
 def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int, int]) -> dict[str, np.ndarray]:
     """Detections of one image from the raw ``LiteGFLHead`` tensor, as its ``predict_by_feat`` computes them.
 
@@ -161,16 +189,7 @@ def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int,
     decreasing score.
     """
     nc, reg_max, cfg = int(meta['num_classes']), int(meta['reg_max']), meta['test_cfg']
-    out = np.asarray(output, dtype=np.float32)
-    if out.ndim == 3 and out.shape[0] == 1:
-        out = out[0]
-    width = nc + 4 * (reg_max + 1)
-    shapes = level_shapes(img_hw, meta['strides'])
-    total = sum(h * w for h, w in shapes)
-    if out.ndim != 2 or out.shape != (total, width):
-        raise ValueError(f'raw GFL output must be ({total}, {width}) for a {img_hw[0]}x{img_hw[1]} input (levels '
-                         f'{shapes}, {nc} classes, reg_max {reg_max}), got {out.shape}')
-    h_img, w_img = int(img_hw[0]), int(img_hw[1])
+    out, shapes = _point_rows(output, meta, img_hw, 'GFL')
     all_boxes, all_scores, all_labels = [], [], []
     start = 0
     for (h, w), stride in zip(shapes, meta['strides']):
@@ -181,11 +200,7 @@ def postprocess_gfl(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int,
         idx = idx[np.argsort(-flat[idx], kind='stable')][:cfg['nms_pre']]
         point_idx, labels = idx // nc, idx % nc
         points = grid_points(h, w, stride)[point_idx]
-        dist = distribution_to_distance(rows[point_idx, nc:], reg_max) * np.float32(stride)
-        boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w_img)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h_img)
-        all_boxes.append(boxes.astype(np.float32))
+        all_boxes.append(_distance_boxes(points, rows[point_idx, nc:], reg_max, stride, img_hw))
         all_scores.append(flat[idx])
         all_labels.append(labels)
     return keep_best_candidates(all_boxes, all_scores, all_labels, cfg)
@@ -218,16 +233,7 @@ def postprocess_pico(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int
     """
     nc, reg_max, cfg = int(meta['num_classes']), int(meta['reg_max']), meta['test_cfg']
     offset = float(meta['cell_offset'])
-    out = np.asarray(output, dtype=np.float32)
-    if out.ndim == 3 and out.shape[0] == 1:
-        out = out[0]
-    width = nc + 4 * (reg_max + 1)
-    shapes = level_shapes(img_hw, meta['strides'])
-    total = sum(h * w for h, w in shapes)
-    if out.ndim != 2 or out.shape != (total, width):
-        raise ValueError(f'raw PicoDet output must be ({total}, {width}) for a {img_hw[0]}x{img_hw[1]} input (levels '
-                         f'{shapes}, {nc} classes, reg_max {reg_max}), got {out.shape}')
-    h_img, w_img = int(img_hw[0]), int(img_hw[1])
+    out, shapes = _point_rows(output, meta, img_hw, 'PicoDet')
     all_boxes, all_scores = [], []
     start = 0
     for (h, w), stride in zip(shapes, meta['strides']):
@@ -237,11 +243,7 @@ def postprocess_pico(output: np.ndarray, meta: dict[str, Any], img_hw: tuple[int
         if 0 < cfg['nms_pre'] < h * w:
             keep = np.argsort(-rows[:, :nc].max(axis=1), kind='stable')[:cfg['nms_pre']]
         points = grid_points(h, w, stride)[keep] + np.float32(offset * stride)
-        dist = distribution_to_distance(rows[keep, nc:], reg_max) * np.float32(stride)
-        boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], axis=1)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w_img)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h_img)
-        all_boxes.append(boxes.astype(np.float32))
+        all_boxes.append(_distance_boxes(points, rows[keep, nc:], reg_max, stride, img_hw))
         all_scores.append(rows[keep, :nc])
     boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
     point_idx, labels = np.nonzero(scores > cfg['score_thr'])

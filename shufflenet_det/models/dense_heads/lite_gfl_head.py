@@ -34,9 +34,11 @@ from mmengine.model import bias_init_with_prob, normal_init
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from .point_outputs import FlatPointOutputs
+
 
 @MODELS.register_module()
-class LiteGFLHead(BaseDenseHead):
+class LiteGFLHead(FlatPointOutputs, BaseDenseHead):
     """Per-level depthwise-separable GFL head (see module docstring).
 
     Args:
@@ -126,24 +128,7 @@ class LiteGFLHead(BaseDenseHead):
                              f'{len(feats)} feature maps')
         return ([self.gfl_cls[i](self.cls_convs[i](x)) for i, x in enumerate(feats)],)
 
-    def flatten_outputs(self, outputs: Sequence[Tensor]) -> Tensor:
-        """``(B, N, C + 4 (R + 1))`` over all levels (row-major points, finest level first), sigmoid class scores:
-        the raw tensor of the exports."""
-        flat = torch.cat([o.flatten(2) for o in outputs], dim=2).permute(0, 2, 1)
-        cls, reg = flat.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
-        return torch.cat([cls.sigmoid(), reg], dim=-1)
-
     # ------------------------------------------------------------------ shared decoding
-    def _flat_priors(self, outputs: Sequence[Tensor]) -> Tensor:
-        """``(N, 4)`` points ``(x, y, stride, stride)`` of every level, in the order of :meth:`flatten_outputs`."""
-        sizes = [o.shape[-2:] for o in outputs]
-        return torch.cat(self.prior_generator.grid_priors(sizes, dtype=outputs[0].dtype, device=outputs[0].device,
-                                                          with_stride=True), dim=0)
-
-    def _split_flat(self, outputs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        flat = torch.cat([o.flatten(2) for o in outputs], dim=2).permute(0, 2, 1)
-        return flat.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
-
     def _decode(self, priors: Tensor, reg: Tensor, max_shape: Optional[Sequence[int]] = None) -> Tensor:
         """Corner boxes from distance distributions ``(..., 4 (R + 1))`` at ``priors`` ``(N, 4)``."""
         lead = reg.shape[:-1]

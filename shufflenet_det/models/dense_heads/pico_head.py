@@ -64,6 +64,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..layers.fuse import fold_batchnorm
+from .point_outputs import FlatPointOutputs
 
 
 class ConvNorm(nn.Module):
@@ -112,7 +113,7 @@ class PicoFeat(nn.Module):
 
 
 @MODELS.register_module()
-class PicoHead(BaseDenseHead):
+class PicoHead(FlatPointOutputs, BaseDenseHead):
     """PP-PicoDet's legacy head (see module docstring).
 
     Args:
@@ -217,23 +218,6 @@ class PicoHead(BaseDenseHead):
                 out = torch.cat([out, self.head_reg[i](reg_feat)], dim=1)
             maps.append(out)
         return (maps,)
-
-    def flatten_outputs(self, outputs: Sequence[Tensor]) -> Tensor:
-        """``(B, N, C + 4 (R + 1))`` over all levels (row-major points, finest level first), sigmoid class scores:
-        the raw tensor of the exports (Paddle's ``deploy=True`` outputs, concatenated)."""
-        cls, reg = self._split_flat(outputs)
-        return torch.cat([cls.sigmoid(), reg], dim=-1)
-
-    def _split_flat(self, outputs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        flat = torch.cat([o.flatten(2) for o in outputs], dim=2).permute(0, 2, 1)
-        cls, reg = flat.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
-        return cls, reg
-
-    def _flat_priors(self, outputs: Sequence[Tensor]) -> Tensor:
-        """``(N, 4)`` points ``(x, y, stride, stride)`` in the order of :meth:`flatten_outputs`."""
-        sizes = [o.shape[-2:] for o in outputs]
-        return torch.cat(self.prior_generator.grid_priors(sizes, dtype=outputs[0].dtype, device=outputs[0].device,
-                                                          with_stride=True), dim=0)
 
     def _decode(self, priors: Tensor, reg: Tensor, max_shape: Optional[Sequence[int]] = None) -> Tensor:
         """Corner boxes from distance logits ``(K, 4 (R + 1))`` at ``priors`` ``(K, 4)``."""
