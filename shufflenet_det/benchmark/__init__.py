@@ -4,6 +4,8 @@
 * :mod:`.backends` - one builder per backend name (:data:`BACKENDS`: PyTorch eager / channels_last / jit / compile,
   ONNX Runtime plain and deploy, ncnn, CUDA) and the peer models of torchvision and mmpretrain;
 * :mod:`.report` - ratios, summary, table, plot and environment;
+* :mod:`.peer_files` - peer mode: another project's export of the same network, given as an ONNX file or an ncnn
+  pair, checked and timed next to this project's export (``ort-peer`` / ``ncnn-peer`` rows, :func:`peer_ratios`);
 * :mod:`.driver` - :func:`run_benchmark`, the whole run.
 
 ``tools/analysis_tools/benchmark.py`` is the command line. The ncnn rows are timed by the torch-free runtime's
@@ -21,8 +23,20 @@ from .backends import (
                        peer_models,
 )
 from .driver import run_benchmark
-from .report import backbone_ratios, environment, format_summary, format_table, plot, summarize
+from .peer_files import PEER_BACKENDS, PeerFile, check_peer_ncnn, check_peer_onnx, check_peer_shape, compared_backend
+from .report import (
+                     backbone_ratios,
+                     environment,
+                     format_peer_ratio,
+                     format_summary,
+                     format_table,
+                     peer_ratios,
+                     plot,
+                     summarize,
+)
 
 __all__ = ['ALL_BACKENDS', 'BACKENDS', 'CPU_BACKENDS', 'DEFAULT_BACKENDS', 'GPU_BACKENDS', 'OPTIONAL_BACKENDS',
            'Unavailable', 'peer_models', 'run_benchmark', 'backbone_ratios', 'environment', 'format_summary',
-           'format_table', 'plot', 'summarize', 'Row', 'time_in_rounds']
+           'format_table', 'plot', 'summarize', 'Row', 'time_in_rounds', 'PEER_BACKENDS', 'PeerFile',
+           'check_peer_ncnn', 'check_peer_onnx', 'check_peer_shape', 'compared_backend', 'format_peer_ratio',
+           'peer_ratios']

@@ -22,6 +22,17 @@ already measured elsewhere (ncnn, timed by the torch-free runtime in a child pro
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
 ===================  ===================================================================================
 
+Peer mode (:mod:`.peer_files`) adds rows that are not backends of their own (not in :data:`BACKENDS`):
+
+===================  ===================================================================================
+``ort-peer``         a peer ONNX file (model ``peer:<file stem>``) in ONNX Runtime with the session options of
+                     ``ort-deploy`` / ``ort-raw`` (:func:`ort_session_of`), in the same rounds as them
+``ncnn-peer``        a peer ncnn ``.param`` / ``.bin`` pair, timed in the child process of the partner's ``ncnn``
+                     row with the same ncnn options, interleaved with it in rounds (:func:`ncnn`)
+``ncnn-raw``         detectors with an ncnn peer: the partner's ncnn network alone (raw head tensors, no numpy
+                     post-processing), timed in the same child rounds: what ``ncnn-peer`` is compared with
+===================  ===================================================================================
+
 Detectors are timed from the normalised input tensor to the final detections: mmdet's ``predict`` for the PyTorch
 rows, the graph with NMS for ONNX Runtime, the raw head plus the numpy post-processing for ncnn.
 """
@@ -44,6 +55,7 @@ from torch import nn
 
 from ..utils.build import eval_copy, switch_to_deploy
 from ..utils.predict import is_detector, predict_fn
+from .peer_files import NCNN_RAW, PeerFile
 
 CPU_BACKENDS = ('torch-plain', 'torch-folded', 'torch-cl', 'torch-jit', 'ort-plain', 'ort-deploy', 'ort-raw',
                 'ort-int8', 'ncnn')
@@ -66,8 +78,9 @@ class Unavailable(Exception):
 class Subject:
     """One model at one input size: what every backend builder works on.
 
-    ``x`` is the normalised input batch; ``runs`` / ``warmup`` are only used by backends timed outside this process
-    (ncnn, :func:`ncnn`); exports are cached per kind in ``workdir``.
+    ``x`` is the normalised input batch; ``runs`` / ``warmup`` / ``rounds`` are only used by backends timed outside
+    this process (ncnn, :func:`ncnn`); exports are cached per kind in ``workdir``. ``ncnn_peer``: a peer ncnn model
+    that the ``ncnn`` backend times in its child process, interleaved with the subject's.
     """
 
     name: str
@@ -77,6 +90,8 @@ class Subject:
     workdir: Path
     runs: int = 50
     warmup: int = 10
+    rounds: int = 5
+    ncnn_peer: PeerFile | None = None
     exports: dict[str, tuple[Path, dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -98,12 +113,26 @@ def make_input(size: Sequence[int], batch: int, images: Sequence[torch.Tensor] |
 
 
 @dataclasses.dataclass
+class ExtraRow:
+    """A row measured together with a backend's own (ncnn with a peer: ``ncnn-raw``, ``ncnn-peer``)."""
+
+    model: str
+    backend: str
+    note: str
+    stats: dict[str, float]
+
+
+@dataclasses.dataclass
 class Prepared:
-    """A backend ready to be measured: a callable to time here, or statistics measured elsewhere; and a note."""
+    """A backend ready to be measured: a callable to time here, or statistics measured elsewhere; and a note.
+
+    ``extra``: further rows the same measurement produced (statistics only).
+    """
 
     note: str
     fn: Callable[[], Any] | None = None
     stats: dict[str, float] | None = None
+    extra: list[ExtraRow] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- PyTorch
@@ -243,23 +272,45 @@ def onnx_export_of(subject: Subject, kind: str) -> tuple[Path, dict[str, Any]]:
     return subject.exports[kind]
 
 
-def _ort(subject: Subject, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
-    """A call of an ONNX Runtime session on the subject's input (detectors: one session run per image)."""
+def ort_session_of(path: str | os.PathLike, threads: int, providers: Sequence[str], tuned: bool) -> Any:
+    """The ONNX Runtime session of a row: ``tuned`` (``ort-deploy``, ``ort-raw``, ``ort-int8``, ``ort-cuda`` and
+    the peer ONNX files of peer mode: every graph optimisation, ``threads`` intra-op threads, one inter-op thread)
+    or the default session with ``threads`` intra-op threads (``ort-plain``)."""
     import onnxruntime as ort
 
     from ..deploy.onnx_export import ort_session
-    path = onnx_export_of(subject, kind)[0]
     if tuned:
-        sess = ort_session(path, providers=providers, threads=subject.threads, optimization='all')
-    else:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = subject.threads
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort_session(path, providers=providers, threads=threads, optimization='all')
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+
+
+def _ort_call(subject: Subject, sess: Any) -> Callable[[], Any]:
+    """A call of ``sess`` on the subject's input (detectors: one session run per image)."""
     feed = {sess.get_inputs()[0].name: subject.x[:1].numpy() if subject.detector else subject.x.numpy()}
     if subject.detector and subject.batch > 1:
         return lambda: [sess.run(None, feed) for _ in range(subject.batch)]
     return lambda: sess.run(None, feed)
+
+
+def _ort(subject: Subject, kind: str, providers: list[str], tuned: bool) -> Callable[[], Any]:
+    """A call of an ONNX Runtime session of the subject's ``kind`` export on its input."""
+    return _ort_call(subject, ort_session_of(onnx_export_of(subject, kind)[0], subject.threads, providers, tuned))
+
+
+def ort_peer(subject: Subject, peer: PeerFile) -> Prepared:
+    """A peer ONNX file on the subject's input, with the session of the subject's ``ort-deploy`` / ``ort-raw``
+    rows (:func:`ort_session_of`, tuned): timed in the same rounds as they are."""
+    try:
+        sess = ort_session_of(peer.path, subject.threads, ['CPUExecutionProvider'], tuned=True)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a model it cannot run
+        raise RuntimeError(f'ONNX Runtime cannot load {str(peer.path)!r}: {str(exc).strip()[:300]}') from None
+    per = ' per image' if subject.detector and subject.batch > 1 else ''
+    return Prepared(f'peer ONNX file {peer.path.name} as given (input {peer.input_name!r} {peer.shape_text()}, '
+                    f'{len(peer.output_names)} outputs), same session as ort-deploy / ort-raw: ORT_ENABLE_ALL'
+                    f'{per}', _ort_call(subject, sess))
 
 
 def ort_plain(subject: Subject) -> Prepared:
@@ -339,17 +390,34 @@ def ncnn(subject: Subject) -> Prepared:
     cmd = [sys.executable, '-c', RUNTIME_CHILD, 'ncnn', str(out) + '.param', '--tensor', str(tensor), '--threads',
            str(subject.threads), '--bench', str(subject.runs), '--warmup', str(subject.warmup), '--out-json',
            str(result)]
+    peer = subject.ncnn_peer
+    if peer is not None:
+        cmd += ['--peer', str(peer.path), str(peer.weights), '--rounds', str(subject.rounds)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f'the ncnn runner (python -m shufflenet_det.runtime ncnn) failed: {proc.stderr[-500:]}')
-    lat = json.loads(result.read_text())['latency']
-    stats = {k: lat[k] * subject.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
+    measured = json.loads(result.read_text())
+
+    def per_call(lat: dict[str, float]) -> dict[str, float]:
+        return {k: lat[k] * subject.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
     note = 'pnnx export, BN folded, ncnn defaults, timed by the runtime\'s ncnn runner in a torch-free process'
-    if subject.detector:
-        note += ' (raw head + numpy post-processing)'
-    if subject.batch > 1:
-        note += f'; batch {subject.batch} = {subject.batch} sequential images'
-    return Prepared(note, stats=stats)
+    batch = f'; batch {subject.batch} = {subject.batch} sequential images' if subject.batch > 1 else ''
+    prepared = Prepared(note + (' (raw head + numpy post-processing)' if subject.detector else '') + batch,
+                        stats=per_call(measured['latency']))
+    if peer is not None:
+        n = measured['latency']['rounds']
+        rounds = f'interleaved in {n} round{"s" if n != 1 else ""} in the same child'
+        prepared.note += f'; {rounds} with {peer.name}'
+        if subject.detector:
+            prepared.extra.append(ExtraRow(subject.name, NCNN_RAW, f'{note}: the network alone (raw head tensors, '
+                                           f'no post-processing), {rounds} with {peer.name}{batch}',
+                                           per_call(measured['network_latency'])))
+        prepared.extra.append(ExtraRow(peer.name, peer.backend, f'peer ncnn files {peer.path.name} / '
+                                       f'{peer.weights.name if peer.weights else "?"} as given (input '
+                                       f'{peer.input_name!r}, outputs {peer.output_names}), the same ncnn options, '
+                                       f'{rounds} with {subject.name}{batch}',
+                                       per_call(measured['peer']['latency'])))
+    return prepared
 
 
 #: Every backend name and the function that prepares it.

@@ -7,6 +7,11 @@ rows - between models too - stay meaningful even when the absolute numbers are n
 untimed calls, so the worker threads another runtime leaves spinning are not charged to the next one. Backends are
 prepared by the builders of :data:`.backends.BACKENDS`; one that cannot run here becomes a row with the reason.
 Rows timed in a child process (ncnn) are measured when their backend is prepared, outside the rounds.
+
+Peer mode (:mod:`.peer_files`): the peer files are timed next to one model of the run, their partner - an ONNX
+peer in the partner's rounds with the session of its ``ort-deploy`` / ``ort-raw`` rows, an ncnn peer in the child
+process of its ``ncnn`` row, interleaved with it - and the partner runs the backends of the rows they are compared
+with (added when missing).
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import torch
 from torch import nn
 
 from ..runtime.timing import Row, time_in_rounds
-from .backends import ALL_BACKENDS, BACKENDS, GPU_BACKENDS, Subject, Unavailable, make_input
+from ..utils.predict import is_detector
+from .backends import ALL_BACKENDS, BACKENDS, GPU_BACKENDS, Subject, Unavailable, make_input, ort_peer
+from .peer_files import PeerFile, required_backend
 from .report import add_ratios
 
 
@@ -41,6 +48,16 @@ def _progress_bar(total: int) -> Any:
     return tqdm(total=total, unit='run', leave=False, dynamic_ncols=True)
 
 
+def _with_peer_backends(backends: Sequence[str], model: nn.Module, peers: Sequence[PeerFile]) -> list[str]:
+    """``backends`` and, at the end, the backends of the rows the ``peers`` are compared with, when missing."""
+    out = list(backends)
+    for peer in peers:
+        needed = required_backend(peer.kind, is_detector(model))
+        if needed not in out:
+            out.append(needed)
+    return out
+
+
 def prepare_subject(subject: Subject, size: tuple[int, int], backends: Sequence[str], runs: int, warmup: int,
                     bar: Any = None) -> tuple[list[Row], list[tuple[Row, Callable[[], Any]]]]:
     """One row per backend for one model at one input size, and the (row, callable) pairs still to be timed.
@@ -54,6 +71,7 @@ def prepare_subject(subject: Subject, size: tuple[int, int], backends: Sequence[
         rows.append(row)
         if bar is not None:
             bar.set_description(f'{subject.name[:24]} {backend} {size[0]}x{size[1]} (build)')
+        peer = subject.ncnn_peer if backend == 'ncnn' else None
         try:
             prepared = BACKENDS[backend](subject)
         except Unavailable as exc:
@@ -62,13 +80,40 @@ def prepare_subject(subject: Subject, size: tuple[int, int], backends: Sequence[
             row.fail('error', _error_note(exc))
         else:
             row.note = prepared.note
+            for extra in prepared.extra:  # measured with this row (ncnn with a peer)
+                rows.append(Row(extra.model, extra.backend, size, subject.batch, subject.threads, note=extra.note))
+                rows[-1].set_stats(extra.stats)
             if prepared.fn is not None:
                 group.append((row, prepared.fn))
                 continue
             assert prepared.stats is not None  # a Prepared holds a callable or its statistics
             row.set_stats(prepared.stats)  # measured by the builder itself (ncnn: in a child process)
+        if peer is not None and row.status != 'ok':  # the peer is timed by the partner's ncnn child only
+            rows.append(Row(peer.name, peer.backend, size, subject.batch, subject.threads, row.status,
+                            f'not timed: the ncnn row of {subject.name} failed ({row.note})'))
         if bar is not None:
             bar.update(runs + warmup)
+    return rows, group
+
+
+def prepare_onnx_peers(subject: Subject, size: tuple[int, int], peers: Sequence[PeerFile]
+                       ) -> tuple[list[Row], list[tuple[Row, Callable[[], Any]]]]:
+    """The rows of the ONNX peers of ``subject`` (their partner) and their callables, to be timed in its rounds."""
+    rows: list[Row] = []
+    group: list[tuple[Row, Callable[[], Any]]] = []
+    for peer in peers:
+        if peer.kind != 'onnx':
+            continue
+        row = Row(peer.name, peer.backend, size, subject.batch, subject.threads)
+        rows.append(row)
+        try:
+            prepared = ort_peer(subject, peer)
+        except Exception as exc:  # one failing peer must not lose the other rows
+            row.fail('error', _error_note(exc))
+        else:
+            row.note = prepared.note
+            assert prepared.fn is not None  # timed here, in the rounds
+            group.append((row, prepared.fn))
     return rows, group
 
 
@@ -98,15 +143,18 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                   peers: Sequence[tuple[str, Callable[[], nn.Module]]] = (),
                   peer_backends: Sequence[str] = ('torch-plain', 'torch-cl'),
                   images: Sequence[torch.Tensor] | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print, rounds: int = 5) -> list[Row]:
+                  log: Callable[[str], None] = print, rounds: int = 5, peer_files: Sequence[PeerFile] = (),
+                  peer_partner: str | None = None) -> list[Row]:
     """Measure every (model, size, backend); unavailable backends become rows with a reason.
 
     ``models`` are (name, model) pairs timed with ``backends``; ``peers`` are (name, builder) pairs of other
     projects' models (:func:`.backends.peer_models`), timed with ``peer_backends`` or listed as unavailable.
     ``images`` (normalised (1, 3, H, W) tensors) replace the random input. The in-process backends of every model
     at one size are timed together in ``rounds`` rounds (:func:`.timing.time_in_rounds`); the ``ncnn`` rows are
-    timed by the torch-free runtime in a child process (:func:`.backends.ncnn`). Returns the rows, with their ratios
-    to the baselines.
+    timed by the torch-free runtime in a child process (:func:`.backends.ncnn`). ``peer_files`` (checked by
+    :mod:`.peer_files`; at most one ncnn peer) are timed next to the model named ``peer_partner`` (default: the
+    last of ``models``), which also runs the backends of the rows they are compared with
+    (:func:`.peer_files.required_backend`). Returns the rows, with their ratios to the baselines.
     """
     unknown = [b for b in (*backends, *peer_backends) if b not in BACKENDS]
     if unknown:
@@ -114,15 +162,24 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
     if batch < 1 or threads < 1 or runs < 1 or warmup < 0 or rounds < 1:
         raise ValueError(f'batch, threads, runs and rounds must be >= 1 and warmup >= 0 (got batch={batch}, '
                          f'threads={threads}, runs={runs}, rounds={rounds}, warmup={warmup})')
+    partner = peer_partner if peer_partner is not None else (models[-1][0] if models and peer_files else None)
+    if peer_files and partner not in [name for name, _ in models]:
+        raise ValueError(f'peer_partner {partner!r} is not one of the models {[name for name, _ in models]}')
+    if sum(p.kind == 'ncnn' for p in peer_files) > 1:
+        raise ValueError('at most one ncnn peer: it is timed in the child process of its partner\'s ncnn row')
     torch.set_num_threads(threads)
     os.environ.setdefault('OMP_NUM_THREADS', str(threads))
     calls = (runs + warmup) * len(sizes)
-    bar = _progress_bar(calls * (len(models) * len(backends) + len(peers) * len(peer_backends))) if progress else None
+    peer_extra = sum(len(_with_peer_backends(backends, model, peer_files)) - len(backends) for name, model in models
+                     if name == partner) + sum(p.kind == 'onnx' for p in peer_files)
+    bar = _progress_bar(calls * (len(models) * len(backends) + len(peers) * len(peer_backends) + peer_extra)) \
+        if progress else None
     if any(b in GPU_BACKENDS for b in backends) and not torch.cuda.is_available():
         log('[benchmark] no CUDA device: the GPU rows (ort-cuda, cuda-fp32, cuda-fp16) are skipped')
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix='shufflenet_det_bench_') as tmp:
-        jobs = [(name, model, backends) for name, model in models]
+        jobs = [(name, model, _with_peer_backends(backends, model, peer_files) if name == partner else backends)
+                for name, model in models]
         for peer_name, builder in peers:
             try:
                 jobs.append((peer_name, builder(), peer_backends))
@@ -140,10 +197,16 @@ def run_benchmark(models: Sequence[tuple[str, nn.Module]], sizes: Sequence[tuple
                 workdir.mkdir()
                 model.eval()  # not chained: some projects' train() overrides return None
                 subject = Subject(name, model, make_input(size, batch, images), threads, workdir, runs=runs,
-                                  warmup=warmup)
+                                  warmup=warmup, rounds=rounds)
+                if name == partner:
+                    subject.ncnn_peer = next((p for p in peer_files if p.kind == 'ncnn'), None)
                 measured[m_idx, s_idx], pending = prepare_subject(subject, _pair(size), model_backends, runs,
                                                                    warmup, bar)
                 group += pending
+                if name == partner:
+                    peer_rows, pending = prepare_onnx_peers(subject, _pair(size), peer_files)
+                    measured[m_idx, s_idx] += peer_rows
+                    group += pending
             time_group(group, runs, warmup, rounds, bar)
         rows += [r for m_idx in range(len(jobs)) for s_idx in range(len(sizes)) for r in measured[m_idx, s_idx]]
     if bar is not None:

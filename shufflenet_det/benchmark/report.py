@@ -4,6 +4,7 @@
   and batch;
 * :func:`summarize` / :func:`format_summary` - the best deploy path and the best PyTorch path per model and size;
 * :func:`backbone_ratios` - detectors' network-only rows against a bare backbone's rows of the same run;
+* :func:`peer_ratios` / :func:`format_peer_ratio` - peer mode: the partner's row against each peer file's row;
 * :func:`format_table` - the rows as a plain-text table;
 * :func:`plot` - latency against input size, or mAP against latency, as a PNG (written atomically);
 * :func:`environment` - versions and machine facts stored with the results.
@@ -22,6 +23,7 @@ import torch
 from ..runtime.timing import Row
 from ..utils.io import atomic_outputs
 from .backends import DEPLOY_BACKENDS, EAGER_BACKENDS, EAGER_BASELINE, ORT_BASELINE
+from .peer_files import PeerFile, compared_backend
 
 #: Packages whose versions are recorded when they are installed.
 RECORDED_PACKAGES = ('onnxruntime', 'ncnn', 'onnx', 'mmdet', 'mmdeploy')
@@ -106,6 +108,43 @@ def backbone_ratios(rows: Sequence[Row], reference: str) -> list[dict[str, Any]]
                                 median_ms=r.median_ms, reference=reference, reference_backend=bb_backend,
                                 reference_ms=base.median_ms, ratio=_median_ms(r) / _median_ms(base)))
     return out
+
+
+def peer_ratios(rows: Sequence[Row], peers: Sequence[PeerFile], partner: str, detector: bool
+                ) -> list[dict[str, Any]]:
+    """Per peer file and size: the ``partner`` model's compared row (:func:`.peer_files.compared_backend`; the
+    network alone on both sides) against the peer's row, ``ratio`` = project median / peer median (below 1: the
+    project's export is faster). Sizes where either row did not run get ``ratio`` None and the reason."""
+    out = []
+    for peer in peers:
+        backend = compared_backend(peer.kind, detector)
+        ours = {(r.size, r.batch): r for r in rows if r.model == partner and r.backend == backend}
+        for r in rows:
+            if r.model != peer.name or r.backend != peer.backend:
+                continue
+            base = ours.get((r.size, r.batch))
+            entry: dict[str, Any] = dict(
+                model=partner, backend=backend, size=list(r.size), batch=r.batch,
+                median_ms=base.median_ms if base is not None else None, peer=peer.name, peer_kind=peer.kind,
+                peer_backend=peer.backend, peer_file=str(peer.path), peer_ms=r.median_ms, ratio=None)
+            if base is not None and base.status == 'ok' and r.status == 'ok':
+                entry['ratio'] = _median_ms(base) / _median_ms(r)
+            else:
+                failed = [f'{x.model} {x.backend}: {x.status} ({x.note[:120]})' for x in (base, r)
+                          if x is not None and x.status != 'ok']
+                entry['reason'] = '; '.join(failed) or f'no {backend} row of {partner}'
+            out.append(entry)
+    return out
+
+
+def format_peer_ratio(v: dict[str, Any]) -> str:
+    """One line of :func:`peer_ratios`, e.g. ``lite-m 320x320: ort-raw / peer onnx = 0.87x (median 12.10 ms /
+    13.90 ms, peer:nanodet-plus-m_320)``."""
+    head = f"{v['model']} {v['size'][0]}x{v['size'][1]}: {v['backend']} / peer {v['peer_kind']}"
+    if v['ratio'] is None:
+        return f"{head}: no ratio - {v['reason']}"
+    return (f"{head} = {v['ratio']:.2f}x (median {v['median_ms']:.2f} ms / {v['peer_ms']:.2f} ms, "
+            f"{v['peer']} {v['peer_backend']})")
 
 
 def _number(value: float | None, places: int = 2) -> str:

@@ -9,6 +9,8 @@ needs them). The folder copied alone to a board is a package: ``python -m runtim
   ``tools/deploy/ncnn_runner.py`` and ``onnx_runner.py`` are the same commands);
 * :mod:`.ncnn_model` / :mod:`.onnx_model` - an exported model with its report: :class:`~.ncnn_model.NcnnModel`,
   :class:`~.onnx_model.OnnxModel`;
+* :mod:`.ncnn_param` - any ncnn ``.param`` / ``.bin`` pair without a report (its blobs read from the ``.param``:
+  the benchmark's peer models) and the one place ncnn's options are set;
 * :mod:`.images` - reading pictures (PPM / PGM / npy in numpy, OpenCV or Pillow for the rest), the test picture,
   mmdet's resize / normalise / pad, ``.npy`` input tensors;
 * :mod:`.postprocess` - priors, box decoding and class-aware NMS in numpy, driven by the export's report;

@@ -24,7 +24,7 @@ import numpy as np
 
 from .images import load_tensor, make_test_picture, read_image, write_ppm
 from .io import same_file, write_json_atomic
-from .timing import time_calls
+from .timing import time_calls, time_in_rounds
 
 NCNN_HELP = '''Run (and time) an ncnn model exported by tools/deploy/export_ncnn.py: numpy + the ncnn wheel, no torch.
 
@@ -35,6 +35,12 @@ models print their feature shapes.
 examples:
   %(prog)s work_dirs/deploy/retinanet_mini.param --image demo.ppm --out-json dets.json
   %(prog)s work_dirs/deploy/shufflenetv2_backbone.param --bench 100 --threads 4
+  %(prog)s work_dirs/deploy/lite-m.param --bench 300 --rounds 30 --peer nanodet.param nanodet.bin
+
+--peer times another ncnn model (any .param / .bin pair, e.g. another project's export of the same network) on
+the same input with the same options, interleaved with this one in --rounds rounds of consecutive, re-warmed calls;
+for a detector the model's network alone (no post-processing) is timed in the same rounds too ("network_latency"
+in --out-json). The benchmark's peer mode runs this.
 '''
 MAIN_HELP = '''Run (and time) a model exported by tools/deploy/export_ncnn.py or export_onnx.py with numpy + ncnn or
 numpy + onnxruntime only: no torch, mmcv or mmdet. On a board, copy the folder shufflenet_det/runtime/ alone and
@@ -86,6 +92,12 @@ def add_ncnn_arguments(parser: argparse.ArgumentParser) -> None:
     source = _add_common(parser, 'ncnn threads (default 1)', 1)
     source.add_argument('--generate', metavar='PPM', help='write a synthetic test picture to this .ppm and use it')
     parser.add_argument('--no-fp16', action='store_true', help='disable fp16 storage/arithmetic')
+    parser.add_argument('--peer', nargs=2, metavar=('PARAM', 'BIN'),
+                        help='with --bench: also time this other ncnn model (any .param / .bin pair, no report; '
+                             'its input and output blobs read from the .param) on the same input with the same '
+                             'options, interleaved with the model in --rounds rounds (the benchmark\'s peer mode)')
+    parser.add_argument('--rounds', type=int, default=5,
+                        help='with --peer: rounds of consecutive, re-warmed calls per model (default 5)')
 
 
 def add_onnx_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +123,9 @@ def check_arguments(args: argparse.Namespace, min_threads: int) -> None:
         raise ValueError(f'--size must be two positive integers H W, got {args.size[0]} {args.size[1]}')
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
         raise ValueError(f'--score-thr must be a score in [0, 1], got {args.score_thr}')
+    if getattr(args, 'peer', None) and (args.bench < 1 or args.rounds < 1):
+        raise ValueError(f'--peer times two models: it needs --bench >= 1 and --rounds >= 1, got --bench '
+                         f'{args.bench} and --rounds {args.rounds}')
 
 
 def check_outputs(outputs: Sequence[tuple[str, Optional[str]]], inputs: Sequence[tuple[str, Optional[str]]]) -> None:
@@ -167,15 +182,45 @@ def _bench(result: dict[str, Any], fn: Callable[[], Any], args: argparse.Namespa
               f"p90 {lat['p90_ms']:.2f} ms, min {lat['min_ms']:.2f} ms")
 
 
+def _bench_with_peer(result: dict[str, Any], model: Any, forward: Callable[[], Any], peer: Any, mat: Any,
+                     args: argparse.Namespace, threads: str) -> None:
+    """``--peer``: the model (detectors: also its network alone) and the peer timed in ``--rounds`` rounds
+    (:func:`.timing.time_in_rounds`); ``latency``, ``network_latency`` (detectors) and ``peer`` in ``result``."""
+    fns = [forward] + ([lambda: model.run(mat)] if model.is_detector else []) + [lambda: peer.run(mat)]
+    timed: list[dict[str, float]] = []
+    for stats in time_in_rounds(fns, args.bench, args.warmup, rounds=args.rounds):
+        if isinstance(stats, Exception):
+            raise stats
+        timed.append(stats)
+    counts = dict(runs=args.bench, warmup=args.warmup, rounds=min(args.rounds, args.bench))
+    result['latency'] = dict(timed[0], **counts)
+    labels = ['model' + (' (network + post-processing)' if model.is_detector else '')]
+    if model.is_detector:
+        result['network_latency'] = dict(timed[1], **counts)
+        labels.append('model network alone')
+    result['peer'] = dict(model=os.path.basename(peer.param), weights=os.path.basename(peer.bin),
+                          input_blob=peer.info.input_blob, output_blobs=peer.info.output_blobs,
+                          latency=dict(timed[-1], **counts))
+    labels.append(f'peer {os.path.basename(peer.param)}')
+    print(f'latency over {args.bench} runs in {counts["rounds"]} interleaved rounds ({threads}):')
+    for label, stats in zip(labels, timed):
+        print(f"  {label}: median {stats['median_ms']:.2f} ms, p90 {stats['p90_ms']:.2f} ms, "
+              f"min {stats['min_ms']:.2f} ms")
+
+
 # ---------------------------------------------------------------------------------------------------- runners
 def run_ncnn(args: argparse.Namespace) -> int:
     """The ncnn runner on parsed arguments (:func:`add_ncnn_arguments`); 0 on success, ValueError for bad input."""
     from .ncnn_model import NcnnModel
+    from .ncnn_param import NcnnNet
     check_arguments(args, min_threads=1)
     model = NcnnModel(args.model, threads=args.threads, fp16=not args.no_fp16)
+    peer = NcnnNet(args.peer[0], args.peer[1], threads=args.threads, fp16=not args.no_fp16,
+                   what='--peer') if args.peer else None
     check_outputs([('--out-json', args.out_json), ('--generate', args.generate)],
                   [('the model', model.param), ('its weights', model.bin), ('its report', model.meta_path),
-                   ('--image', args.image), ('--tensor', args.tensor)])
+                   ('--image', args.image), ('--tensor', args.tensor), ('--peer', peer.param if peer else None),
+                   ('--peer', peer.bin if peer else None)])
     check_size(args.size, model.dynamic, model.export_hw, model.param, model.meta_path)
     keep: Any
     if args.tensor:
@@ -206,7 +251,12 @@ def run_ncnn(args: argparse.Namespace) -> int:
     else:
         result['outputs'] = {name: list(o.shape) for name, o in zip(model.output_blobs, forward())}
         print('outputs: ' + ', '.join(f'{k} {v}' for k, v in result['outputs'].items()))
-    _bench(result, forward, args, f"{args.threads} thread{'s' if args.threads > 1 else ''}")
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+    if peer is None:
+        _bench(result, forward, args, threads)
+    else:
+        peer.check_input_chw((mat.c, mat.h, mat.w), 'the input')
+        _bench_with_peer(result, model, forward, peer, mat, args, threads)
     del keep
     if args.out_json:
         write_json_atomic(result, args.out_json, '--out-json')

@@ -15,6 +15,7 @@ import numpy as np
 from . import postprocess
 from .images import DEFAULT_PREPROCESS, fit_size, pad_to_divisor
 from .io import PathLike
+from .ncnn_param import new_net
 
 
 class NcnnModel:
@@ -49,11 +50,7 @@ class NcnnModel:
                 postprocess.check_meta(self.meta.get('postprocess'))
             except ValueError as exc:
                 raise ValueError(f'{self.meta_path!r}: {exc}') from None
-        self.net = ncnn.Net()
-        self.net.opt.num_threads = int(threads)
-        if not fp16:
-            self.net.opt.use_fp16_storage = self.net.opt.use_fp16_packed = False
-            self.net.opt.use_fp16_arithmetic = False
+        self.net = new_net(threads, fp16)  # the options of every ncnn model of the runtime
         if self.net.load_param(self.param) != 0 or self.net.load_model(self.bin) != 0:
             raise ValueError(f'ncnn cannot load {self.param!r} / {self.bin!r}')
 

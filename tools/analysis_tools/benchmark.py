@@ -9,6 +9,17 @@ shufflenet_det.runtime ncnn) in a child process, as on a board. A backbone run a
 torchvision and mmpretrain when they import (reported as unavailable otherwise, never emulated). Results: a table on
 stdout, JSON (--out), and a PNG with --plot (latency vs input size, or mAP vs latency with --map).
 
+Peer mode: --peer-onnx FILE and/or --peer-ncnn PARAM BIN put another project's export of the same network (e.g.
+NanoDet-Plus-m exported by nanodet's tools/export_onnx.py, torchvision's ShuffleNetV2) next to this project's export
+in the same run, same input size, threads, runs and rounds: the ONNX peer in ONNX Runtime with the session options of
+the ort-deploy / ort-raw rows, in the same rounds (rows 'peer:<file stem>' / ort-peer); the ncnn peer in the child
+process of the ncnn row, interleaved with it, with the same ncnn options (rows ncnn-peer). Compared is the network
+alone: with --config (a detector) the ort-raw row (no NMS) and the ncnn-raw row (the ncnn network without the numpy
+post-processing, timed in the same child); with --backbone (or --what backbone) the ort-deploy and ncnn rows. The
+compared rows are added to --backends when missing. Printed per size: '<model> HxW: ort-raw / peer onnx = 0.87x
+(median a ms / b ms, ...)', stored as peer_ratios in the JSON. The peer files are checked before any timing (a
+valid model, one NCHW input, its static dimensions equal to the benchmarked input: one --sizes for a static peer).
+
 Examples::
 
     # ShuffleNetV2 1.0x backbone at 224x224, batch 1, 2 threads: every deploy path and the peers side by side
@@ -23,6 +34,19 @@ Examples::
         --sizes 256 --backends ort-deploy --results work_dirs/main_job/*/results.json --plot map_latency.png
     # latency against input size, as a picture
     python tools/analysis_tools/benchmark.py --backbone ShuffleNetV2 --sizes 224 320 416 --plot bench.png
+    # peer mode: lite-m next to NanoDet-Plus-m as nanodet exports it (tests/official_refs/export_peers.py makes the
+    # files from the test re-implementation; with a nanodet checkout, pass nanodet's own export)
+    (cd tests && ../.venv/bin/python -m official_refs.export_peers --what nanodet-plus-m_320 \
+        --onnx ../work_dirs/peers/nanodet-plus-m_320.onnx --ncnn ../work_dirs/peers/nanodet-plus-m_320)
+    python tools/analysis_tools/benchmark.py --config configs/lite/lite-m_shufflenetv2-1x_300e_coco-320.py \
+        --sizes 320 --backends ort-raw ncnn --peer-onnx work_dirs/peers/nanodet-plus-m_320.onnx \
+        --peer-ncnn work_dirs/peers/nanodet-plus-m_320.param work_dirs/peers/nanodet-plus-m_320.bin \
+        --runs 300 --warmup 30 --rounds 30 --out work_dirs/bench/lite-m_vs_nanodet_320.json
+    # peer mode: the ShuffleNetV2 1.0x backbone (stages 2-4) next to torchvision's modules up to the same point
+    (cd tests && ../.venv-openmmlab/bin/python -m official_refs.export_peers \
+        --what torchvision-shufflenetv2-1.0x --onnx ../work_dirs/peers/torchvision_shufflenetv2_224.onnx)
+    python tools/analysis_tools/benchmark.py --backbone ShuffleNetV2 --sizes 224 --backends ort-deploy \
+        --no-peers --peer-onnx work_dirs/peers/torchvision_shufflenetv2_224.onnx --runs 300 --warmup 30 --rounds 30
 """
 from __future__ import annotations
 
@@ -80,6 +104,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      metavar='BACKEND', help='backends of the torchvision / mmpretrain ShuffleNetV2 1.0x rows '
                      '(default: torch-plain torch-cl; ort-plain times their plain ONNX export)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
+    peer = parser.add_argument_group('peer mode (see above)')
+    peer.add_argument('--peer-onnx', metavar='FILE',
+                      help='another project\'s ONNX export of the same network, timed next to the ort-raw row '
+                           '(--config) or the ort-deploy row (--backbone) in the same rounds and session options; '
+                           'that row is added to --backends when missing')
+    peer.add_argument('--peer-ncnn', nargs=2, metavar=('PARAM', 'BIN'),
+                      help='another project\'s ncnn export (.param and .bin) of the same network, timed in the ncnn '
+                           'row\'s child process interleaved with it; compared with ncnn-raw (--config: the network '
+                           'without post-processing) or ncnn (--backbone); ncnn is added to --backends when missing')
     out = parser.add_argument_group('output')
     out.add_argument('--out', help='JSON results file')
     out.add_argument('--plot', help='PNG: latency vs input size (or mAP vs latency with --map)')
@@ -135,9 +168,36 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if args.out and args.plot and Path(args.out).resolve() == Path(args.plot).resolve():
         fail(f'--out and --plot are the same file {args.out!r}')
     inputs = [('--config', c) for c in args.config or []] + [('--results', r) for r in args.results]
+    inputs += [('--peer-onnx', args.peer_onnx)] + [('--peer-ncnn', f) for f in args.peer_ncnn or []]
     refuse_input_overwrite([('--out', args.out), ('--plot', args.plot)], inputs)
     check_output_path(args.out, '--out')
     check_output_path(args.plot, '--plot')
+
+
+def _check_peers(args: argparse.Namespace) -> list:
+    """The checked peer files (``shufflenet_det.benchmark.PeerFile``), before any model is built or timed; the
+    compared backends added to ``args.backends`` (with a line saying so). Ends the tool naming the option and the
+    file for a bad one."""
+    from shufflenet_det.benchmark import check_peer_ncnn, check_peer_onnx, check_peer_shape, compared_backend
+    if not (args.peer_onnx or args.peer_ncnn):
+        return []
+    if args.config and len(args.config) > 1:
+        fail(f'--peer-onnx / --peer-ncnn compare the peer with one model: give one --config, not {len(args.config)}')
+    detector = bool(args.config) and args.what == 'detector'
+    try:
+        peers = ([check_peer_onnx(args.peer_onnx)] if args.peer_onnx else []) + \
+            ([check_peer_ncnn(*args.peer_ncnn)] if args.peer_ncnn else [])
+        for peer in peers:
+            check_peer_shape(peer, args.sizes, args.batch, detector)
+    except ValueError as exc:
+        fail(str(exc))
+    for peer in peers:
+        needed = 'ncnn' if peer.kind == 'ncnn' else compared_backend(peer.kind, detector)
+        if needed not in args.backends:
+            args.backends = [*args.backends, needed]
+            print(f'[benchmark] {peer.option}: added the {needed} row to --backends (the peer is compared with '
+                  f'{compared_backend(peer.kind, detector)})')
+    return peers
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -154,12 +214,15 @@ def _size(text: str) -> tuple[int, int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     _check_outputs(args)
+    peer_files = _check_peers(args)
     from shufflenet_det.benchmark import (
         backbone_ratios,
         environment,
+        format_peer_ratio,
         format_summary,
         format_table,
         peer_models,
+        peer_ratios,
         plot,
         run_benchmark,
         summarize,
@@ -203,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = run_benchmark(models, args.sizes, args.backends, batch=args.batch, threads=args.threads,
                          runs=args.runs, warmup=args.warmup, peers=peers, peer_backends=args.peer_backends,
                          progress=not args.no_progress,
-                         rounds=args.rounds)
+                         rounds=args.rounds, peer_files=peer_files, peer_partner=models[-1][0])
     env['loadavg_1m_end'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(rows))
     summary = summarize(rows)
@@ -213,15 +276,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for v in versus:
         print(f"[benchmark] {v['model']} {v['size'][0]}x{v['size'][1]}: {v['backend']} {v['median_ms']:.2f} ms = "
               f"{v['ratio']:.2f}x {v['reference']} {v['reference_backend']} ({v['reference_ms']:.2f} ms)")
+    detector = bool(args.config) and args.what == 'detector'
+    ratios = peer_ratios(rows, peer_files, models[-1][0], detector)
+    for v in ratios:
+        print(f'[benchmark] {format_peer_ratio(v)}')
     print(f'[benchmark] {len(rows)} rows in {time.time() - t0:.0f} s; batch {args.batch}, {args.threads} threads, '
           f'{args.runs} runs after {args.warmup} warm-up; load average {env.get("loadavg_1m")} -> '
           f'{env.get("loadavg_1m_end")} (other processes on the machine make absolute numbers noisy; the ratios '
           'within this run are the comparable part)')
     if args.out:
         settings = dict(sizes=[list(s) for s in args.sizes], batch=args.batch, threads=args.threads, runs=args.runs,
-                        warmup=args.warmup, rounds=args.rounds, backends=args.backends)
+                        warmup=args.warmup, rounds=args.rounds, backends=args.backends,
+                        peer_onnx=args.peer_onnx, peer_ncnn=args.peer_ncnn)
         write_json_atomic(dict(command=sys.argv, environment=env, settings=settings,
-                               rows=[r.as_dict() for r in rows], summary=summary, versus_backbone=versus),
+                               rows=[r.as_dict() for r in rows], summary=summary, versus_backbone=versus,
+                               peer_ratios=ratios),
                           args.out, 'benchmark results')
         print(f'[benchmark] wrote {args.out}')
     for name, found in args.maps_found.items():
