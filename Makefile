@@ -7,6 +7,10 @@
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
 PY_OPENMMLAB := $(CURDIR)/.venv-openmmlab/bin/python
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist), one test module per worker at a time (module fixtures built once);
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: setup setup-openmmlab lint test test-fast test-pinned test-openmmlab main
 setup:
@@ -20,17 +24,17 @@ lint: setup
 	$(PY) -m mypy
 
 test-pinned: lint
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # The pinned suite without the long tests (marked `slow`, pyproject.toml).
 test-fast: lint
-	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # The compatibility suite: the tests marked `compat` (pyproject.toml), on the openmmlab stack. Only the modules that
 # hold such tests are collected (the others import deploy packages - ncnn, pnnx, mmdeploy - that stack does not have).
 COMPAT_MODULES = $(shell grep -rl --include='test_*.py' 'pytest.mark.compat' tests)
 test-openmmlab: setup-openmmlab
-	SHUFFLENET_DET_REQUIRE_PEERS=1 $(PY_OPENMMLAB) -m pytest $(COMPAT_MODULES) -m compat $(PYTEST_ARGS)
+	SHUFFLENET_DET_REQUIRE_PEERS=1 $(PY_OPENMMLAB) -m pytest $(COMPAT_MODULES) -m compat $(XDIST) $(PYTEST_ARGS)
 
 test: test-pinned test-openmmlab
 
