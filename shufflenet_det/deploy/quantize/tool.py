@@ -20,7 +20,12 @@ from .graph import check_float_model, conv_nodes, resolve_exclusions
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse (:func:`fail`, exit status 2) numbers out of range, options that do not apply and a missing config;
-    ``args.percentile`` gets its default (99.999) when not given."""
+    ``args.percentile`` gets its default (99.999) when not given, ``--activation-type`` (uint8) and
+    ``--sensitivity-images`` (8) theirs."""
+    if getattr(args, 'activation_type', None) is None:
+        args.activation_type = 'uint8'
+    if getattr(args, 'sensitivity_images', None) is None:
+        args.sensitivity_images = 8
     for name in ('num_calib',):
         if getattr(args, name) < 1:
             fail(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
@@ -99,8 +104,13 @@ def print_sensitive(report: dict[str, Any], top: int = 5) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``tools/deploy/quantize.py`` on parsed arguments: 0 when the int8 model was written (or ``--list-nodes``
-    printed); user errors and a refused model end through :func:`fail` (exit status 2, and 1 for the gate)."""
+    printed); user errors and a refused model end through :func:`fail` (exit status 2, and 1 for the gate).
+    ``--backend ncnn`` is :func:`.ncnn_tool.run_ncnn` (which reuses the checks here)."""
     check_args(args)
+    if str(args.model).endswith('.param'):
+        fail(f'model {args.model!r} is an ncnn .param: quantize it with --backend ncnn')
+    if getattr(args, 'overwrite', False):
+        fail('--overwrite applies to --backend ncnn only (the onnxruntime backend replaces its --out atomically)')
     from ..cli import check_output_path, read_export_report, refuse_input_overwrite
     model_path = Path(args.model)
     side = model_path.with_name(model_path.name + '.json')
