@@ -324,7 +324,7 @@ def ort_deploy(subject: Subject) -> Prepared:
     fn = _ort(subject, 'deploy', ['CPUExecutionProvider'], tuned=True)
     rw = onnx_export_of(subject, 'deploy')[1].get('graph_rewrites') or {}
     return Prepared(f'BN folded + onnxslim + {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
-                    f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL', fn)
+                    f'{rw.get("channel_padding", 0)} padded channel regions, ORT_ENABLE_ALL', fn)
 
 
 def ort_int8(subject: Subject) -> Prepared:
@@ -344,7 +344,7 @@ def ort_raw(subject: Subject) -> Prepared:
     rw = onnx_export_of(subject, 'raw')[1].get('graph_rewrites') or {}
     return Prepared(f'deploy export without NMS (raw head tensors, post-processing excluded): BN folded + onnxslim '
                     f'+ {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
-                    f'{rw.get("depthwise_chain_padding", 0)} padded dw chains, ORT_ENABLE_ALL', fn)
+                    f'{rw.get("channel_padding", 0)} padded channel regions, ORT_ENABLE_ALL', fn)
 
 
 def ort_cuda(subject: Subject) -> Prepared:

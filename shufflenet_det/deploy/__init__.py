@@ -12,7 +12,7 @@
   ``predict_by_feat`` (import mmdeploy; their shared NMS stage: :mod:`.mmdeploy_common`);
 * :mod:`shufflenet_det.runtime.postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
 * :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
-* :mod:`.channel_pad` - conv -> depthwise -> conv chains zero-padded to a width multiple of 4 (ONNX Runtime NCHWc);
+* :mod:`.channel_pad` - tensors between convolutions zero-padded to ONNX Runtime's NCHWc channel block;
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;
 * :mod:`.evaluate` - COCO mAP of an exported detector next to PyTorch's;
 * :mod:`.quantize` - static int8 quantization (ONNX Runtime, QDQ) with a sensitivity report and an mAP gate;

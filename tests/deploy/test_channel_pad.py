@@ -1,4 +1,4 @@
-"""shufflenet_det.deploy.channel_pad: exact zero-padding of conv -> depthwise -> conv chains in ONNX graphs."""
+"""shufflenet_det.deploy.channel_pad: exact zero-padding of channel regions (conv -> channel-wise ops -> convs)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from helpers import assert_close_scaled
-from shufflenet_det.deploy.channel_pad import pad_depthwise_chains
+from shufflenet_det.deploy.channel_pad import pad_channel_regions
 
 #: Zero-padded channels add exact zeros to every sum, but ONNX Runtime may run the wider convolutions with other
 #: kernels (vector width, blocking), i.e. another float32 summation order. The chains sum <= 12 terms per conv,
@@ -71,7 +71,7 @@ def test_padding_is_exact_and_only_where_needed(act: str) -> None:
     model = _model(act=act)
     x = np.random.default_rng(1).standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
-    assert pad_depthwise_chains(model, multiple=4) == 2  # p_ (5 -> 8) and q_ (9 -> 12); s_ (8) untouched
+    assert pad_channel_regions(model, multiple=4) == 2  # p_ (5 -> 8) and q_ (9 -> 12); s_ (8) untouched
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert inits['p_w1'].shape == (8, 6, 1, 1) and inits['p_w2'].shape == (8, 1, 3, 3)
     assert inits['p_w3'].shape == (7, 8, 1, 1) and inits['q_w3'].shape == (3, 12, 1, 1)
@@ -89,7 +89,7 @@ def test_chain_with_an_intermediate_graph_output_is_left_alone() -> None:
     model = _model(extra_output=True)
     x = np.random.default_rng(2).standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
-    assert pad_depthwise_chains(model, multiple=4) == 1  # q_ only: p_'s activation is also a graph output
+    assert pad_channel_regions(model, multiple=4) == 1  # q_ only: p_'s activation is also a graph output
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert inits['p_w1'].shape == (5, 6, 1, 1) and inits['q_w1'].shape == (12, 6, 1, 1)
     for b, a in zip(before, _run(model, x)):
@@ -101,7 +101,7 @@ def test_shared_initializers_are_copied_before_padding() -> None:
     model = _model(shared_bias=True)
     x = np.random.default_rng(3).standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
-    assert pad_depthwise_chains(model, multiple=4) == 2
+    assert pad_channel_regions(model, multiple=4) == 2
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert inits['shared'].shape == (9,)  # the other user still sees the original
     dw = next(n for n in model.graph.node if n.op_type == 'Conv' and n.input[1] == 'q_w2')
@@ -111,9 +111,9 @@ def test_shared_initializers_are_copied_before_padding() -> None:
 
 
 def test_multiple_is_checked() -> None:
-    assert pad_depthwise_chains(_model(), multiple=1) == 0
+    assert pad_channel_regions(_model(), multiple=1) == 0
     with pytest.raises(ValueError, match='multiple'):
-        pad_depthwise_chains(_model(), multiple=0)
+        pad_channel_regions(_model(), multiple=0)
 
 
 def test_single_channel_chain_keeps_a_valid_group() -> None:
@@ -129,5 +129,59 @@ def test_single_channel_chain_keeps_a_valid_group() -> None:
     model.ir_version = 8
     x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
     before = _run(model, x)
-    assert pad_depthwise_chains(model, multiple=4) == 1
+    assert pad_channel_regions(model, multiple=4) == 1
     assert_close_scaled(_run(model, x)[0], before[0], atol=PAD_ATOL)
+
+
+def _stem_model(concat_reader: bool = False) -> onnx.ModelProto:
+    """``x -> conv (6 -> 5) -> LeakyRelu -> MaxPool`` read by a depthwise conv + 1x1 conv and by another 1x1 conv
+    (ShuffleNet V2's stem before the first unit's two branches); optionally also by a Concat."""
+    rng = np.random.default_rng(5)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    inits = [init('w0', 5, 6, 3, 3), init('b0', 5), init('wd', 5, 1, 3, 3), init('bd', 5), init('wa', 7, 5, 1, 1),
+             init('wb', 3, 5, 1, 1), init('bb', 3)]
+    nodes = [helper.make_node('Conv', ['x', 'w0', 'b0'], ['c0'], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node('LeakyRelu', ['c0'], ['a0'], alpha=0.1),
+             helper.make_node('MaxPool', ['a0'], ['m0'], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node('Conv', ['m0', 'wd', 'bd'], ['d0'], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=5),
+             helper.make_node('Conv', ['d0', 'wa'], ['ya'], kernel_shape=[1, 1]),
+             helper.make_node('Conv', ['m0', 'wb', 'bb'], ['yb'], kernel_shape=[1, 1])]
+    outputs = ['ya', 'yb']
+    if concat_reader:
+        nodes.append(helper.make_node('Concat', ['m0', 'yb'], ['cat'], axis=1))
+        outputs.append('cat')
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, ['n', 'c', 'h', 'w']) for o in outputs]
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 6, 16, 16])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_stem_region_through_max_pool_and_two_readers_is_padded_exactly() -> None:
+    model = _stem_model()
+    x = np.random.default_rng(6).standard_normal((1, 6, 16, 16)).astype(np.float32)
+    before = _run(model, x)
+    assert pad_channel_regions(model, multiple=8) == 1  # the 5-channel stem; its readers' outputs (7, 3) end outside
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits['w0'].shape == (8, 6, 3, 3) and not inits['w0'][5:].any() and not inits['b0'][5:].any()
+    assert inits['wd'].shape == (8, 1, 3, 3) and not inits['wd'][5:].any() and not inits['bd'][5:].any()
+    assert inits['wa'].shape == (7, 8, 1, 1) and not inits['wa'][:, 5:].any()
+    assert inits['wb'].shape == (3, 8, 1, 1) and not inits['wb'][:, 5:].any()
+    groups = [a.i for n in model.graph.node for a in n.attribute if a.name == 'group']
+    assert groups == [8]
+    for b, a in zip(before, _run(model, x)):
+        assert b.shape == a.shape
+        assert_close_scaled(a, b, atol=PAD_ATOL)
+
+
+def test_region_read_by_anything_but_convs_is_left_alone() -> None:
+    """A Concat reading the max-pooled stem would see the padded channels: nothing is padded."""
+    model = _stem_model(concat_reader=True)
+    before = model.SerializeToString()
+    assert pad_channel_regions(model, multiple=8) == 0
+    assert model.SerializeToString() == before

@@ -67,16 +67,19 @@ def test_static_export_interleaves_the_shuffles(tmp_path: Path) -> None:
     model = fx.backbone(out_indices=(4,))
     out = tmp_path / 'static.onnx'
     report = export_backbone_onnx(model, out, (1, 3, 64, 96), simplify='onnxslim', verbose=False)
-    # 16 units, each concat + channel shuffle now one interleave; the 4 units of stage 2 have 58-channel branches,
-    # padded to 60 (stages 3 and 4: 116 and 232 already are multiples of 4); exactness is part of the parity check
-    assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16, 'depthwise_chain_padding': 4}
+    # 16 units, each concat + channel shuffle now one interleave; padded to multiples of 16 channels: the middle of
+    # every unit's conv -> depthwise -> conv branch (stage 2: 58 -> 64, 3: 116 -> 128, 4: 232 -> 240; 16 regions)
+    # and the 24-channel stem (conv1 -> max pool -> the first unit's two branches: 24 -> 32); exactness is part of
+    # the parity check
+    assert report['graph_rewrites'] == {'concat_shuffle_to_interleave': 16, 'channel_padding': 17}
     assert report['parity']['passed']  # exactness of the rewrites: within 1e-4 of max(1, S), as above
     assert all(o['max_abs_diff'] <= 1e-4 * max(1.0, o['ref_max_abs']) for o in report['parity']['checks'][0]['outputs'])
     graph = onnx.load(str(out)).graph
     ops = [n.op_type for n in graph.node]
     assert 'Transpose' not in ops and ops.count('Unsqueeze') == 32
     groups = [a.i for n in graph.node if n.op_type == 'Conv' for a in n.attribute if a.name == 'group' and a.i > 1]
-    assert groups.count(60) == 4 and 58 not in groups
+    assert groups.count(64) == 4 and groups.count(128) == 8 and groups.count(240) == 4 and groups.count(32) == 1
+    assert not {58, 24} & set(groups)  # (116 and 232: the stride-2 units' branch1 reads the interleaved stage input)
     plain = tmp_path / 'plain.onnx'
     report = export_backbone_onnx(model, plain, (1, 3, 64, 96), fold_bn=False, graph_opt=False, verbose=False)
     assert report['graph_rewrites'] is None
