@@ -80,6 +80,8 @@ def pnnx_convert(model: nn.Module, example: torch.Tensor, param: Path, bin_path:
     import warnings
 
     import pnnx
+    # pnnx runs in workdir: every path it is given must be absolute
+    workdir, param, bin_path = Path(workdir).resolve(), Path(param).resolve(), Path(bin_path).resolve()
     pt = workdir / 'model.pt'
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')

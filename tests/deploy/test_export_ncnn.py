@@ -120,3 +120,14 @@ def test_searched_units_become_slice_and_shufflechannel(tmp_path: Path) -> None:
     assert 'Permute' not in layers and 'BatchNorm' not in layers
     param = (tmp_path / 'v2plus_small.param').read_text()
     assert 'ShuffleChannel' in param and ' 0=18 ' in param  # stage 1: 36 channels -> group 18
+
+
+def test_pnnx_convert_takes_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pnnx runs in its work folder: paths given relative to the caller's folder still land where they say."""
+    from shufflenet_det.deploy.ncnn_export import pnnx_convert
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'work').mkdir()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    pnnx_convert(model, torch.zeros(1, 3, 8, 8), Path('out.param'), Path('out.bin'), Path('work'))
+    assert (tmp_path / 'out.param').stat().st_size > 0 and (tmp_path / 'out.bin').stat().st_size > 0
+    assert not (tmp_path / 'work' / 'out.param').exists()
