@@ -13,7 +13,7 @@ already measured elsewhere (ncnn, timed by the torch-free runtime in a child pro
 ``torch-jit``        BN folded, TorchScript trace + freeze + ``optimize_for_inference`` (oneDNN)
 ``torch-compile``    BN folded, channels_last, ``torch.compile`` (opt-in: compiling takes minutes on 2 cores)
 ``ort-plain``        ONNX Runtime (CPU) on the plain export: BN kept, no graph simplification (baseline)
-``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, shuffle interleave, dw-chain padding
+``ort-deploy``       ONNX Runtime on the deploy export: BN folded, onnxslim, the shuffle rewrites, channel padding
 ``ort-int8``         ONNX Runtime on the static int8 (QDQ) quantization of the deploy export (``deploy.quantize``)
 ``ort-raw``          detectors: ONNX Runtime on the deploy export without NMS - the network alone, up to the raw head
                      tensors (post-processing excluded): what a bare backbone export is compared with
@@ -319,12 +319,18 @@ def ort_plain(subject: Subject) -> Prepared:
                     _ort(subject, 'plain', ['CPUExecutionProvider'], tuned=False))
 
 
+def _rewrites_note(rewrites: dict[str, int]) -> str:
+    """The deploy rewrites of an export report (:func:`shufflenet_det.deploy.onnx_export.apply_graph_opt`)."""
+    return (f'{rewrites.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
+            f'{rewrites.get("deinterleave_to_strided_slices", 0)} strided de-interleaves + '
+            f'{rewrites.get("channel_padding", 0)} padded channel regions')
+
+
 def ort_deploy(subject: Subject) -> Prepared:
     """ONNX Runtime, all graph optimisations, on the deploy export."""
     fn = _ort(subject, 'deploy', ['CPUExecutionProvider'], tuned=True)
     rw = onnx_export_of(subject, 'deploy')[1].get('graph_rewrites') or {}
-    return Prepared(f'BN folded + onnxslim + {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
-                    f'{rw.get("channel_padding", 0)} padded channel regions, ORT_ENABLE_ALL', fn)
+    return Prepared(f'BN folded + onnxslim + {_rewrites_note(rw)}, ORT_ENABLE_ALL', fn)
 
 
 def ort_int8(subject: Subject) -> Prepared:
@@ -342,9 +348,8 @@ def ort_raw(subject: Subject) -> Prepared:
         raise Unavailable('backbones have no post-processing: their ort-deploy row is the network alone')
     fn = _ort(subject, 'raw', ['CPUExecutionProvider'], tuned=True)
     rw = onnx_export_of(subject, 'raw')[1].get('graph_rewrites') or {}
-    return Prepared(f'deploy export without NMS (raw head tensors, post-processing excluded): BN folded + onnxslim '
-                    f'+ {rw.get("concat_shuffle_to_interleave", 0)} shuffle interleaves + '
-                    f'{rw.get("channel_padding", 0)} padded channel regions, ORT_ENABLE_ALL', fn)
+    return Prepared('deploy export without NMS (raw head tensors, post-processing excluded): BN folded + onnxslim '
+                    f'+ {_rewrites_note(rw)}, ORT_ENABLE_ALL', fn)
 
 
 def ort_cuda(subject: Subject) -> Prepared:

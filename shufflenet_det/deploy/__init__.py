@@ -11,7 +11,8 @@
 * :mod:`.mmdeploy_lite`, :mod:`.mmdeploy_pico` - mmdeploy's rewriters of ``LiteGFLHead`` and ``PicoHead``'s
   ``predict_by_feat`` (import mmdeploy; their shared NMS stage: :mod:`.mmdeploy_common`);
 * :mod:`shufflenet_det.runtime.postprocess` - torch-free decode + NMS for backends without NMS (the ncnn runner);
-* :mod:`.graph_opt` - ONNX rewrites for ShuffleNet (concat + channel shuffle -> one interleave);
+* :mod:`.graph_opt` - ONNX rewrites of the channel shuffles (concat + shuffle -> one interleave; the Megvii
+  layout's de-interleave + halves -> two strided slices);
 * :mod:`.channel_pad` - tensors between convolutions zero-padded to ONNX Runtime's NCHWc channel block;
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;
 * :mod:`.evaluate` - COCO mAP of an exported detector next to PyTorch's;

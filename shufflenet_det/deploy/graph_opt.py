@@ -4,8 +4,18 @@
 block, ``Concat(a, b) -> Reshape(N, 2, C/2, H, W) -> Transpose(0, 2, 1, 3, 4) -> Reshape(N, C, H, W)``, by the
 equivalent interleave ``Unsqueeze(a, 2), Unsqueeze(b, 2) -> Concat(axis=2) -> Reshape(N, C, H, W)``: stacking the
 two halves on a new axis after the channel axis *is* the shuffle of their concatenation, so one full copy of the
-feature map per block (the Transpose) disappears. Only static-shape patterns (constant Reshape shapes) are rewritten;
-anything else is left as it is, and the result is checked by the caller's parity test like any export.
+feature map per block (the Transpose) disappears.
+
+:func:`split_deinterleave` does the same for the Megvii layout (ShuffleNet V2+, OneShot, DetNAS and ShuffleNetV2 with
+``layout='megvii'``), whose units start by separating the even and the odd channels of their input:
+``Reshape(N, C/2, 2, H, W) -> Transpose(0, 2, 1, 3, 4) -> Reshape(N, C, H, W)`` followed by the two halves' Slices
+(or a Split) becomes two strided Slices of the input, ``x[:, 0::2]`` and ``x[:, 1::2]``: the halves are copied once,
+the transposed copy of the whole feature map disappears.
+
+Only static-shape patterns (constant Reshape shapes and Slice bounds) are rewritten; anything else is left as it is,
+and the result is checked by the caller's parity test like any export. ShuffleNet V1's shuffle (3 or more groups,
+between a grouped 1x1 convolution and a depthwise one) is not rewritten: a grouped convolution cannot absorb a
+permutation across its groups.
 """
 from __future__ import annotations
 
@@ -23,6 +33,43 @@ def _const_values(model: Any) -> dict[str, np.ndarray]:
     return values
 
 
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), 13)
+
+
+def _replace_nodes(model: Any, removed: set[int], added: dict[int, list[Any]]) -> None:
+    """Drop the ``removed`` nodes (by id), insert ``added[id(node)]`` at ``node``'s position (node dropped), remove
+    initializers nothing reads any more and check the model."""
+    import onnx
+    graph = model.graph
+    nodes = []
+    for node in graph.node:
+        if id(node) in added:
+            nodes.extend(added[id(node)])
+        elif id(node) not in removed:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for n in graph.node for name in n.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+
+
 def fuse_concat_shuffle(model: Any) -> int:
     """Rewrite every matching concat + channel shuffle (groups 2) in place; return how many were rewritten."""
     import onnx
@@ -30,12 +77,9 @@ def fuse_concat_shuffle(model: Any) -> int:
 
     graph = model.graph
     consts = _const_values(model)
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
-    opset = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), 13)
+    opset = _opset(model)
     removed: set[int] = set()
     added: dict[int, list[Any]] = {}
     count = 0
@@ -84,17 +128,85 @@ def fuse_concat_shuffle(model: Any) -> int:
         added[id(r2)] = new_nodes  # at the position of the last replaced node: every input exists by then
         count += 1
     if count:
-        nodes = []
-        for node in graph.node:
-            if id(node) in added:
-                nodes.extend(added[id(node)])
-            elif id(node) not in removed:
-                nodes.append(node)
-        del graph.node[:]
-        graph.node.extend(nodes)
-        used = {name for n in graph.node for name in n.input}
-        keep = [init for init in graph.initializer if init.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        onnx.checker.check_model(model)
+        _replace_nodes(model, removed, added)
+    return count
+
+
+def _halves(users: list[Any], consts: dict[str, np.ndarray], channels: int) -> list[Any] | None:
+    """``users`` if they take the two channel halves of a (N, ``channels``, H, W) tensor - two unit-step Slices on
+    axis 1 (constant bounds) or one Split on axis 1 into two equal parts - first half first; None otherwise."""
+    half = channels // 2
+    if len(users) == 1 and users[0].op_type == 'Split' and len(users[0].output) == 2:
+        split = users[0]
+        sizes = consts[split.input[1]].tolist() if len(split.input) > 1 and split.input[1] in consts else \
+            _attribute(split, 'split')
+        axis = _attribute(split, 'axis') or 0
+        return [split] if axis == 1 and list(sizes or [half, half]) == [half, half] else None
+    if len(users) != 2 or any(u.op_type != 'Slice' or len(u.input) < 4 for u in users):
+        return None
+    bounds = []
+    for user in users:
+        if any(name not in consts or consts[name].size != 1 for name in user.input[1:]):
+            return None
+        values = [consts[name] for name in user.input[1:]]
+        start, end, axis = (int(v.reshape(-1)[0]) for v in values[:3])
+        step = int(values[3].reshape(-1)[0]) if len(values) > 3 else 1
+        if axis != 1 or step != 1:
+            return None
+        bounds.append((start, min(end, channels)))
+    if sorted(bounds) != [(0, half), (half, channels)]:
+        return None
+    return users if bounds[0] == (0, half) else users[::-1]
+
+
+def split_deinterleave(model: Any) -> int:
+    """Rewrite every matching de-interleave + halves (the Megvii units' channel split) in place into two strided
+    Slices; return how many were rewritten."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    if _opset(model) < 10:  # Slice takes its steps as an input from opset 10 on
+        return 0
+    consts = _const_values(model)
+    consumers = _consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    order = {id(node): i for i, node in enumerate(graph.node)}
+    removed: set[int] = set()
+    added: dict[int, list[Any]] = {}
+    count = 0
+    for r1 in graph.node:
+        if r1.op_type != 'Reshape' or r1.input[1] not in consts:
+            continue
+        s1 = consts[r1.input[1]].tolist()
+        users = consumers.get(r1.output[0], [])
+        tr = users[0] if len(users) == 1 and users[0].op_type == 'Transpose' else None
+        if tr is None or r1.output[0] in graph_outputs or len(s1) != 5 or s1[2] != 2 or min(s1) <= 0 or \
+                list(_attribute(tr, 'perm') or []) != [0, 2, 1, 3, 4]:
+            continue
+        users = consumers.get(tr.output[0], [])
+        r2 = users[0] if len(users) == 1 and users[0].op_type == 'Reshape' else None
+        if r2 is None or tr.output[0] in graph_outputs or r2.input[1] not in consts:
+            continue
+        s2 = consts[r2.input[1]].tolist()
+        channels = 2 * s1[1]
+        if len(s2) != 4 or s2[1] != channels or r2.output[0] in graph_outputs:
+            continue
+        halves = _halves(consumers.get(r2.output[0], []), consts, channels)
+        if halves is None:
+            continue
+        outputs = list(halves[0].output) if len(halves) == 1 else [halves[0].output[0], halves[1].output[0]]
+        base = r1.name or r1.output[0]
+        names = {}
+        for key, value in (('even', [0]), ('odd', [1]), ('end', [channels]), ('axis', [1]), ('step', [2])):
+            names[key] = f'{base}/deinterleave_{key}'
+            graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, np.int64), names[key]))
+        new_nodes = [helper.make_node('Slice', [r1.input[0], names[first], names['end'], names['axis'], names['step']],
+                                      [out], name=f'{base}/deinterleave_{first}')
+                     for first, out in zip(('even', 'odd'), outputs)]
+        removed.update(id(n) for n in (r1, tr, r2, *halves))
+        added[id(min(halves, key=lambda n: order[id(n)]))] = new_nodes  # before every reader of either half
+        count += 1
+    if count:
+        _replace_nodes(model, removed, added)
     return count

@@ -71,7 +71,8 @@ PAD_MULTIPLE = 16
 def apply_graph_opt(path: str | os.PathLike) -> dict[str, int]:
     """Apply the deploy rewrites to the ONNX file in place; counts per rewrite.
 
-    :func:`.graph_opt.fuse_concat_shuffle` (concat + channel shuffle -> one interleave) and
+    :func:`.graph_opt.fuse_concat_shuffle` (concat + channel shuffle -> one interleave),
+    :func:`.graph_opt.split_deinterleave` (the Megvii units' de-interleave + halves -> two strided slices) and
     :func:`.channel_pad.pad_channel_regions` (tensors between convolutions zero-padded to a multiple of
     :data:`PAD_MULTIPLE` channels, so ONNX Runtime keeps them in its blocked layout). Both are exact; the parity
     check follows.
@@ -79,9 +80,10 @@ def apply_graph_opt(path: str | os.PathLike) -> dict[str, int]:
     import onnx
 
     from .channel_pad import pad_channel_regions
-    from .graph_opt import fuse_concat_shuffle
+    from .graph_opt import fuse_concat_shuffle, split_deinterleave
     model = onnx.load(str(path))
     counts = dict(concat_shuffle_to_interleave=fuse_concat_shuffle(model),
+                  deinterleave_to_strided_slices=split_deinterleave(model),
                   channel_padding=pad_channel_regions(model, multiple=PAD_MULTIPLE))
     if any(counts.values()):
         onnx.save(model, str(path))
@@ -188,8 +190,8 @@ def export_backbone_onnx(backbone: nn.Module, path: str | os.PathLike, input_sha
 
     The reference is the original (unfolded) PyTorch backbone in eval mode; with ``dynamic`` the batch and spatial
     axes are dynamic and the check also runs at a second input size. ``graph_opt`` applies the rewrites of
-    :func:`apply_graph_opt` (the concat + channel shuffle of each unit becomes one interleave, static shapes only;
-    conv -> depthwise -> conv chains whose width is not a multiple of 4 are zero-padded to one).
+    :func:`apply_graph_opt` (the channel shuffles rewritten, static shapes only; tensors between convolutions
+    zero-padded to :data:`PAD_MULTIPLE` channels).
     """
     backend = OnnxBackend(opset, simplify, graph_opt)
     shape = check_input_shape(input_shape)

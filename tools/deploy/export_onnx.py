@@ -34,8 +34,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=1, help='batch size of the export example (backbone)')
     parser.add_argument('--simplify', choices=['onnxslim', 'onnxsim'], help='simplify the graph with this tool')
     parser.add_argument('--no-graph-opt', action='store_true',
-                        help='skip the exact deploy rewrites (concat + channel shuffle -> one interleave; conv -> '
-                             'depthwise -> conv chains zero-padded to a width multiple of 4)')
+                        help='skip the exact deploy rewrites (concat + channel shuffle -> one interleave; the Megvii '
+                             'layout\'s de-interleave -> two strided slices; tensors between convolutions zero-padded '
+                             'to 16 channels)')
     parser.add_argument('--no-nms', action='store_true',
                         help='detector: stop at the raw head tensors (NMS outside the graph)')
     add_tolerance_args(parser, atol=1e-4, rtol=RTOL, box_atol=1e-2, score_atol=1e-4)
