@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,29 @@ def test_onnx_peer_next_to_the_backbone(peers: dict[str, Path], tmp_path: Path, 
     data = json.loads(out.read_text())
     model = data['rows'][0]['model']
     _check_ratio(data, model, 'ort-deploy', 'peer:tiny', 'ort-peer')
-    assert data['settings']['peer_onnx'] == str(peers['tiny.onnx']) and 'ort-deploy' in data['settings']['backends']
+    assert data['settings']['peer_onnx'] == [str(peers['tiny.onnx'])] and 'ort-deploy' in data['settings']['backends']
     assert 'same session as ort-deploy' in _row(data['rows'], 'peer:tiny', 'ort-peer')['note']
     ratio = data['peer_ratios'][0]['ratio']
     assert f'64x64: ort-deploy / peer onnx = {ratio:.2f}x' in text
+
+
+def test_several_onnx_peers_in_one_run(peers: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """Two ONNX peers (here the same file under two names: a peer and a variant of it) are timed in the same
+    rounds, each with its row and its ratio to the same project row."""
+    other = tmp_path / 'variant.onnx'
+    shutil.copyfile(peers['tiny.onnx'], other)
+    out = tmp_path / 'bench.json'
+    rc, text, err = _run([*BACKBONE, '--sizes', '64', '--backends', 'ort-deploy', *QUICK, '--peer-onnx',
+                          str(peers['tiny.onnx']), str(other), '--out', str(out)], capsys)
+    assert rc == 0, err
+    data = json.loads(out.read_text())
+    model = data['rows'][0]['model']
+    assert sorted(v['peer'] for v in data['peer_ratios']) == ['peer:tiny', 'peer:variant']
+    for peer in ('peer:tiny', 'peer:variant'):
+        ours, theirs = _row(data['rows'], model, 'ort-deploy'), _row(data['rows'], peer, 'ort-peer')
+        entry = next(v for v in data['peer_ratios'] if v['peer'] == peer)
+        assert entry['ratio'] == ours['median_ms'] / theirs['median_ms']
+    assert text.count('ort-deploy / peer onnx = ') == 2
 
 
 def test_ncnn_peer_in_the_ncnn_child(peers: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -206,6 +226,7 @@ def _bad_cases(peers: dict[str, Path], tmp: Path) -> list[tuple[list[str], list[
          ['--peer-ncnn', 'static.param', '3x64x64', '3x96x96']),
         (['--peer-ncnn', str(peers['static.param']), str(peers['static.bin']), '--sizes', '64', '80'],
          ['--peer-ncnn', 'static.param', 'static-shaped']),
+        (['--peer-onnx', str(peers['tiny.onnx']), str(tmp / 'tiny.onnx')], ['--peer-onnx', 'names must differ']),
     ]
 
 

@@ -22,6 +22,10 @@ compared with the module it came from (the line printed gives the largest differ
         --onnx ../work_dirs/peers/nanodet-plus-m_320.onnx --ncnn ../work_dirs/peers/nanodet-plus-m_320
     ../.venv-openmmlab/bin/python -m official_refs.export_peers --what torchvision-shufflenetv2-1.0x \\
         --onnx ../work_dirs/peers/torchvision_shufflenetv2_224.onnx
+    # a bound: NanoDet-Plus-m without any channel shuffle (not the same function), timed as another peer
+    ../.venv/bin/python -m official_refs.export_peers --what nanodet-plus-m_320 --variant no-shuffle \\
+        --onnx ../work_dirs/peers/nanodet-plus-m_320_no-shuffle.onnx \\
+        --ncnn ../work_dirs/peers/nanodet-plus-m_320_no-shuffle
 """
 from __future__ import annotations
 
@@ -80,10 +84,34 @@ class Stages(nn.Module):
         return tuple(outs)
 
 
-def nanodet_module(name: str) -> tuple[nn.Module, int]:
+class UnshuffledUnit(nn.Module):
+    """A ShuffleNet V2 unit of the re-implemented backbone without its channel shuffle (the ``no-shuffle`` variant:
+    not the same function, the same convolutions and data sizes; what is left when every shuffle costs nothing)."""
+
+    def __init__(self, unit: nn.Module) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unit = self.unit
+        if unit.stride == 1:
+            a, b = x.chunk(2, dim=1)
+            return torch.cat((a, unit.branch2(b)), 1)
+        return torch.cat((unit.branch1(x), unit.branch2(x)), 1)
+
+
+VARIANTS = ('as-published', 'no-shuffle')
+
+
+def nanodet_module(name: str, variant: str = 'as-published') -> tuple[nn.Module, int]:
     """The re-implemented NanoDet-Plus ``name`` with seeded random weights, in eval mode, wrapped so that its
-    ``forward`` is ``forward_onnx``; and its input size."""
+    ``forward`` is ``forward_onnx``; and its input size. ``variant='no-shuffle'`` drops every unit's channel shuffle
+    (a bound for the benchmark: what no exact rewrite of the shuffles can beat)."""
     net = randomize_(NanoDetPlus(name), seed=SEED)
+    if variant == 'no-shuffle':
+        for stage in (net.backbone.stage2, net.backbone.stage3, net.backbone.stage4):
+            for i, unit in enumerate(stage):
+                stage[i] = UnshuffledUnit(unit)
     return OnnxForward(net).eval(), int(net.input_size)
 
 
@@ -168,6 +196,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--what', required=True, choices=WHAT, help='the network to export')
     parser.add_argument('--onnx', required=True, metavar='OUT.onnx', help='the ONNX file to write')
     parser.add_argument('--ncnn', metavar='OUTSTEM', help='also write OUTSTEM.param / OUTSTEM.bin (pnnx)')
+    parser.add_argument('--variant', choices=VARIANTS, default='as-published',
+                        help='NanoDet-Plus: the network as published (default), or no-shuffle: every unit without '
+                             'its channel shuffle - not the same function, a bound on what rewriting the shuffles '
+                             'can gain (time it next to the as-published peer in one benchmark run)')
     parser.add_argument('--size', type=int, help='input size S (SxS; default: the NanoDet model\'s, 224 for '
                                                  'torchvision)')
     parser.add_argument('--out-indices', type=int, nargs='+', default=[1, 2, 3], metavar='I',
@@ -186,6 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(f'--out-indices must be in 0..4 (0 = conv1 + maxpool ... 4 = conv5), got {args.out_indices}')
     check_output_path(args.onnx, '--onnx')
     onnx_path = Path(args.onnx)
+    if args.what == TORCHVISION and args.variant != 'as-published':
+        fail(f'--variant {args.variant} applies to the NanoDet-Plus models, not {args.what}')
     if args.what == TORCHVISION:
         size = args.size or 224
         module = torchvision_module(sorted(set(args.out_indices)))
@@ -199,12 +233,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'with the same out_indices), torch {torch.__version__} torch.onnx.export defaults, opset 17, '
               f'{size}x{size}')
     else:
-        module, default_size = nanodet_module(args.what)
+        module, default_size = nanodet_module(args.what, args.variant)
         size = args.size or default_size
         from shufflenet_det.utils.io import atomic_outputs
         with atomic_outputs([onnx_path], '--onnx') as (tmp,):
             simplifier = export_nanodet_onnx(module, size, tmp)
-        print(f'[export_peers] {args.what} (tests/official_refs/nanodet_plus.py, seed {SEED}) as nanodet\'s '
+        print(f'[export_peers] {args.what} {args.variant} (tests/official_refs/nanodet_plus.py, seed {SEED}) as '
+              'nanodet\'s '
               f'tools/export_onnx.py: torch {torch.__version__} TorchScript exporter, opset 11, input "data", '
               f'output "output", BN folded in eval mode, simplified with {simplifier}, {size}x{size}')
     print(f'[export_peers] wrote {onnx_path}; ONNX Runtime vs the module: max |diff| '

@@ -105,10 +105,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      '(default: torch-plain torch-cl; ort-plain times their plain ONNX export)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar')
     peer = parser.add_argument_group('peer mode (see above)')
-    peer.add_argument('--peer-onnx', metavar='FILE',
-                      help='another project\'s ONNX export of the same network, timed next to the ort-raw row '
-                           '(--config) or the ort-deploy row (--backbone) in the same rounds and session options; '
-                           'that row is added to --backends when missing')
+    peer.add_argument('--peer-onnx', nargs='+', default=[], metavar='FILE',
+                      help='other ONNX exports of the same network (another project\'s; also variants of it or of '
+                           'this project\'s export), each timed next to the ort-raw row (--config) or the ort-deploy '
+                           'row (--backbone) in the same rounds and session options; that row is added to '
+                           '--backends when missing; the files\' names (without extension) must differ')
     peer.add_argument('--peer-ncnn', nargs=2, metavar=('PARAM', 'BIN'),
                       help='another project\'s ncnn export (.param and .bin) of the same network, timed in the ncnn '
                            'row\'s child process interleaved with it; compared with ncnn-raw (--config: the network '
@@ -168,7 +169,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if args.out and args.plot and Path(args.out).resolve() == Path(args.plot).resolve():
         fail(f'--out and --plot are the same file {args.out!r}')
     inputs = [('--config', c) for c in args.config or []] + [('--results', r) for r in args.results]
-    inputs += [('--peer-onnx', args.peer_onnx)] + [('--peer-ncnn', f) for f in args.peer_ncnn or []]
+    inputs += [('--peer-onnx', f) for f in args.peer_onnx] + [('--peer-ncnn', f) for f in args.peer_ncnn or []]
     refuse_input_overwrite([('--out', args.out), ('--plot', args.plot)], inputs)
     check_output_path(args.out, '--out')
     check_output_path(args.plot, '--plot')
@@ -183,9 +184,13 @@ def _check_peers(args: argparse.Namespace) -> list:
         return []
     if args.config and len(args.config) > 1:
         fail(f'--peer-onnx / --peer-ncnn compare the peer with one model: give one --config, not {len(args.config)}')
+    stems = [Path(f).stem for f in args.peer_onnx]
+    if len(set(stems)) < len(stems):
+        fail('--peer-onnx: the files name their rows (peer:<file name without its extension>), so those names must '
+             f'differ: {args.peer_onnx}')
     detector = bool(args.config) and args.what == 'detector'
     try:
-        peers = ([check_peer_onnx(args.peer_onnx)] if args.peer_onnx else []) + \
+        peers = [check_peer_onnx(f) for f in args.peer_onnx] + \
             ([check_peer_ncnn(*args.peer_ncnn)] if args.peer_ncnn else [])
         for peer in peers:
             check_peer_shape(peer, args.sizes, args.batch, detector)
