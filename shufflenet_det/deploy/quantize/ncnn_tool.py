@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...utils.cli import fail
-from .calibration import ValidationSet, calibration_tensors, dataset_split, sample_images
+from .calibration import calibration_tensors, sample_images
 from .config import AccuracyGateError, QuantConfig, QuantizationError
 from .detection import model_kind, raw_decoder_name
 from .ncnn_file import NcnnFormatError, read_ncnn
@@ -118,20 +118,11 @@ def _calibrate_and_quantize(args: argparse.Namespace, param: Path, side: Path, o
                             config: QuantConfig) -> dict[str, Any]:
     """The config's data read and checked, the calibration tensors prepared, then :func:`quantize_ncnn`."""
     from ...utils import load_config
-    from ..evaluate import check_report_classes, dataset_of
-    from ..images import read_image
-    from .tool import input_size, preprocess_of
+    from .tool import input_size, preprocess_of, read_datasets
     cfg = load_config(args.config)
     size, _static = input_size(args, report, cfg, param)
     preprocess = preprocess_of(report, cfg)
-    ann, img_dir = dataset_split(cfg, args.calib_split)
-    val_ann, val_dir, classes = dataset_of(cfg)
-    if not val_ann.is_file():
-        raise ValueError(f'validation annotations {str(val_ann)!r} not found')
-    check_report_classes(report, classes, side, args.config)
-    validation = ValidationSet(val_ann, val_dir, classes, args.eval_limit)
-    for path in validation.paths():
-        read_image(path, f'validation image (of {str(val_ann)!r})')
+    ann, img_dir, validation = read_datasets(args, cfg, report, side)
     paths = sample_images(ann, img_dir, args.num_calib, args.calib_seed)
     calibration = calibration_tensors(paths, size, preprocess, 1)
     print(f'[quantize] ncnn {model_kind(report)} {param} at {size[0]}x{size[1]}: calibrating on {len(paths)} images '

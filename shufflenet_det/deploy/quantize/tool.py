@@ -145,14 +145,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_datasets(args: argparse.Namespace, cfg: Any, report: dict[str, Any], side: Path
+                  ) -> tuple[Path, Path, ValidationSet]:
+    """The config's calibration split (annotations, image folder) and validation set, checked before any
+    calibration (both backends): the validation annotations exist, the report's classes are the config's, and every
+    image the scoring reads can be read."""
+    from ..evaluate import check_report_classes, dataset_of
+    from ..images import read_image
+    ann, img_dir = dataset_split(cfg, args.calib_split)
+    val_ann, val_dir, classes = dataset_of(cfg)
+    if not val_ann.is_file():
+        raise ValueError(f'validation annotations {str(val_ann)!r} not found')
+    check_report_classes(report, classes, side, args.config)
+    validation = ValidationSet(val_ann, val_dir, classes, args.eval_limit)
+    for path in validation.paths():
+        read_image(path, f'validation image (of {str(val_ann)!r})')
+    return ann, img_dir, validation
+
+
 def _quantize(args: argparse.Namespace, model_path: Path, side: Path, out: Path, report: dict[str, Any], kind: str
               ) -> dict[str, Any] | None:
     """The model, the config's data and the options checked against each other, then the quantization; None after
     ``--list-nodes``."""
     from ...runtime.postprocess import check_session
     from ...utils import load_config
-    from ..evaluate import check_report_classes, dataset_of, open_onnx
-    from ..images import read_image
+    from ..evaluate import open_onnx
     measurable = kind == 'detector' or (kind == 'raw-detector' and raw_decoder_name(report) is not None)
     if not measurable and args.max_output_error is None and not args.list_nodes:
         fail(f'{str(model_path)!r} is a {kind} export: no mAP can be measured on its outputs, so the gate is the '
@@ -175,14 +192,7 @@ def _quantize(args: argparse.Namespace, model_path: Path, side: Path, out: Path,
     size, static = input_size(args, report, cfg, model_path)
     batch = int(report['input_shape'][0]) if static else 1
     preprocess = preprocess_of(report, cfg)
-    ann, img_dir = dataset_split(cfg, args.calib_split)
-    val_ann, val_dir, classes = dataset_of(cfg)
-    if not val_ann.is_file():
-        raise ValueError(f'validation annotations {str(val_ann)!r} not found')
-    check_report_classes(report, classes, side, args.config)
-    validation = ValidationSet(val_ann, val_dir, classes, args.eval_limit)
-    for path in validation.paths():  # every image the scoring reads, before the calibration and quantization
-        read_image(path, f'validation image (of {str(val_ann)!r})')
+    ann, img_dir, validation = read_datasets(args, cfg, report, side)
     paths = sample_images(ann, img_dir, args.num_calib * batch, args.calib_seed)
     calibration = calibration_tensors(paths, size, preprocess, batch)
     config = QuantConfig(method=args.method, activation_type=args.activation_type, per_channel=not args.per_tensor,
