@@ -70,6 +70,30 @@ def _replace_nodes(model: Any, removed: set[int], added: dict[int, list[Any]]) -
     onnx.checker.check_model(model)
 
 
+def _channel_swap(r1: Any, consumers: dict[str, list[Any]], consts: dict[str, np.ndarray],
+                  graph_outputs: set[str]) -> tuple[Any, Any, list[int]] | None:
+    """The chain ``r1 (Reshape to 5-d, constant shape) -> Transpose(0, 2, 1, 3, 4) -> Reshape (4-d, constant
+    shape)`` that swaps two channel axes (a shuffle or a de-interleave), each intermediate read only by the next node
+    and no graph output: ``(transpose, last reshape, 5-d shape)``, or None."""
+    def only_consumer(name: str, op: str) -> Any:
+        users = consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != op or name in graph_outputs:
+            return None
+        return users[0]
+
+    if r1.op_type != 'Reshape':
+        return None
+    tr = only_consumer(r1.output[0], 'Transpose')
+    r2 = tr and only_consumer(tr.output[0], 'Reshape')
+    if r2 is None or r1.input[1] not in consts or r2.input[1] not in consts:
+        return None
+    s1, s2 = consts[r1.input[1]].tolist(), consts[r2.input[1]].tolist()
+    if len(s1) != 5 or min(s1) <= 0 or list(_attribute(tr, 'perm') or []) != [0, 2, 1, 3, 4] or len(s2) != 4 or \
+            s2[1] != s1[1] * s1[2]:
+        return None
+    return tr, r2, s1
+
+
 def fuse_concat_shuffle(model: Any) -> int:
     """Rewrite every matching concat + channel shuffle (groups 2) in place; return how many were rewritten."""
     import onnx
@@ -84,28 +108,17 @@ def fuse_concat_shuffle(model: Any) -> int:
     added: dict[int, list[Any]] = {}
     count = 0
 
-    def only_consumer(name: str, op: str) -> Any:
-        users = consumers.get(name, [])
-        if len(users) != 1 or users[0].op_type != op or name in graph_outputs:
-            return None
-        return users[0]
-
     for concat in graph.node:
-        if concat.op_type != 'Concat' or len(concat.input) != 2:
+        if concat.op_type != 'Concat' or len(concat.input) != 2 or _attribute(concat, 'axis') != 1:
             continue
-        axis = next((helper.get_attribute_value(a) for a in concat.attribute if a.name == 'axis'), None)
-        if axis != 1:
+        users = consumers.get(concat.output[0], [])
+        if len(users) != 1 or concat.output[0] in graph_outputs:
             continue
-        r1 = only_consumer(concat.output[0], 'Reshape')
-        tr = r1 and only_consumer(r1.output[0], 'Transpose')
-        r2 = tr and only_consumer(tr.output[0], 'Reshape')
-        if r2 is None or r1.input[1] not in consts or r2.input[1] not in consts:
+        r1 = users[0]
+        chain = _channel_swap(r1, consumers, consts, graph_outputs)
+        if chain is None or chain[2][1] != 2:  # (N, 2, C/2, H, W): the two halves' channels interleaved
             continue
-        s1, s2 = consts[r1.input[1]].tolist(), consts[r2.input[1]].tolist()
-        perm = next((helper.get_attribute_value(a) for a in tr.attribute if a.name == 'perm'), None)
-        if len(s1) != 5 or s1[1] != 2 or list(perm or []) != [0, 2, 1, 3, 4] or len(s2) != 4 or \
-                min(s1) <= 0 or s2[1] != 2 * s1[2]:
-            continue
+        tr, r2, _ = chain
         base = concat.name or concat.output[0]
         new_nodes = []
         stacked_inputs = []
@@ -176,22 +189,11 @@ def split_deinterleave(model: Any) -> int:
     added: dict[int, list[Any]] = {}
     count = 0
     for r1 in graph.node:
-        if r1.op_type != 'Reshape' or r1.input[1] not in consts:
-            continue
-        s1 = consts[r1.input[1]].tolist()
-        users = consumers.get(r1.output[0], [])
-        tr = users[0] if len(users) == 1 and users[0].op_type == 'Transpose' else None
-        if tr is None or r1.output[0] in graph_outputs or len(s1) != 5 or s1[2] != 2 or min(s1) <= 0 or \
-                list(_attribute(tr, 'perm') or []) != [0, 2, 1, 3, 4]:
-            continue
-        users = consumers.get(tr.output[0], [])
-        r2 = users[0] if len(users) == 1 and users[0].op_type == 'Reshape' else None
-        if r2 is None or tr.output[0] in graph_outputs or r2.input[1] not in consts:
-            continue
-        s2 = consts[r2.input[1]].tolist()
+        chain = _channel_swap(r1, consumers, consts, graph_outputs)
+        if chain is None or chain[2][2] != 2 or chain[1].output[0] in graph_outputs:
+            continue  # wanted: (N, C/2, 2, H, W), the even and the odd channels separated, read by the halves only
+        tr, r2, s1 = chain
         channels = 2 * s1[1]
-        if len(s2) != 4 or s2[1] != channels or r2.output[0] in graph_outputs:
-            continue
         halves = _halves(consumers.get(r2.output[0], []), consts, channels)
         if halves is None:
             continue
