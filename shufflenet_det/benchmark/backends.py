@@ -272,16 +272,18 @@ def onnx_export_of(subject: Subject, kind: str) -> tuple[Path, dict[str, Any]]:
     return subject.exports[kind]
 
 
-def ort_session_of(path: str | os.PathLike, threads: int, providers: Sequence[str], tuned: bool) -> Any:
-    """The ONNX Runtime session of a row: ``tuned`` (``ort-deploy``, ``ort-raw``, ``ort-int8``, ``ort-cuda`` and
-    the peer ONNX files of peer mode: every graph optimisation, ``threads`` intra-op threads, one inter-op thread)
-    or the default session with ``threads`` intra-op threads (``ort-plain``)."""
+def ort_session_of(path: str | os.PathLike, threads: int, providers: Sequence[str], tuned: bool,
+                   options: Any = None) -> Any:
+    """The ONNX Runtime session of a row: ``tuned`` (``ort-deploy``, ``ort-raw``, ``ort-int8``, ``ort-cuda``, the
+    peer ONNX files of peer mode and the profiles of :mod:`.ort_profile`: every graph optimisation, ``threads``
+    intra-op threads, one inter-op thread) or the default session with ``threads`` intra-op threads
+    (``ort-plain``). ``options``: session options to start from (the profiler's settings)."""
     import onnxruntime as ort
 
     from ..deploy.onnx_export import ort_session
     if tuned:
-        return ort_session(path, providers=providers, threads=threads, optimization='all')
-    opts = ort.SessionOptions()
+        return ort_session(path, providers=providers, threads=threads, optimization='all', options=options)
+    opts = options if options is not None else ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))

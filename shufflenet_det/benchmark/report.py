@@ -208,11 +208,39 @@ def plot(rows: Sequence[Row], path: str | os.PathLike, maps: dict[str, float] | 
     return Path(path)
 
 
+#: The CPU features recorded with the results (``/proc/cpuinfo`` flag names): what the fp32 and int8 kernels use.
+CPU_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'asimd', 'asimddp', 'sve')
+
+
+def cpu_model(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has, from the text of ``/proc/cpuinfo`` (read
+    when ``cpuinfo`` is None; ``{}`` where there is none: not Linux, or unreadable). x86 names the model in
+    ``model name`` and its features in ``flags``; Arm in ``Features`` (and the model, where the kernel gives one,
+    in ``CPU model`` or ``Hardware``)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path('/proc/cpuinfo').read_text()
+        except OSError:
+            return {}
+    text = cpuinfo
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(':')
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip().lower(), value.strip())
+    flags = set((fields.get('flags') or fields.get('features') or '').split())
+    name = fields.get('model name') or fields.get('cpu model') or fields.get('hardware')
+    return dict(cpu_model=name, cpu_flags=[f for f in CPU_FLAGS if f in flags])
+
+
 def environment() -> dict[str, Any]:
-    """Versions and machine facts stored with the results."""
+    """Versions and machine facts stored with the results (the CPU's model and features: :func:`cpu_model`)."""
     env: dict[str, Any] = dict(torch=torch.__version__, python=platform.python_version(),
                                machine=platform.machine(), processor=platform.processor() or None,
-                               cpu_count=os.cpu_count(), cuda=torch.cuda.is_available())
+                               cpu_count=os.cpu_count(), cuda=torch.cuda.is_available(), **cpu_model())
     try:
         env['loadavg_1m'] = os.getloadavg()[0]
     except (OSError, AttributeError):  # no load average on this platform

@@ -91,10 +91,11 @@ def apply_graph_opt(path: str | os.PathLike) -> dict[str, int]:
 
 
 def ort_session(path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0,
-                optimization: str = 'all') -> Any:
-    """An ONNX Runtime session (CPU provider unless ``providers`` says otherwise)."""
+                optimization: str = 'all', options: Any = None) -> Any:
+    """An ONNX Runtime session (CPU provider unless ``providers`` says otherwise); ``options``: session options
+    to start from (e.g. with profiling on), whose optimisation level, threads and log level are set here."""
     import onnxruntime as ort
-    opts = ort.SessionOptions()
+    opts = options if options is not None else ort.SessionOptions()
     opts.graph_optimization_level = {
         'disable': ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
