@@ -38,14 +38,18 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 STAMP="$VENV/.shufflenet_det_setup"
 
+# The checkout is part of the inputs: the editable install points at one checkout, and a virtualenv shared with
+# another one (a CI clone with the environments linked in) must be pointed back here.
 fingerprint() {
-  { echo "$STACK"; cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt "$ROOT/tools/setup.sh"; } \
+  { echo "$STACK"; echo "$ROOT"; cat "$ROOT/pyproject.toml" "$ROOT"/requirements/*.txt "$ROOT/tools/setup.sh"; } \
     | sha256sum | cut -d' ' -f1
 }
 
-# Fast path: same inputs as the last successful set-up and the stack still imports.
+# Fast path: same inputs as the last successful set-up, and the stack still imports, with shufflenet_det from this
+# checkout (checked from / so that the current folder does not shadow the installed package).
 if [[ -z "${SETUP_FORCE:-}" && -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] \
-   && "$PY" -c "import shufflenet_det, mmcv.ops, mmdet" >/dev/null 2>&1; then
+   && (cd / && "$PY" -c "import os, sys, shufflenet_det, mmcv.ops, mmdet
+sys.exit(os.path.realpath(shufflenet_det.__file__) != os.path.realpath(sys.argv[1]))" "$ROOT/shufflenet_det/__init__.py") >/dev/null 2>&1; then
   echo "[setup] environment $VENV is up to date (rm $STAMP or SETUP_FORCE=1 to redo)"
   exit 0
 fi
