@@ -10,17 +10,20 @@ left out) into :class:`OpProfile`:
   ``ReorderInput`` / ``ReorderOutput`` the conversions to and from the blocked NCHWc layout, ...), and per kind
   (:data:`KINDS`): convolutions, data movement (copies and layout changes: concatenation, split, slices, transposes,
   reshapes, the NCHWc reorders, resizing) and the rest (pooling, element-wise ops);
-* the convolutions' multiply-adds, counted on the ONNX file's own graph at the profiled input shape (ONNX shape
-  inference), and so their rate in GMAC/s;
-* the median wall time of one run (``model_run``), which also holds the executor's work between the kernels.
+* the convolutions' multiply-adds, counted on the ONNX file's own graph at the profiled input (the shapes of one
+  run), and so their rate in GMAC/s;
+* the median time of one run of the model in a second session of the same options *without* the profiler (timed
+  in the same rounds), which also holds the executor's work between the kernels: the profiler's bookkeeping makes
+  the profiled runs slower, so the profile gives the shares, the plain session the times.
 
 :func:`reference_conv_rate` times one large 1x1 convolution in the same session options: the rate ONNX Runtime
 reaches on this CPU, with which a model's convolution rate is compared.
 
 What it answers: with a peer model (the same network exported by another project), how much of the gap is in
 the convolutions (which the network fixes) and how much in the data movement around them -
-:func:`conv_bound` is the project model's convolution time over the peer's whole run: no rewrite that keeps the
-convolutions can bring the ratio of the two below it. ``tools/analysis_tools/ort_profile.py`` is the command line.
+:func:`conv_bound` is the project model's convolutions' share of its run time over the peer's run time: what the
+ratio of the two would be with everything outside the convolutions removed, the floor for any rewrite that keeps
+them. ``tools/analysis_tools/ort_profile.py`` is the command line.
 """
 from __future__ import annotations
 
@@ -61,7 +64,8 @@ class OpProfile:
     path: str
     input_shape: tuple[int, ...]
     runs: int
-    run_ms: float  # median wall time of one session run
+    run_ms: float  # median time of one run in the session without the profiler
+    profiled_run_ms: float  # median wall time of one profiled run (``model_run``)
     by_op: dict[str, float]  # operator type -> ms per run
     nodes: list[tuple[str, str, float]]  # (node name, operator type, ms per run), slowest first
     conv_macs: Optional[int]  # multiply-adds of the ONNX graph's convolutions; None when shapes are unknown
@@ -86,7 +90,8 @@ class OpProfile:
 
     def to_json(self, top: int) -> dict[str, Any]:
         return dict(path=self.path, input_shape=list(self.input_shape), runs=self.runs, run_ms=self.run_ms,
-                    kernel_ms=self.kernel_ms, kinds_ms={k: self.kind_ms(k) for k in KINDS},
+                    profiled_run_ms=self.profiled_run_ms, kernel_ms=self.kernel_ms,
+                    kinds_ms={k: self.kind_ms(k) for k in KINDS},
                     by_op_ms=dict(sorted(self.by_op.items(), key=lambda kv: -kv[1])),
                     conv_macs=self.conv_macs, conv_gmacs_per_s=self.conv_gmacs, conv_macs_note=self.conv_macs_note,
                     slowest_nodes=[dict(node=n, op=op, ms=ms) for n, op, ms in self.nodes[:top]])
@@ -111,44 +116,47 @@ def input_shape_of(peer: PeerFile, size: Optional[tuple[int, int]]) -> tuple[int
     return (dims[0] or 1, int(dims[1]), int(hw[0]), int(hw[1]))  # type: ignore[arg-type]
 
 
-def conv_macs_of(path: str | Path, input_shape: Sequence[int]) -> tuple[Optional[int], str]:
-    """Multiply-adds of the convolutions of an ONNX file at ``input_shape`` (ONNX shape inference): ``(macs,
-    '')``, or ``(None, why)`` when a convolution's shapes cannot be inferred."""
+#: Convolution operator types of ONNX -> the index of their weight input.
+_CONV_WEIGHT_INPUT = {'Conv': 1, 'ConvInteger': 1, 'QLinearConv': 3, 'ConvTranspose': 1}
+
+
+def conv_macs_of(path: str | Path, feed: dict[str, np.ndarray]) -> tuple[Optional[int], str]:
+    """Multiply-adds of the convolutions of an ONNX file on ``feed``: ``(macs, '')``, or ``(None, why)``.
+
+    The shapes are those of one run of the graph as written (ONNX Runtime, graph optimisations off) with every
+    convolution's input, weight and output added to the graph's outputs: exact where ONNX shape inference gives up
+    (shapes computed at run time, as exporters write a channel shuffle). Int8 convolutions count like fp32 ones.
+    """
     import onnx
+    import onnxruntime as ort
     model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type in _CONV_WEIGHT_INPUT]
+    if not convs:
+        return 0, ''
     inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    graph_input = next(i for i in model.graph.input if i.name not in inits)
-    for dim, value in zip(graph_input.type.tensor_type.shape.dim, input_shape):
-        dim.ClearField('dim_param')
-        dim.dim_value = int(value)
+    outputs = {o.name for o in model.graph.output}
+    wanted = {name for n in convs for name in (n.input[0], n.input[_CONV_WEIGHT_INPUT[n.op_type]], n.output[0])
+              if name not in inits}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in sorted(wanted - outputs))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:  # noqa: BLE001 - onnx raises its own error types for graphs it cannot infer
-        return None, f'ONNX shape inference failed ({type(exc).__name__})'
-    shapes: dict[str, tuple[int, ...]] = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-        dims = info.type.tensor_type.shape.dim
-        if dims and all(d.HasField('dim_value') for d in dims):
-            shapes[info.name] = tuple(d.dim_value for d in dims)
-    for node in inferred.graph.node:  # weights given by Constant nodes
-        if node.op_type == 'Constant' and node.attribute and node.attribute[0].name == 'value':
-            inits[node.output[0]] = tuple(node.attribute[0].t.dims)
-    total, unknown = 0, 0
-    for node in inferred.graph.node:
-        weight_index = {'Conv': 1, 'ConvInteger': 1, 'QLinearConv': 3, 'ConvTranspose': 1}.get(node.op_type)
-        if weight_index is None:
-            continue
-        weight = inits.get(node.input[weight_index]) or shapes.get(node.input[weight_index])
-        out, inp = shapes.get(node.output[0]), shapes.get(node.input[0])
-        if weight is None or out is None or inp is None:
-            unknown += 1
-            continue
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                    providers=['CPUExecutionProvider'])
+        names = [o.name for o in sess.get_outputs()]
+        shapes = {name: tuple(v.shape) for name, v in zip(names, sess.run(None, feed))}
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own error types
+        return None, f'the shapes run failed ({type(exc).__name__}: {str(exc).strip()[:120]})'
+    shapes.update(inits)
+    total = 0
+    for node in convs:
+        inp, out = shapes[node.input[0]], shapes[node.output[0]]
+        weight = shapes[node.input[_CONV_WEIGHT_INPUT[node.op_type]]]
         if node.op_type == 'ConvTranspose':  # every input pixel meets the whole kernel of its group
             total += math.prod(inp) * math.prod(weight[1:])
         else:  # every output pixel meets (C_in / group) x kernel inputs
             total += math.prod(out) * math.prod(weight[1:])
-    if unknown:
-        return None, f'{unknown} convolution(s) without static shapes after ONNX shape inference'
     return total, ''
 
 
@@ -170,7 +178,8 @@ def _kernel_events(trace: list[dict[str, Any]], warmup: int) -> tuple[list[float
     return [(b - a) / 1000.0 for a, b in runs], events
 
 
-def _summarise(peer: PeerFile, shape: tuple[int, ...], trace: list[dict[str, Any]], warmup: int) -> OpProfile:
+def _summarise(peer: PeerFile, feed: dict[str, np.ndarray], trace: list[dict[str, Any]], warmup: int,
+               plain_ms: Sequence[float]) -> OpProfile:
     run_times, events = _kernel_events(trace, warmup)
     runs = len(run_times)
     by_op: dict[str, float] = {}
@@ -179,16 +188,20 @@ def _summarise(peer: PeerFile, shape: tuple[int, ...], trace: list[dict[str, Any
         by_op[op] = by_op.get(op, 0.0) + us / 1000.0 / runs
         by_node[(node, op)] = by_node.get((node, op), 0.0) + us / 1000.0 / runs
     nodes = sorted(((n, op, ms) for (n, op), ms in by_node.items()), key=lambda t: -t[2])
-    macs, note = conv_macs_of(peer.path, shape)
-    return OpProfile(str(peer.path), shape, runs, statistics.median(run_times), by_op, nodes, macs, note)
+    macs, note = conv_macs_of(peer.path, feed)
+    shape = tuple(next(iter(feed.values())).shape)
+    return OpProfile(str(peer.path), shape, runs, statistics.median(plain_ms), statistics.median(run_times), by_op,
+                     nodes, macs, note)
 
 
 def profile_models(models: Sequence[PeerFile], size: Optional[tuple[int, int]], threads: int, runs: int,
                    warmup: int, rounds: int, seed: int = 0) -> list[OpProfile]:
     """Profile checked ONNX files (:func:`.peer_files.check_peer_onnx`) at ``size`` (H, W where the input is
-    dynamic), ``threads`` intra-op threads, ``warmup`` untimed then ``runs`` timed runs each, in ``rounds``
-    interleaved rounds; the same random input (``seed``) for all. The profiler's trace files are written to a
-    temporary folder and removed."""
+    dynamic), ``threads`` intra-op threads: two sessions per model, one with the profiler and one without,
+    ``warmup`` untimed then ``runs`` timed runs each, in ``rounds`` interleaved rounds; the same random input
+    (``seed``) for all. The profiler's trace files are written to a temporary folder and removed."""
+    import time
+
     import onnxruntime as ort
     if runs < 1 or warmup < 0 or not 1 <= rounds <= runs:
         raise ValueError(f'runs must be >= 1, warmup >= 0 and rounds in [1, runs]; got runs={runs}, '
@@ -198,23 +211,30 @@ def profile_models(models: Sequence[PeerFile], size: Optional[tuple[int, int]], 
     feeds = [{m.input_name: rng.random(shape, dtype=np.float32)} for m, shape in zip(models, shapes)]
     traces = []
     with tempfile.TemporaryDirectory(prefix='ort_profile_') as tmp:
-        sessions = []
+        sessions, plain = [], []
         for i, model in enumerate(models):
             opts = ort.SessionOptions()
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(tmp) / f'model{i}')
             sessions.append(ort_session_of(model.path, threads, ['CPUExecutionProvider'], True, opts))
-        for sess, feed in zip(sessions, feeds):
+            plain.append(ort_session_of(model.path, threads, ['CPUExecutionProvider'], True))
+        for sess, bare, feed in zip(sessions, plain, feeds):
             for _ in range(warmup):
                 sess.run(None, feed)
+                bare.run(None, feed)
+        plain_ms: list[list[float]] = [[] for _ in models]
         per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
         for n in per_round:
-            for sess, feed in zip(sessions, feeds):
+            for sess, bare, feed, times in zip(sessions, plain, feeds, plain_ms):
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    bare.run(None, feed)
+                    times.append((time.perf_counter() - t0) * 1000.0)
                 for _ in range(n):
                     sess.run(None, feed)
         for sess in sessions:
             traces.append(json.loads(Path(sess.end_profiling()).read_text()))
-    return [_summarise(m, s, t, warmup) for m, s, t in zip(models, shapes, traces)]
+    return [_summarise(m, f, t, warmup, p) for m, f, t, p in zip(models, feeds, traces, plain_ms)]
 
 
 def reference_conv_rate(threads: int, runs: int = 20) -> float:
@@ -252,16 +272,18 @@ def reference_conv_rate(threads: int, runs: int = 20) -> float:
 
 
 def conv_bound(model: OpProfile, peer: OpProfile) -> float:
-    """The model's convolution time over the peer's whole run (medians of wall times scaled by the kernel share):
-    the lowest ratio model / peer that a rewrite keeping the model's convolutions as they run could reach."""
-    conv_wall = model.kind_ms(KINDS[0]) * model.run_ms / model.kernel_ms if model.kernel_ms > 0 else 0.0
-    return conv_wall / peer.run_ms
+    """The ratio model / peer of the run times with everything outside the model's convolutions removed: the
+    model's run time times the convolutions' share of its kernel time, over the peer's run time (the executor's
+    work between kernels is shared out like the kernel time). The floor of any rewrite that keeps the convolutions
+    as they run."""
+    share = model.kind_ms(KINDS[0]) / model.kernel_ms if model.kernel_ms > 0 else 0.0
+    return model.run_ms * share / peer.run_ms
 
 
 def format_profile(p: OpProfile, top: int, reference_gmacs: Optional[float] = None) -> str:
     """The profile as text: totals, kinds, operator types and the slowest nodes."""
-    lines = [f'{p.path} ({"x".join(map(str, p.input_shape))}, {p.runs} runs): run {p.run_ms:.3f} ms (median), '
-             f'kernels {p.kernel_ms:.3f} ms']
+    lines = [f'{p.path} ({"x".join(map(str, p.input_shape))}, {p.runs} runs): run {p.run_ms:.3f} ms (median; '
+             f'{p.profiled_run_ms:.3f} ms profiled), kernels {p.kernel_ms:.3f} ms (profiled)']
     for kind in KINDS:
         ms = p.kind_ms(kind)
         share = 100.0 * ms / p.kernel_ms if p.kernel_ms else 0.0

@@ -1,13 +1,15 @@
 """Where ONNX models spend their time in ONNX Runtime: kernel times by operator and by kind, side by side.
 
-Each MODEL runs in a session with the options of the benchmark's ort-deploy / ort-raw / peer rows (every graph
-optimisation, --threads intra-op threads) and ONNX Runtime's profiler on; the models' runs alternate in --rounds
-rounds. Printed per model: the median run time, the kernels' time split into convolutions, data movement (concat,
+Each MODEL runs in two sessions with the options of the benchmark's ort-deploy / ort-raw / peer rows (every graph
+optimisation, --threads intra-op threads), one with ONNX Runtime's profiler on and one without (the run times: the
+profiler slows the runs down); the models' runs alternate in --rounds rounds. Printed per model: the median run time,
+the kernels' time split into convolutions, data movement (concat,
 split, slices, transposes, reshapes, NCHWc reorders, resizing) and the rest, the convolutions' multiply-adds and rate
 (GMAC/s, and the share of the rate ONNX Runtime reaches on one large 1x1 convolution here), the time per operator type
 (as ONNX Runtime runs them, after its graph optimisations) and the slowest nodes. With two or more models, the first
-is compared with each other one: the ratio of their run times, and the first model's convolution time alone over the
-other's run - how low the ratio could go with every operation outside the convolutions removed.
+is compared with each other one: the ratio of their median run times, and that ratio with every operation outside
+the first model's convolutions removed (its run time times the convolutions' share of its kernel time): the floor
+of any rewrite that keeps its convolutions as they run.
 
 Examples::
 
@@ -94,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ratio, bound = first.run_ms / other.run_ms, conv_bound(first, other)
         comparisons.append(dict(model=first.path, peer=other.path, ratio=ratio, conv_bound=bound))
         print(f'{Path(first.path).name} / {Path(other.path).name}: {ratio:.2f}x (median run {first.run_ms:.3f} / '
-              f'{other.run_ms:.3f} ms); its convolutions alone: {bound:.2f}x of the other\'s run')
+              f'{other.run_ms:.3f} ms); with only its convolutions: {bound:.2f}x')
     if args.out:
         result: dict[str, Any] = dict(
             threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
