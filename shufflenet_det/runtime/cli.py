@@ -43,8 +43,9 @@ for a detector the model's network alone (no post-processing) is timed in the sa
 in --out-json). The benchmark's peer mode runs this.
 '''
 MAIN_HELP = '''Run (and time) a model exported by tools/deploy/export_ncnn.py or export_onnx.py with numpy + ncnn or
-numpy + onnxruntime only: no torch, mmcv or mmdet. On a board, copy the folder shufflenet_det/runtime/ alone and
-run it as python -m runtime ncnn|onnx ... from the folder that holds it.
+numpy + onnxruntime only: no torch, mmcv or mmdet; profile any ncnn model layer by layer (ncnn-profile). On a board,
+copy the folder shufflenet_det/runtime/ alone and run it as python -m runtime ncnn|onnx|ncnn-profile ... from the
+folder that holds it.
 
 Errors end as one "error:" line with exit status 2 (--debug shows the traceback); SIGTERM / SIGINT exit with
 143 / 130 and leave no half-written output.
@@ -52,6 +53,21 @@ Errors end as one "error:" line with exit status 2 (--debug shows the traceback)
 examples:
   %(prog)s ncnn work_dirs/deploy/lite-m.param --image demo.ppm --out-json dets.json
   %(prog)s onnx work_dirs/deploy/lite-m_raw.onnx --threads 2 --bench 100
+  %(prog)s ncnn-profile work_dirs/deploy/lite-m.param work_dirs/deploy/lite-m.bin --shape 3 320 320
+'''
+PROFILE_HELP = '''Where an ncnn model spends its time, layer by layer, with this machine's ncnn (any .param / .bin
+pair; numpy + ncnn, no torch).
+
+Each layer is timed as a network of its own on the blobs the whole network gives it (packed and stored as there),
+in rounds interleaved with the whole network (shufflenet_det/runtime/ncnn_profile.py); the layer times add up to
+the network's within a few per cent, which the output states. Printed: the time in convolutions (and their
+multiply-adds and rate), data movement (Concat, Slice, ShuffleChannel, Reshape, Permute, Interp, ...) and the
+rest, per layer type, the slowest layers. With --peer (another model of the same network): the ratio of the
+networks' times, and that ratio with every layer of the model outside its convolutions removed.
+
+examples:
+  %(prog)s work_dirs/deploy/lite-m.param work_dirs/deploy/lite-m.bin --shape 3 320 320 --threads 2
+  %(prog)s lite-m.param lite-m.bin --shape 3 320 320 --peer nanodet.param nanodet.bin --out profile.json
 '''
 ONNX_HELP = '''Run (and time) a detector exported by tools/deploy/export_onnx.py in ONNX Runtime: numpy +
 onnxruntime, no torch.
@@ -289,6 +305,64 @@ def run_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('param', help='the model .param')
+    parser.add_argument('bin', help='its .bin')
+    parser.add_argument('--shape', type=int, nargs=3, metavar=('C', 'H', 'W'),
+                        help='input shape where the .param leaves it open (pnnx writes none)')
+    parser.add_argument('--peer', nargs=2, action='append', default=[], metavar=('PARAM', 'BIN'),
+                        help='another ncnn model profiled in the same way and compared (repeatable)')
+    parser.add_argument('--threads', type=int, default=1, help='ncnn threads (default 1)')
+    parser.add_argument('--runs', type=int, default=100, help='timed runs of the network and of each layer')
+    parser.add_argument('--warmup', type=int, default=10, help='untimed runs first, spread over the rounds')
+    parser.add_argument('--rounds', type=int, default=10, help='interleaved rounds (default 10)')
+    parser.add_argument('--no-fp16', action='store_true', help="turn ncnn's fp16 storage and arithmetic off")
+    parser.add_argument('--top', type=int, default=10, help='slowest layers listed (default 10; 0: none)')
+    parser.add_argument('--out', help='JSON file for the profiles')
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """``ncnn-profile``: profile the model (and each ``--peer``), print, write ``--out``."""
+    from .ncnn_profile import format_ncnn_profile, profile_floor, profile_ncnn
+    for name, low in (('threads', 1), ('runs', 1), ('warmup', 0), ('rounds', 1), ('top', 0)):
+        if getattr(args, name) < low:
+            raise ValueError(f'--{name} must be >= {low}, got {getattr(args, name)}')
+    if args.rounds > args.runs:
+        raise ValueError(f'--rounds ({args.rounds}) must not exceed --runs ({args.runs})')
+    pairs = [('the model', args.param, args.bin)] + [('--peer', p, b) for p, b in args.peer]
+    for i, (what, param, weights) in enumerate(pairs):
+        for path in (param, weights):
+            if not os.path.isfile(path):
+                raise ValueError(f'{what} {path!r} does not exist')
+        for other, earlier, _ in pairs[:i]:
+            if same_file(param, earlier):
+                raise ValueError(f'{what} {param!r} is the same file as {other} {earlier!r}: give each model once')
+    check_outputs([('--out', args.out)], [(what, path) for what, param, weights in pairs for path in (param, weights)])
+    profiles = [profile_ncnn(param, weights, args.shape, args.threads, args.runs, args.warmup, args.rounds,
+                             fp16=not args.no_fp16) for _, param, weights in pairs]
+    for profile in profiles:
+        print(format_ncnn_profile(profile, args.top))
+    comparisons = []
+    for peer in profiles[1:]:
+        first = profiles[0]
+        ratio, floor = first.net_ms / peer.net_ms, profile_floor(first, peer)
+        comparisons.append(dict(model=first.param, peer=peer.param, ratio=ratio, conv_floor=floor))
+        print(f'{os.path.basename(first.param)} / {os.path.basename(peer.param)}: {ratio:.2f}x (median '
+              f'{first.net_ms:.3f} / {peer.net_ms:.3f} ms); with only its convolutions: {floor:.2f}x')
+    if args.out:
+        write_json_atomic(dict(profiles=[p.to_json(args.top) for p in profiles], comparisons=comparisons,
+                               fp16=not args.no_fp16), args.out, what='--out profile')
+        print(f'saved {args.out}')
+    return 0
+
+
+def profile_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ncnn_profile`` (``tools/analysis_tools/ncnn_profile.py``): run it under :func:`.errors.run_main`."""
+    parser = argparse.ArgumentParser(description=PROFILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_profile_arguments(parser)
+    return run_profile(parser.parse_args(argv))
+
+
 def ncnn_main(argv: Optional[Sequence[str]] = None) -> int:
     """``ncnn_runner`` (``tools/deploy/ncnn_runner.py``): run it under :func:`.errors.run_main`."""
     return run_ncnn(_parser('ncnn').parse_args(argv))
@@ -300,15 +374,16 @@ def onnx_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m <runtime package> {ncnn,onnx} MODEL ...``: run it under :func:`.errors.run_main`."""
+    """``python -m <runtime package> {ncnn,onnx,ncnn-profile} MODEL ...``: run it under :func:`.errors.run_main`."""
     package = __package__ or 'runtime'
     parser = argparse.ArgumentParser(prog=f'python -m {package}', description=MAIN_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest='command', required=True, metavar='{ncnn,onnx}')
-    for kind, add in (('ncnn', add_ncnn_arguments), ('onnx', add_onnx_arguments)):
-        sub = commands.add_parser(kind, description=NCNN_HELP if kind == 'ncnn' else ONNX_HELP,
-                                  help='run an ncnn export' if kind == 'ncnn' else 'run an ONNX export in ONNX Runtime',
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        add(sub)
+    commands = parser.add_subparsers(dest='command', required=True, metavar='{ncnn,onnx,ncnn-profile}')
+    for kind, add, description, short in (
+            ('ncnn', add_ncnn_arguments, NCNN_HELP, 'run an ncnn export'),
+            ('onnx', add_onnx_arguments, ONNX_HELP, 'run an ONNX export in ONNX Runtime'),
+            ('ncnn-profile', add_profile_arguments, PROFILE_HELP, 'time an ncnn model layer by layer')):
+        add(commands.add_parser(kind, description=description, help=short,
+                                formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    return run_ncnn(args) if args.command == 'ncnn' else run_onnx(args)
+    return {'ncnn': run_ncnn, 'onnx': run_onnx, 'ncnn-profile': run_profile}[args.command](args)

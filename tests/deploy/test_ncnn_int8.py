@@ -1,4 +1,4 @@
-"""ncnn int8 written by the project (shufflenet_det.deploy.quantize.ncnn_file / ncnn_int8 / ncnn_gate, and
+"""ncnn int8 written by the project (shufflenet_det.runtime.ncnn_file, deploy.quantize.ncnn_int8 / ncnn_gate, and
 ``tools/deploy/quantize.py --backend ncnn``): the .param / .bin round trip, ncnn's int8 format, the error bounds of
 int8 against fp32 ncnn, the gate and the refusals.
 
@@ -23,7 +23,7 @@ import deploy_fixtures as fx
 from helpers import load_script, tree_snapshot
 from shufflenet_det.deploy.ncnn_export import export_backbone_ncnn, export_detector_ncnn, pnnx_convert, run_ncnn
 from shufflenet_det.deploy.quantize import ncnn_int8 as q8
-from shufflenet_det.deploy.quantize.ncnn_file import TAG_FP16, TAG_FP32, TAG_INT8, NcnnFormatError, read_ncnn
+from shufflenet_det.runtime.ncnn_file import TAG_FP16, TAG_FP32, TAG_INT8, NcnnFormatError, read_ncnn
 from shufflenet_det.utils.cli import run_main
 from tiny_mini_coco import make_dataset, write_config
 

@@ -47,9 +47,9 @@ The modules, each importing only those above it:
 * :mod:`.tool` - the logic of ``tools/deploy/quantize.py`` (:func:`.tool.run` on its parsed arguments).
 
 ncnn int8 (``tools/deploy/quantize.py --backend ncnn``, docs/deployment.md "ncnn int8"), written without ncnn's C++
-tools: :mod:`.ncnn_file` (the ``.param`` / ``.bin`` read and written byte for byte), :mod:`.ncnn_int8` (ncnn2table's
-scales and ncnn2int8's int8 layout), :mod:`.ncnn_gate` (:func:`.ncnn_gate.quantize_ncnn`: the same gate and report),
-:mod:`.ncnn_tool` (the tool's ``--backend ncnn``).
+tools: :mod:`shufflenet_det.runtime.ncnn_file` (the ``.param`` / ``.bin`` read and written byte for byte, torch-free),
+:mod:`.ncnn_int8` (ncnn2table's scales and ncnn2int8's int8 layout), :mod:`.ncnn_gate`
+(:func:`.ncnn_gate.quantize_ncnn`: the same gate and report), :mod:`.ncnn_tool` (the tool's ``--backend ncnn``).
 """
 from __future__ import annotations
 

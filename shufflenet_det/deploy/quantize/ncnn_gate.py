@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...runtime.ncnn_file import NcnnFormatError, read_ncnn
 from .calibration import ValidationSet, calibration_tensors
 from .config import AccuracyGateError, QuantConfig, QuantizationError
 from .detection import model_kind, scorable_session
 from .gate import gate_failures
 from .measure import measure_latency
-from .ncnn_file import NcnnFormatError, read_ncnn
 from .ncnn_int8 import blob_scale, calibrate, fp32_blob_runner, quantize_model, resolve_layers
 from .ort_calls import scratch_dir
 

@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...runtime.ncnn_file import TAG_FP16, TAG_FP32, NcnnLayer, NcnnModelFile, WeightBlob
 from .config import QuantConfig
-from .ncnn_file import TAG_FP16, TAG_FP32, NcnnLayer, NcnnModelFile, WeightBlob
 
 #: The layer types quantized, and the ``int8_scale_term`` ncnn2int8 gives each.
 INT8_SCALE_TERM = {'Convolution': 2, 'ConvolutionDepthWise': 1, 'InnerProduct': 2}

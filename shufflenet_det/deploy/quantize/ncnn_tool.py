@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...runtime.ncnn_file import NcnnFormatError, read_ncnn
 from ...utils.cli import fail
 from .calibration import calibration_tensors, sample_images
 from .config import AccuracyGateError, QuantConfig, QuantizationError
 from .detection import model_kind, raw_decoder_name
-from .ncnn_file import NcnnFormatError, read_ncnn
 from .ncnn_gate import ncnn_files, quantize_ncnn
 from .ncnn_int8 import quantizable_layers, resolve_layers
 

@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-PARAM_MAGIC = '7767517'
+from .ncnn_param import PARAM_MAGIC
+
 TAG_FP32 = 0
 TAG_FP16 = 0x01306B47
 TAG_INT8 = 0x000D4B38
