@@ -21,7 +21,7 @@ reaches on this CPU, with which a model's convolution rate is compared.
 
 What it answers: with a peer model (the same network exported by another project), how much of the gap is in
 the convolutions (which the network fixes) and how much in the data movement around them -
-:func:`conv_bound` is the project model's convolutions' share of its run time over the peer's run time: what the
+:func:`ort_floor` is the project model's convolutions' share of its run time over the peer's run time: what the
 ratio of the two would be with everything outside the convolutions removed, the floor for any rewrite that keeps
 them. ``tools/analysis_tools/ort_profile.py`` is the command line.
 """
@@ -37,6 +37,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..runtime.timing import KINDS, conv_floor
 from .backends import ort_session_of
 from .peer_files import PeerFile
 
@@ -46,7 +47,6 @@ CONV_OPS = frozenset({'Conv', 'FusedConv', 'NhwcConv', 'NhwcFusedConv', 'QLinear
 MOVE_OPS = frozenset({'Concat', 'Split', 'Slice', 'Transpose', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten',
                       'ReorderInput', 'ReorderOutput', 'Gather', 'DepthToSpace', 'SpaceToDepth', 'Identity',
                       'Expand', 'Tile', 'Pad', 'Resize', 'Upsample', 'Cast'})
-KINDS = ('convolution', 'data movement', 'other')
 
 #: The reference convolution of :func:`reference_conv_rate`: 1x1, 256 -> 256 channels, 56x56 (205.5 M MAC).
 REFERENCE_CONV = dict(channels=256, size=56)
@@ -271,13 +271,11 @@ def reference_conv_rate(threads: int, runs: int = 20) -> float:
     return c * c * s * s / best / 1e9
 
 
-def conv_bound(model: OpProfile, peer: OpProfile) -> float:
-    """The ratio model / peer of the run times with everything outside the model's convolutions removed: the
-    model's run time times the convolutions' share of its kernel time, over the peer's run time (the executor's
-    work between kernels is shared out like the kernel time). The floor of any rewrite that keeps the convolutions
-    as they run."""
-    share = model.kind_ms(KINDS[0]) / model.kernel_ms if model.kernel_ms > 0 else 0.0
-    return model.run_ms * share / peer.run_ms
+def ort_floor(model: OpProfile, peer: OpProfile) -> float:
+    """:func:`shufflenet_det.runtime.timing.conv_floor` of two profiles: the model's run time and its
+    convolutions' share of its kernel time (the executor's work between kernels is shared out like the kernel time),
+    over the peer's run time."""
+    return conv_floor(model.run_ms, model.kind_ms(KINDS[0]), model.kernel_ms, peer.run_ms)
 
 
 def format_profile(p: OpProfile, top: int, reference_gmacs: Optional[float] = None) -> str:

@@ -323,7 +323,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_profile(args: argparse.Namespace) -> int:
     """``ncnn-profile``: profile the model (and each ``--peer``), print, write ``--out``."""
-    from .ncnn_profile import format_ncnn_profile, profile_floor, profile_ncnn
+    from .ncnn_profile import format_ncnn_profile, ncnn_floor, profile_ncnn
     for name, low in (('threads', 1), ('runs', 1), ('warmup', 0), ('rounds', 1), ('top', 0)):
         if getattr(args, name) < low:
             raise ValueError(f'--{name} must be >= {low}, got {getattr(args, name)}')
@@ -345,7 +345,7 @@ def run_profile(args: argparse.Namespace) -> int:
     comparisons = []
     for peer in profiles[1:]:
         first = profiles[0]
-        ratio, floor = first.net_ms / peer.net_ms, profile_floor(first, peer)
+        ratio, floor = first.net_ms / peer.net_ms, ncnn_floor(first, peer)
         comparisons.append(dict(model=first.param, peer=peer.param, ratio=ratio, conv_floor=floor))
         print(f'{os.path.basename(first.param)} / {os.path.basename(peer.param)}: {ratio:.2f}x (median '
               f'{first.net_ms:.3f} / {peer.net_ms:.3f} ms); with only its convolutions: {floor:.2f}x')

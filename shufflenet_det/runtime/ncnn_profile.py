@@ -14,7 +14,7 @@ times each layer on its own instead, in the real network's conditions:
 
 The layer times add up to the whole network's time within a few per cent (:attr:`NcnnProfile.coverage` says how
 closely, run by run), which is the check that the profile describes the network. Layer types are grouped as the ONNX
-Runtime profile groups operators (``shufflenet_det.benchmark.ort_profile``): :data:`KINDS`.
+Runtime profile groups operators (``shufflenet_det.benchmark.ort_profile``): :data:`.timing.KINDS`.
 """
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ import numpy as np
 from .io import PathLike
 from .ncnn_file import NcnnFormatError, NcnnLayer, read_ncnn
 from .ncnn_param import PARAM_MAGIC, new_net, read_param
+from .timing import KINDS, conv_floor
 
-#: The kinds that both profiles (ncnn here, ONNX Runtime in ``benchmark.ort_profile``) group their time into.
-KINDS = ('convolution', 'data movement', 'other')
 #: ncnn layer types per kind (the rest is ``other``: pooling, activations, element-wise ops, ...).
 NCNN_CONV_LAYERS = frozenset({'Convolution', 'ConvolutionDepthWise', 'Convolution1D', 'Convolution3D',
                               'Deconvolution', 'DeconvolutionDepthWise', 'InnerProduct', 'Gemm', 'MatMul'})
@@ -226,11 +225,10 @@ def _input_shape(fixed: Sequence[Optional[int]], given: Optional[Sequence[int]],
     return int(given[0]), int(given[1]), int(given[2])
 
 
-def profile_floor(model: NcnnProfile, peer: NcnnProfile) -> float:
-    """The ratio model / peer of the whole networks' times with every layer of the model outside the convolutions
-    removed: the model's time times its convolutions' share of its layer time, over the peer's time."""
-    share = model.kind_ms(KINDS[0]) / model.layer_ms if model.layer_ms > 0 else 0.0
-    return model.net_ms * share / peer.net_ms
+def ncnn_floor(model: NcnnProfile, peer: NcnnProfile) -> float:
+    """:func:`.timing.conv_floor` of two profiles: the model's network time and its convolutions' share of its
+    layer time, over the peer's network time."""
+    return conv_floor(model.net_ms, model.kind_ms(KINDS[0]), model.layer_ms, peer.net_ms)
 
 
 def format_ncnn_profile(p: NcnnProfile, top: int) -> str:

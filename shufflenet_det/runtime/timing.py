@@ -3,7 +3,9 @@
 * :class:`Row` - one (model, backend, input size) configuration: its status, latency statistics and ratios;
 * :func:`latency_stats` - median, p90, min and mean of a list of call times;
 * :func:`time_calls` - one callable timed alone (the board runners' ``--bench``);
-* :func:`time_in_rounds` - several callables timed in rounds of consecutive, re-warmed blocks (the benchmark).
+* :func:`time_in_rounds` - several callables timed in rounds of consecutive, re-warmed blocks (the benchmark);
+* :data:`KINDS` and :func:`conv_floor` - the kinds the profiles group their time into (ncnn layers,
+  :mod:`.ncnn_profile`; ONNX Runtime operators, ``benchmark.ort_profile``) and the floor they compute from them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ import numpy as np
 
 #: The latency statistics of a row, in milliseconds.
 STAT_KEYS = ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')
+#: The kinds of work the profiles split a model's time into.
+KINDS = ('convolution', 'data movement', 'other')
+
+
+def conv_floor(model_ms: float, conv_ms: float, profiled_ms: float, peer_ms: float) -> float:
+    """The ratio model / peer of two models' times with everything of the model outside its convolutions removed:
+    the model's time ``model_ms`` times its convolutions' share ``conv_ms / profiled_ms`` of its profiled time, over
+    the peer's time ``peer_ms``. The floor of any rewrite that keeps the model's convolutions as they run."""
+    return model_ms * (conv_ms / profiled_ms if profiled_ms > 0 else 0.0) / peer_ms
 
 
 @dataclasses.dataclass

@@ -22,10 +22,10 @@ from shufflenet_det.benchmark.ort_profile import (
     KINDS,
     OpProfile,
     _kernel_events,
-    conv_bound,
     conv_macs_of,
     input_shape_of,
     kind_of,
+    ort_floor,
     profile_models,
 )
 from shufflenet_det.benchmark.report import cpu_model
@@ -135,7 +135,7 @@ def test_kinds_and_bound_arithmetic() -> None:
     assert a.kernel_ms == 10.0 and [a.kind_ms(k) for k in KINDS] == [8.0, 1.0, 1.0]
     assert a.conv_gmacs == pytest.approx(50.0) and b.conv_gmacs is None
     # a's convolutions take 8 of its 10 kernel ms (profiled), so 8 / 10 * 12 = 9.6 ms of its plain run: 9.6 / 16
-    assert conv_bound(a, b) == pytest.approx(0.6)
+    assert ort_floor(a, b) == pytest.approx(0.6)
 
 
 def test_profile_of_a_model(models: dict[str, Path]) -> None:

@@ -26,8 +26,8 @@ from shufflenet_det.runtime.ncnn_profile import (
     KINDS,
     NcnnProfile,
     _inplace,
+    ncnn_floor,
     ncnn_kind,
-    profile_floor,
     profile_ncnn,
 )
 
@@ -89,7 +89,7 @@ def test_kinds_inplace_and_floor() -> None:
                     coverage=0.8)
     b = NcnnProfile('b.param', (3, 8, 8), 1, 10, net_ms=12.0, layers=[('c', 'Convolution', 12.0)], coverage=1.0)
     # a's convolutions: 6 of its 8 layer ms, so 0.75 * 10 = 7.5 ms of its network: 7.5 / 12 of b's
-    assert profile_floor(a, b) == pytest.approx(0.625)
+    assert ncnn_floor(a, b) == pytest.approx(0.625)
 
 
 def test_open_input_shape_needs_shape(tmp_path: Path) -> None:

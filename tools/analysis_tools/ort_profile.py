@@ -72,9 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models = [check_peer_onnx(m, option='MODEL') for m in args.models]
 
     from shufflenet_det.benchmark.ort_profile import (
-        conv_bound,
         format_profile,
         input_shape_of,
+        ort_floor,
         profile_models,
         reference_conv_rate,
     )
@@ -93,10 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comparisons = []
     for other in profiles[1:]:
         first = profiles[0]
-        ratio, bound = first.run_ms / other.run_ms, conv_bound(first, other)
-        comparisons.append(dict(model=first.path, peer=other.path, ratio=ratio, conv_bound=bound))
+        ratio, floor = first.run_ms / other.run_ms, ort_floor(first, other)
+        comparisons.append(dict(model=first.path, peer=other.path, ratio=ratio, conv_floor=floor))
         print(f'{Path(first.path).name} / {Path(other.path).name}: {ratio:.2f}x (median run {first.run_ms:.3f} / '
-              f'{other.run_ms:.3f} ms); with only its convolutions: {bound:.2f}x')
+              f'{other.run_ms:.3f} ms); with only its convolutions: {floor:.2f}x')
     if args.out:
         result: dict[str, Any] = dict(
             threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
