@@ -323,7 +323,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_profile(args: argparse.Namespace) -> int:
     """``ncnn-profile``: profile the model (and each ``--peer``), print, write ``--out``."""
-    from .ncnn_profile import format_ncnn_profile, ncnn_floor, profile_ncnn
+    from .ncnn_profile import format_ncnn_profile, ncnn_floor, profile_ncnn_models
     for name, low in (('threads', 1), ('runs', 1), ('warmup', 0), ('rounds', 1), ('top', 0)):
         if getattr(args, name) < low:
             raise ValueError(f'--{name} must be >= {low}, got {getattr(args, name)}')
@@ -338,8 +338,8 @@ def run_profile(args: argparse.Namespace) -> int:
             if same_file(param, earlier):
                 raise ValueError(f'{what} {param!r} is the same file as {other} {earlier!r}: give each model once')
     check_outputs([('--out', args.out)], [(what, path) for what, param, weights in pairs for path in (param, weights)])
-    profiles = [profile_ncnn(param, weights, args.shape, args.threads, args.runs, args.warmup, args.rounds,
-                             fp16=not args.no_fp16) for _, param, weights in pairs]
+    profiles = profile_ncnn_models([(param, weights) for _, param, weights in pairs], args.shape, args.threads,
+                                   args.runs, args.warmup, args.rounds, fp16=not args.no_fp16)
     for profile in profiles:
         print(format_ncnn_profile(profile, args.top))
     comparisons = []

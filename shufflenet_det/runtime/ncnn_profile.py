@@ -8,8 +8,9 @@ times each layer on its own instead, in the real network's conditions:
 2. each layer becomes a network of its own - one ``Input`` per bottom blob and the layer's ``.param`` line with its
    weights cut from the ``.bin`` (:func:`.ncnn_file.read_ncnn`) - opened with the same options
    (:func:`.ncnn_param.new_net`), so ncnn converts its inputs' layout exactly as the whole network does;
-3. the layer networks and the whole network are timed in interleaved rounds (the extraction only: the extractor and
-   its inputs are set up before the clock starts). A layer that runs in place gets a copy of an input that is still
+3. the layer networks and the whole network - of every model profiled together, e.g. a model and its peer - are
+   timed in interleaved rounds (the extraction only: the extractor and its inputs are set up before the clock
+   starts). A layer that runs in place gets a copy of an input that is still
    held elsewhere (the whole network hands it the only reference), so the median time of that copy is subtracted.
 
 The layer times add up to the whole network's time within a few per cent (:attr:`NcnnProfile.coverage` says how
@@ -19,12 +20,13 @@ Runtime profile groups operators (``shufflenet_det.benchmark.ort_profile``): :da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -133,81 +135,110 @@ def _inplace(layer_type: str) -> bool:
     return bool(made is not None and made.support_inplace)
 
 
-def profile_ncnn(param: PathLike, weights: PathLike, input_shape: Optional[Sequence[int]], threads: int = 1,
-                 runs: int = 100, warmup: int = 10, rounds: int = 5, fp16: bool = True,
-                 seed: int = 0) -> NcnnProfile:
-    """Profile an ncnn model layer by layer (module docstring). ``input_shape`` ``(c, h, w)`` where the ``.param``
-    leaves it open (pnnx writes no shape); ``fp16`` False turns ncnn's fp16 storage and arithmetic off (as the
-    runner's ``--no-fp16``). ValueError naming the file or argument for what cannot be profiled."""
-    import ncnn
+class _Prepared:
+    """One model ready to time: its whole network and input, the blobs it holds, a network per layer, and the
+    calls that time them (each returns seconds; index 0 the whole network)."""
+
+    def __init__(self, param: PathLike, weights: PathLike, input_shape: Optional[Sequence[int]], threads: int,
+                 fp16: bool, seed: int, folder: Path) -> None:
+        import ncnn
+        self.param, self.threads = str(param), threads
+        self.info = read_param(param, 'the ncnn model')
+        self.shape = _input_shape(self.info.input_shape, input_shape, self.param)
+        try:
+            model = read_ncnn(param, weights)
+        except NcnnFormatError as exc:
+            raise ValueError(str(exc)) from None
+        self.net = new_net(threads, fp16)
+        if self.net.load_param(self.param) != 0 or self.net.load_model(str(weights)) != 0:
+            raise ValueError(f'ncnn cannot load {self.param!r} / {str(weights)!r}')
+        self.data = np.random.default_rng(seed).random(self.shape, dtype=np.float32)
+        self.mat = ncnn.Mat(self.data)  # does not own ``data``: both stay alive with this object
+        self.extractor = self.net.create_extractor()  # holds the blobs below
+        self.extractor.input(self.info.input_blob, self.mat)
+        self.held: dict[str, Any] = {}
+        for layer in model.layers:
+            for blob in layer.tops:
+                ret, self.held[blob] = self.extractor.extract(blob, 1)
+                if ret != 0:
+                    raise ValueError(f'{self.param!r}: ncnn cannot compute blob {blob!r} of layer {layer.name!r}')
+        self.layers = [layer for layer in model.layers if layer.type != 'Input']
+        nets = [_layer_net(layer, folder, threads, fp16) for layer in self.layers]
+        inplace = {t: _inplace(t) for t in {layer.type for layer in self.layers}}
+        self.calls: list[Callable[[], float]] = [self.run_net] + [functools.partial(self.run_layer, lay, n)
+                                                                  for lay, n in zip(self.layers, nets)]
+        self.copies: dict[int, Callable[[], float]] = {
+            i + 1: functools.partial(self.copy_of_input, lay) for i, lay in enumerate(self.layers)
+            if inplace[lay.type] and len(lay.bottoms) == 1}
+        self.times: list[list[float]] = [[] for _ in self.calls]
+        self.copy_times: dict[int, list[float]] = {i: [] for i in self.copies}
+
+    def run_net(self) -> float:
+        ex = self.net.create_extractor()
+        ex.input(self.info.input_blob, self.mat)
+        t0 = time.perf_counter()
+        for blob in self.info.output_blobs:
+            ex.extract(blob, 1)
+        return time.perf_counter() - t0
+
+    def run_layer(self, layer: NcnnLayer, layer_net: Any) -> float:
+        ex = layer_net.create_extractor()
+        for blob in layer.bottoms:
+            ex.input(blob, self.held[blob])
+        t0 = time.perf_counter()
+        for blob in layer.tops:
+            ex.extract(blob, 1)
+        return time.perf_counter() - t0
+
+    def copy_of_input(self, layer: NcnnLayer) -> float:
+        t0 = time.perf_counter()
+        self.held[layer.bottoms[0]].clone()
+        return time.perf_counter() - t0
+
+    def time_block(self, n: int, warm: int) -> None:
+        """``warm`` untimed then ``n`` timed calls of the network and of each layer (and the input copies of the
+        in-place layers)."""
+        for i, call in enumerate(self.calls):
+            for _ in range(warm):
+                call()
+            self.times[i].extend(call() for _ in range(n))
+            if i in self.copies:
+                self.copy_times[i].extend(self.copies[i]() for _ in range(n))
+
+    def profile(self, runs: int) -> NcnnProfile:
+        medians = [statistics.median(t) * 1000.0 for t in self.times]
+        for i, copied in self.copy_times.items():
+            medians[i] = max(0.0, medians[i] - statistics.median(copied) * 1000.0)
+        layers = [(layer.name, layer.type, ms) for layer, ms in zip(self.layers, medians[1:])]
+        macs = {layer.name: m for layer in self.layers if (m := layer_macs(layer, self.held)) is not None}
+        return NcnnProfile(self.param, self.shape, self.threads, runs, medians[0], layers,
+                           sum(medians[1:]) / medians[0], macs)
+
+
+def profile_ncnn_models(models: Sequence[tuple[PathLike, PathLike]], input_shape: Optional[Sequence[int]],
+                        threads: int = 1, runs: int = 100, warmup: int = 10, rounds: int = 5, fp16: bool = True,
+                        seed: int = 0) -> list[NcnnProfile]:
+    """Profile ncnn models (``(param, bin)`` pairs) layer by layer (module docstring), all in the same interleaved
+    rounds, on the same random input (``seed``). ``input_shape`` ``(c, h, w)`` where a ``.param`` leaves it open
+    (pnnx writes no shape); ``fp16`` False turns ncnn's fp16 storage and arithmetic off (as the runner's
+    ``--no-fp16``). ValueError naming the file or argument for what cannot be profiled."""
     if runs < 1 or warmup < 0 or not 1 <= rounds <= runs or threads < 1:
         raise ValueError(f'runs must be >= 1, warmup >= 0, rounds in [1, runs] and threads >= 1; got runs={runs}, '
                          f'warmup={warmup}, rounds={rounds}, threads={threads}')
-    info = read_param(param, 'the ncnn model')
-    shape = _input_shape(info.input_shape, input_shape, str(param))
-    try:
-        model = read_ncnn(param, weights)
-    except NcnnFormatError as exc:
-        raise ValueError(str(exc)) from None
-    net = new_net(threads, fp16)
-    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
-        raise ValueError(f'ncnn cannot load {str(param)!r} / {str(weights)!r}')
-    data = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    mat = ncnn.Mat(data)  # does not own ``data``: both stay alive to the end
-    extractor = net.create_extractor()
-    extractor.input(info.input_blob, mat)
-    held: dict[str, Any] = {}
-    for layer in model.layers:
-        for blob in layer.tops:
-            ret, held[blob] = extractor.extract(blob, 1)
-            if ret != 0:
-                raise ValueError(f'{str(param)!r}: ncnn cannot compute blob {blob!r} of layer {layer.name!r}')
-    timed = [layer for layer in model.layers if layer.type != 'Input']
     with tempfile.TemporaryDirectory(prefix='ncnn_profile_') as tmp:
-        nets = [_layer_net(layer, Path(tmp), threads, fp16) for layer in timed]
-    inplace = {t: _inplace(t) for t in {layer.type for layer in timed}}
+        prepared = [_Prepared(param, weights, input_shape, threads, fp16, seed, Path(tmp))
+                    for param, weights in models]
+    for n in [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]:
+        for model in prepared:
+            model.time_block(n, max(1, warmup // rounds))
+    return [model.profile(runs) for model in prepared]
 
-    def run_net() -> float:
-        ex = net.create_extractor()
-        ex.input(info.input_blob, mat)
-        t0 = time.perf_counter()
-        for blob in info.output_blobs:
-            ex.extract(blob, 1)
-        return time.perf_counter() - t0
 
-    def run_layer(layer: NcnnLayer, layer_net: Any) -> float:
-        ex = layer_net.create_extractor()
-        for blob in layer.bottoms:
-            ex.input(blob, held[blob])
-        t0 = time.perf_counter()
-        for blob in layer.tops:
-            ex.extract(blob, 1)
-        return time.perf_counter() - t0
-
-    def copy_of_input(layer: NcnnLayer) -> float:
-        t0 = time.perf_counter()
-        held[layer.bottoms[0]].clone()
-        return time.perf_counter() - t0
-
-    calls = [run_net] + [lambda lay=lay, n=n: run_layer(lay, n) for lay, n in zip(timed, nets)]
-    copies = {i + 1: (lambda lay=lay: copy_of_input(lay)) for i, lay in enumerate(timed)
-              if inplace[lay.type] and len(lay.bottoms) == 1}
-    times: list[list[float]] = [[] for _ in calls]
-    copy_times: dict[int, list[float]] = {i: [] for i in copies}
-    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
-    for n in per_round:
-        for i, call in enumerate(calls):
-            for _ in range(max(1, warmup // rounds)):
-                call()
-            times[i].extend(call() for _ in range(n))
-            if i in copies:
-                copy_times[i].extend(copies[i]() for _ in range(n))
-    medians = [statistics.median(t) * 1000.0 for t in times]
-    for i, copied in copy_times.items():
-        medians[i] = max(0.0, medians[i] - statistics.median(copied) * 1000.0)
-    layers = [(layer.name, layer.type, ms) for layer, ms in zip(timed, medians[1:])]
-    macs = {layer.name: m for layer in timed if (m := layer_macs(layer, held)) is not None}
-    return NcnnProfile(str(param), shape, threads, runs, medians[0], layers, sum(medians[1:]) / medians[0], macs)
+def profile_ncnn(param: PathLike, weights: PathLike, input_shape: Optional[Sequence[int]], threads: int = 1,
+                 runs: int = 100, warmup: int = 10, rounds: int = 5, fp16: bool = True,
+                 seed: int = 0) -> NcnnProfile:
+    """:func:`profile_ncnn_models` of one model."""
+    return profile_ncnn_models([(param, weights)], input_shape, threads, runs, warmup, rounds, fp16, seed)[0]
 
 
 def _input_shape(fixed: Sequence[Optional[int]], given: Optional[Sequence[int]], param: str) -> tuple[int, int, int]:
