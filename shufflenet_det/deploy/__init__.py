@@ -14,6 +14,7 @@
 * :mod:`.graph_opt` - ONNX rewrites of the channel shuffles (concat + shuffle -> one interleave; the Megvii
   layout's de-interleave + halves -> two strided slices);
 * :mod:`.channel_pad` - tensors between convolutions zero-padded to ONNX Runtime's NCHWc channel block;
+  :mod:`.ncnn_pad` - the same on the ncnn files, to the channel multiples ncnn packs by;
 * :mod:`.compat_mmdeploy` - fixes that let mmdeploy 1.3.1 run on torch 2.13;
 * :mod:`.evaluate` - COCO mAP of an exported detector next to PyTorch's;
 * :mod:`.quantize` - static int8 quantization (ONNX Runtime, QDQ) with a sensitivity report and an mAP gate;

@@ -21,8 +21,8 @@ Anything else reading a region tensor (a concatenation, a split, an addition, a 
 unpadded, so the shapes outside every padded region stay as they were. Measured here (AMD EPYC, AVX-512, ONNX
 Runtime 1.32, ORT_ENABLE_ALL, one thread, CPU time per call, NanoDet-Plus-m's network at 320x320): the branch
 middles padded about 5 % faster than unpadded, the stem padded to 32 channels about 3 % on top; the extra
-multiply-adds are a few percent. ncnn gains nothing from it (its packed layouts pad by themselves), so the ncnn
-export is not padded.
+multiply-adds are a few percent. The ncnn export pads its own files instead (:mod:`.ncnn_pad`: ncnn's packing
+wants multiples of 4 / 8 / 16, and the stem's 24 channels already pack by 8).
 """
 from __future__ import annotations
 

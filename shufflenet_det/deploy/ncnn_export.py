@@ -7,6 +7,9 @@ atomic write): pnnx runs in a scratch folder; the model, its ``.bin`` and a ``<n
 blob names, input size, and for detectors the post-processing description) are renamed into place only when the
 parity check passes.
 
+The deploy rewrite of the ncnn files (``graph_opt``, on by default): channel counts that ncnn cannot pack are padded
+with zero channels (:func:`.ncnn_pad.pad_ncnn_regions`), checked by the same parity check as everything else.
+
 Detectors are exported without NMS (ncnn has no NMS layer matching mmdet's post-processing): the graph ends at the raw
 head tensors and ``runtime.postprocess.decode_outputs`` (used by ``tools/deploy/ncnn_runner.py``) decodes and
 suppresses boxes outside. Parity is checked with ncnn's default options, i.e. fp16 storage/arithmetic where the CPU
@@ -25,9 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runtime.ncnn_file import NcnnFormatError, read_ncnn
 from ..utils.io import check_writable_dir
 from .export_common import ExportError
 from .exporter import ExportBackend, ExportJob, Tolerances, build_backbone_job, build_detector_job, run_export
+from .ncnn_pad import NCNN_PAD_MULTIPLE, pad_ncnn_regions
 
 
 def ncnn_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -62,6 +67,21 @@ def run_ncnn(param: str | os.PathLike, bin_path: str | os.PathLike, inputs: dict
         results.append(np.array(mat, copy=True))
     del ex, net
     return results
+
+
+def apply_ncnn_graph_opt(param: Path, bin_path: Path) -> dict[str, Any]:
+    """The deploy rewrite of a pnnx output, in place: :func:`.ncnn_pad.pad_ncnn_regions` to a multiple of
+    :data:`.ncnn_pad.NCNN_PAD_MULTIPLE`; returns ``{'channel_padding': regions}`` for the report. A model with a
+    layer whose weights :mod:`shufflenet_det.runtime.ncnn_file` cannot cut is left as it is (``channel_padding``
+    0 and ``skipped`` saying why)."""
+    try:
+        model = read_ncnn(param, bin_path)
+    except NcnnFormatError as exc:
+        return dict(channel_padding=0, skipped=str(exc))
+    padded = pad_ncnn_regions(model, NCNN_PAD_MULTIPLE)
+    if padded:
+        model.write(param, bin_path)
+    return dict(channel_padding=padded)
 
 
 def _shape_arg(x: torch.Tensor) -> str:
@@ -143,8 +163,9 @@ class NcnnBackend(ExportBackend):
     step = 'pnnx conversion'
     batch_axis = False
 
-    def __init__(self, fp16_weights: bool = False) -> None:
-        self.fp16_weights = fp16_weights
+    def __init__(self, fp16_weights: bool = False, graph_opt: bool = True) -> None:
+        self.fp16_weights, self.graph_opt = fp16_weights, graph_opt
+        self.rewrites: dict[str, Any] | None = None
         self.paths: list[Path] = []
         self.parent = Path()
         self.tmp: list[Path] = []
@@ -184,6 +205,8 @@ class NcnnBackend(ExportBackend):
             pnnx_convert(job.model, job.inputs[0], tmp_param, tmp_bin, workdir, dyn, self.fp16_weights)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if self.graph_opt:
+            self.rewrites = apply_ncnn_graph_opt(tmp_param, tmp_bin)
         in_blobs, self.out_blobs = _blob_names(tmp_param)
         if len(in_blobs) != 1:
             raise ExportError(f'expected one input blob, found {in_blobs}')
@@ -203,17 +226,17 @@ class NcnnBackend(ExportBackend):
         return dict(model=param.name, weights=bin_path.name, format=self.format, converter='pnnx',
                     input_blob=self.in_blob, output_blobs=self.out_blobs, dynamic=job.dynamic,
                     input_shape=list(job.inputs[0].shape), fp16_weights=self.fp16_weights,
-                    layer_types=_layer_types(self.tmp[0]), torch=torch.__version__)
+                    layer_types=_layer_types(self.tmp[0]), graph_rewrites=self.rewrites, torch=torch.__version__)
 
 
 def export_backbone_ncnn(backbone: nn.Module, out: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                          fold_bn: bool = True, dynamic: bool = False, fp16_weights: bool = False,
                          atol: float = 5e-3, rtol: float = 5e-3, seed: int = 0,
-                         verbose: bool = True) -> dict[str, Any]:
+                         verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
     """Backbone -> ncnn (BN folded), checked against the unfolded PyTorch backbone on random inputs (the tensor rule
     of :mod:`.parity`, ``|ncnn - torch| <= atol * max(1, max|torch|) + rtol * |torch|``; defaults: half-precision
-    tolerance)."""
-    backend = NcnnBackend(fp16_weights)
+    tolerance). ``graph_opt``: the deploy rewrite (:func:`apply_ncnn_graph_opt`)."""
+    backend = NcnnBackend(fp16_weights, graph_opt)
     # ncnn runs one image at a time: the dynamic export's second input has batch 1
     job = build_backbone_job(backbone, input_shape, fold_bn=fold_bn, dynamic=dynamic, seed=seed, second_batch=1)
     return run_export(backend, job, out, Tolerances(atol, rtol), verbose)
@@ -222,15 +245,15 @@ def export_backbone_ncnn(backbone: nn.Module, out: str | os.PathLike, input_shap
 def export_detector_ncnn(detector: nn.Module, out: str | os.PathLike, images: Sequence[torch.Tensor],
                          fold_bn: bool = True, dynamic: bool = False, fp16_weights: bool = False,
                          atol: float = 5e-3, rtol: float = 5e-3, box_atol: float = 1.0, score_atol: float = 5e-3,
-                         verbose: bool = True) -> dict[str, Any]:
+                         verbose: bool = True, graph_opt: bool = True) -> dict[str, Any]:
     """Detector (its head's deploy form) -> ncnn raw head outputs (NMS outside, see module docstring).
 
     Checks the raw tensors (half-precision tolerance) and the detections of the numpy post-processing run on ncnn's
     outputs against mmdet's ``predict`` on the same normalised images (``box_atol`` px, ``score_atol``, equal
     labels; :mod:`.parity`'s detection rule, tolerances scaled by the raw outputs' magnitude). Lite detectors end at
     their one raw tensor ``(N, C + 4 (R + 1))`` (ncnn drops the batch axis), decoded by
-    ``runtime.postprocess.postprocess_gfl``.
+    ``runtime.postprocess.postprocess_gfl``. ``graph_opt``: the deploy rewrite (:func:`apply_ncnn_graph_opt`).
     """
-    backend = NcnnBackend(fp16_weights)
+    backend = NcnnBackend(fp16_weights, graph_opt)
     job = build_detector_job(detector, images, fold_bn=fold_bn, dynamic=dynamic, with_nms=False)
     return run_export(backend, job, out, Tolerances(atol, rtol, box_atol, score_atol), verbose)

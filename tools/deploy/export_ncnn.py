@@ -37,6 +37,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--fp16-weights', action='store_true',
                         help='store the weights as fp16 in the .bin (half the size; default fp32, ncnn still '
                              'computes in fp16 where the CPU supports it)')
+    parser.add_argument('--no-graph-opt', action='store_true',
+                        help='leave out the deploy rewrite of the ncnn files (channel counts that ncnn cannot '
+                             'pack padded with zero channels; exact, see docs/deployment.md)')
     add_tolerance_args(parser, atol=5e-3, rtol=5e-3, box_atol=1.0, score_atol=5e-3,
                        title='parity tolerances (half precision)')
     return parser.parse_args(argv)
@@ -60,17 +63,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if what == 'backbone':
             report = export_backbone_ncnn(model, args.out, (1, 3, h, w), fold_bn=not args.no_fold_bn,
                                           dynamic=args.dynamic, fp16_weights=args.fp16_weights, atol=args.atol,
-                                          rtol=args.rtol)
+                                          rtol=args.rtol, graph_opt=not args.no_graph_opt)
         else:
             images, sources = check_images(model, (h, w), args.images, args.num_images, cfg=cfg)
             print(f'[export] check images: {sources}')
             report = export_detector_ncnn(model, args.out, images, fold_bn=not args.no_fold_bn,
                                           dynamic=args.dynamic, fp16_weights=args.fp16_weights, atol=args.atol,
-                                          rtol=args.rtol, box_atol=args.box_atol, score_atol=args.score_atol)
+                                          rtol=args.rtol, box_atol=args.box_atol, score_atol=args.score_atol,
+                                          graph_opt=not args.no_graph_opt)
     except (ValueError, ExportError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    print(f'[export] wrote {param}, {bin_path}, {js} (layers: {report["layer_types"]})')
+    print(f'[export] wrote {param}, {bin_path}, {js} (layers: {report["layer_types"]}; deploy rewrites: '
+          f'{report["graph_rewrites"]})')
     return 0
 
 
