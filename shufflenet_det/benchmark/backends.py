@@ -17,7 +17,8 @@ already measured elsewhere (ncnn, timed by the torch-free runtime in a child pro
 ``ort-int8``         ONNX Runtime on the static int8 (QDQ) quantization of the deploy export (``deploy.quantize``)
 ``ort-raw``          detectors: ONNX Runtime on the deploy export without NMS - the network alone, up to the raw head
                      tensors (post-processing excluded): what a bare backbone export is compared with
-``ncnn``             ncnn (pnnx export, BN folded), timed by the runtime's ncnn runner in a torch-free child
+``ncnn``             ncnn (pnnx export, BN folded, channel padding), timed by the runtime's ncnn runner in a
+                     torch-free child
 ``ort-cuda``         ONNX Runtime CUDA provider on the deploy export (when the provider is available)
 ``cuda-fp32/fp16``   PyTorch on the GPU, BN folded, channels_last (when a CUDA device is present)
 ===================  ===================================================================================
@@ -388,9 +389,10 @@ def ncnn(subject: Subject) -> Prepared:
     out = subject.workdir / 'model_ncnn'
     x1 = subject.x[:1]
     if subject.detector:
-        export_detector_ncnn(subject.model, out, [x1], verbose=False)
+        report = export_detector_ncnn(subject.model, out, [x1], verbose=False)
     else:
-        export_backbone_ncnn(subject.model, out, tuple(x1.shape), verbose=False)
+        report = export_backbone_ncnn(subject.model, out, tuple(x1.shape), verbose=False)
+    padded = (report.get('graph_rewrites') or {}).get('channel_padding', 0)
     tensor, result = subject.workdir / 'input.npy', subject.workdir / 'ncnn_bench.json'
     np.save(tensor, x1.numpy())
     env = dict(os.environ, OMP_NUM_THREADS=str(subject.threads))
@@ -407,7 +409,8 @@ def ncnn(subject: Subject) -> Prepared:
 
     def per_call(lat: dict[str, float]) -> dict[str, float]:
         return {k: lat[k] * subject.batch for k in ('median_ms', 'p90_ms', 'min_ms', 'mean_ms')}
-    note = 'pnnx export, BN folded, ncnn defaults, timed by the runtime\'s ncnn runner in a torch-free process'
+    note = (f'pnnx export, BN folded, {padded} padded channel regions, ncnn defaults, timed by the runtime\'s ncnn '
+            'runner in a torch-free process')
     batch = f'; batch {subject.batch} = {subject.batch} sequential images' if subject.batch > 1 else ''
     prepared = Prepared(note + (' (raw head + numpy post-processing)' if subject.detector else '') + batch,
                         stats=per_call(measured['latency']))
