@@ -24,7 +24,7 @@ import numpy as np
 
 from .images import load_tensor, make_test_picture, read_image, write_ppm
 from .io import same_file, write_json_atomic
-from .timing import time_calls, time_in_rounds
+from .timing import compare_with_first, time_calls, time_in_rounds
 
 NCNN_HELP = '''Run (and time) an ncnn model exported by tools/deploy/export_ncnn.py: numpy + the ncnn wheel, no torch.
 
@@ -342,13 +342,8 @@ def run_profile(args: argparse.Namespace) -> int:
                                    args.runs, args.warmup, args.rounds, fp16=not args.no_fp16)
     for profile in profiles:
         print(format_ncnn_profile(profile, args.top))
-    comparisons = []
-    for peer in profiles[1:]:
-        first = profiles[0]
-        ratio, floor = first.net_ms / peer.net_ms, ncnn_floor(first, peer)
-        comparisons.append(dict(model=first.param, peer=peer.param, ratio=ratio, conv_floor=floor))
-        print(f'{os.path.basename(first.param)} / {os.path.basename(peer.param)}: {ratio:.2f}x (median '
-              f'{first.net_ms:.3f} / {peer.net_ms:.3f} ms); with only its convolutions: {floor:.2f}x')
+    comparisons = compare_with_first([p.param for p in profiles], [p.net_ms for p in profiles],
+                                     [ncnn_floor(profiles[0], p) for p in profiles[1:]])
     if args.out:
         write_json_atomic(dict(profiles=[p.to_json(args.top) for p in profiles], comparisons=comparisons,
                                fp16=not args.no_fp16), args.out, what='--out profile')

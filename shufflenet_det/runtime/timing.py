@@ -5,11 +5,13 @@
 * :func:`time_calls` - one callable timed alone (the board runners' ``--bench``);
 * :func:`time_in_rounds` - several callables timed in rounds of consecutive, re-warmed blocks (the benchmark);
 * :data:`KINDS` and :func:`conv_floor` - the kinds the profiles group their time into (ncnn layers,
-  :mod:`.ncnn_profile`; ONNX Runtime operators, ``benchmark.ort_profile``) and the floor they compute from them.
+  :mod:`.ncnn_profile`; ONNX Runtime operators, ``benchmark.ort_profile``) and the floor they compute from them;
+  :func:`compare_with_first` - their comparison of the first model with the others.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -27,6 +29,19 @@ def conv_floor(model_ms: float, conv_ms: float, profiled_ms: float, peer_ms: flo
     the model's time ``model_ms`` times its convolutions' share ``conv_ms / profiled_ms`` of its profiled time, over
     the peer's time ``peer_ms``. The floor of any rewrite that keeps the model's convolutions as they run."""
     return model_ms * (conv_ms / profiled_ms if profiled_ms > 0 else 0.0) / peer_ms
+
+
+def compare_with_first(paths: Sequence[str], times_ms: Sequence[float],
+                       floors: Sequence[float]) -> list[dict[str, Any]]:
+    """The first of several profiled models against each other one: one printed line each (ratio of the median
+    times, and ``floors[i - 1]``, its :func:`conv_floor` against model ``i``), and the same as JSON rows."""
+    rows = []
+    for path, ms, floor in zip(paths[1:], times_ms[1:], floors):
+        ratio = times_ms[0] / ms
+        rows.append(dict(model=paths[0], peer=path, ratio=ratio, conv_floor=floor))
+        print(f'{os.path.basename(paths[0])} / {os.path.basename(path)}: {ratio:.2f}x (median {times_ms[0]:.3f} / '
+              f'{ms:.3f} ms); with only its convolutions: {floor:.2f}x')
+    return rows
 
 
 @dataclasses.dataclass

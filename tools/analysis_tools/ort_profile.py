@@ -79,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reference_conv_rate,
     )
     from shufflenet_det.benchmark.report import environment
+    from shufflenet_det.runtime.timing import compare_with_first
     from shufflenet_det.utils.io import write_json_atomic
     size = tuple(args.size) if args.size else None
     for model in models:
@@ -90,13 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     profiles = profile_models(models, size, args.threads, args.runs, args.warmup, args.rounds)
     for p in profiles:
         print(format_profile(p, args.top, reference))
-    comparisons = []
-    for other in profiles[1:]:
-        first = profiles[0]
-        ratio, floor = first.run_ms / other.run_ms, ort_floor(first, other)
-        comparisons.append(dict(model=first.path, peer=other.path, ratio=ratio, conv_floor=floor))
-        print(f'{Path(first.path).name} / {Path(other.path).name}: {ratio:.2f}x (median run {first.run_ms:.3f} / '
-              f'{other.run_ms:.3f} ms); with only its convolutions: {floor:.2f}x')
+    comparisons = compare_with_first([p.path for p in profiles], [p.run_ms for p in profiles],
+                                     [ort_floor(profiles[0], p) for p in profiles[1:]])
     if args.out:
         result: dict[str, Any] = dict(
             threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds,
