@@ -218,6 +218,9 @@ def profile_models(models: Sequence[PeerFile], size: Optional[tuple[int, int]], 
             opts.profile_file_prefix = str(Path(tmp) / f'model{i}')
             sessions.append(ort_session_of(model.path, threads, ['CPUExecutionProvider'], True, opts))
             plain.append(ort_session_of(model.path, threads, ['CPUExecutionProvider'], True))
+            if plain[-1].get_inputs()[0].type != 'tensor(float)':
+                raise ValueError(f'{model.path}: its input {model.input_name!r} is a {plain[-1].get_inputs()[0].type}; '
+                                 'only float32 image tensors are profiled')
         for sess, bare, feed in zip(sessions, plain, feeds):
             for _ in range(warmup):
                 sess.run(None, feed)

@@ -32,7 +32,7 @@ from shufflenet_det.benchmark.report import cpu_model
 from shufflenet_det.utils.cli import run_main
 
 
-def _model(path: Path, hw: tuple[int | str, int | str] = ('h', 'w')) -> Path:
+def _model(path: Path, hw: tuple[int | str, int | str] = ('h', 'w'), dtype: int = TensorProto.FLOAT) -> Path:
     """input (1, 3, H, W) -> Conv 3->16 3x3 pad 1 -> Relu -> depthwise Conv 3x3 stride 2 (group 16) -> Split 8 + 8
     -> Concat (swapped) -> Transpose (0, 2, 3, 1) -> output. Multiply-adds: H W 16 27 + (H/2)(W/2) 16 9."""
     rng = np.random.default_rng(0)
@@ -47,8 +47,10 @@ def _model(path: Path, hw: tuple[int | str, int | str] = ('h', 'w')) -> Path:
              numpy_helper.from_array(np.zeros(16, np.float32), 'b1'),
              numpy_helper.from_array(rng.standard_normal((16, 1, 3, 3)).astype(np.float32), 'w2'),
              numpy_helper.from_array(np.array([8, 8], np.int64), 'halves')]
-    graph = helper.make_graph(nodes, 'tiny', [helper.make_tensor_value_info('input', TensorProto.FLOAT,
-                                                                            [1, 3, *hw])],
+    if dtype != TensorProto.FLOAT:  # an image as bytes: cast first
+        nodes[0].input[0] = 'input_f'
+        nodes.insert(0, helper.make_node('Cast', ['input'], ['input_f'], to=TensorProto.FLOAT))
+    graph = helper.make_graph(nodes, 'tiny', [helper.make_tensor_value_info('input', dtype, [1, 3, *hw])],
                               [helper.make_tensor_value_info('output', TensorProto.FLOAT, [1, None, None, 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
     model.ir_version = 8
@@ -181,16 +183,18 @@ def test_tool_reference_convolution(models: dict[str, Path], capsys) -> None:
     ('twice', 'is given twice'),
     ('out_is_model', '--out {static!r} is the same file as MODEL'),
     ('out_folder', "is a folder; give a file path"),
+    ('uint8_input', "its input 'input' is a tensor(uint8); only float32 image tensors are profiled"),
 ])
 def test_tool_bad_inputs(case: str, message: str, models: dict[str, Path], tmp_path: Path, capsys) -> None:
     not_onnx = tmp_path / 'text.onnx'
     not_onnx.write_text('not a model')
     paths = dict(missing=str(tmp_path / 'missing.onnx'), not_onnx=str(not_onnx), static=str(models['static']),
-                 dynamic=str(models['dynamic']))
+                 dynamic=str(models['dynamic']),
+                 uint8=str(_model(tmp_path / 'uint8.onnx', (32, 32), TensorProto.UINT8)))
     argv = {'missing': [paths['missing']], 'not_onnx': [paths['not_onnx']], 'no_size': [paths['dynamic']],
             'wrong_size': [paths['static'], '--size', '64', '64'], 'twice': [paths['static'], paths['static']],
             'out_is_model': [paths['static'], '--out', paths['static']],
-            'out_folder': [paths['static'], '--out', str(tmp_path)]}[case]
+            'out_folder': [paths['static'], '--out', str(tmp_path)], 'uint8_input': [paths['uint8']]}[case]
     before = sorted(tmp_path.iterdir())
     rc, _, err = _run([*argv, *QUICK], capsys)
     assert rc == 2
