@@ -26,7 +26,7 @@ from ..utils.cli import (
 
 __all__ = ['MAX_INPUT_SIDE', 'add_model_args', 'add_tolerance_args', 'backbone_from_args', 'check_input_size',
            'check_output_dir', 'check_output_path', 'check_shape_arg', 'input_size_divisor', 'parse_backbone_args',
-           'read_export_report', 'refuse_input_overwrite', 'resolve']
+           'load_report_json', 'read_export_report', 'refuse_input_overwrite', 'resolve']
 
 #: The largest input side the tools accept: a typo such as ``--shape 100000`` would otherwise try to allocate tens
 #: of GB (a 4096 x 4096 float input is 200 MB; detectors here run at 320-640).
@@ -168,13 +168,19 @@ def read_export_report(model_path: Path, side: Path) -> dict[str, Any]:
     tool ends naming the missing or unreadable file."""
     if not model_path.is_file() or not side.is_file():
         fail(f'{model_path} and its report {side} must exist (export with tools/deploy/export_onnx.py)')
+    return load_report_json(side, 'tools/deploy/export_onnx.py')
+
+
+def load_report_json(side: Path, exporter: str) -> dict[str, Any]:
+    """The JSON object in the export report ``side``, or the tool ends naming the file and ``exporter`` (the tool
+    that writes it) when it cannot be read or is not an object."""
     try:
         report = json.loads(side.read_text())
         if not isinstance(report, dict):
             raise ValueError('not a JSON object')
     except (OSError, ValueError) as exc:
         fail(f'report {str(side)!r} of the model is not a readable export report ({exc}); export again with '
-             'tools/deploy/export_onnx.py')
+             f'{exporter}')
     return report
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..runtime.ncnn_file import NcnnFormatError, read_ncnn
+from ..runtime.ncnn_param import extract_blobs, load_net
 from ..utils.io import check_writable_dir
 from .export_common import ExportError
 from .exporter import ExportBackend, ExportJob, Tolerances, build_backbone_job, build_detector_job, run_export
@@ -47,26 +48,12 @@ def run_ncnn(param: str | os.PathLike, bin_path: str | os.PathLike, inputs: dict
              outputs: Sequence[str], threads: int = 1, fp16: bool = True) -> list[np.ndarray]:
     """Run an ncnn model once on CHW float inputs (batch 1) and return the named outputs as numpy arrays."""
     import ncnn
-    net = ncnn.Net()
-    net.opt.num_threads = threads
-    if not fp16:
-        net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
-    if net.load_param(str(param)) != 0 or net.load_model(str(bin_path)) != 0:
-        raise ExportError(f'ncnn cannot load {param} / {bin_path}')
-    ex = net.create_extractor()
-    keep_alive = []  # ncnn.Mat(arr) does not copy: keep arr alive while the extractor runs
-    for name, arr in inputs.items():
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        keep_alive.append(arr)
-        ex.input(name, ncnn.Mat(arr))
-    results = []
-    for name in outputs:
-        ret, mat = ex.extract(name)
-        if ret != 0:
-            raise ExportError(f'ncnn extract({name!r}) failed with code {ret}')
-        results.append(np.array(mat, copy=True))
-    del ex, net
-    return results
+    arrays = {name: np.ascontiguousarray(arr, dtype=np.float32) for name, arr in inputs.items()}
+    try:  # ncnn.Mat(array) does not copy: ``arrays`` keeps them alive while the network runs
+        net = load_net(param, bin_path, threads, fp16)
+        return extract_blobs(net, {name: ncnn.Mat(arr) for name, arr in arrays.items()}, outputs, param)
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(str(exc)) from None
 
 
 def apply_ncnn_graph_opt(param: Path, bin_path: Path) -> dict[str, Any]:

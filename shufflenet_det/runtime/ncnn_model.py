@@ -15,7 +15,7 @@ import numpy as np
 from . import postprocess
 from .images import DEFAULT_PREPROCESS, fit_size, pad_to_divisor
 from .io import PathLike
-from .ncnn_param import new_net
+from .ncnn_param import extract_blobs, load_net
 
 
 class NcnnModel:
@@ -50,9 +50,7 @@ class NcnnModel:
                 postprocess.check_meta(self.meta.get('postprocess'))
             except ValueError as exc:
                 raise ValueError(f'{self.meta_path!r}: {exc}') from None
-        self.net = new_net(threads, fp16)  # the options of every ncnn model of the runtime
-        if self.net.load_param(self.param) != 0 or self.net.load_model(self.bin) != 0:
-            raise ValueError(f'ncnn cannot load {self.param!r} / {self.bin!r}')
+        self.net = load_net(self.param, self.bin, threads, fp16)  # the options of every ncnn model of the runtime
 
     @property
     def export_hw(self) -> list[int]:
@@ -99,15 +97,7 @@ class NcnnModel:
 
     def run(self, mat: Any) -> list[np.ndarray]:
         """One forward pass; the outputs in the export's order (ncnn drops the batch axis)."""
-        ex = self.net.create_extractor()
-        ex.input(self.input_blob, mat)
-        outs = []
-        for name in self.output_blobs:
-            ret, out = ex.extract(name)
-            if ret != 0:
-                raise RuntimeError(f'ncnn extract({name!r}) of {self.param!r} failed with code {ret}')
-            outs.append(np.array(out, copy=True))
-        return outs
+        return extract_blobs(self.net, {self.input_blob: mat}, self.output_blobs, self.param)
 
     def decode(self, outs: Sequence[np.ndarray], hw: Sequence[int]) -> dict[str, np.ndarray]:
         """Detections (``boxes``, ``scores``, ``labels``, in input pixels) from the raw outputs of an input of

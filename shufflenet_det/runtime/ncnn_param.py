@@ -4,14 +4,15 @@ The runtime's own exports carry a ``.json`` report (:class:`.ncnn_model.NcnnMode
 (another project's pnnx or onnx2ncnn output, e.g. the peer model of the benchmark's peer mode) has only the two files.
 :func:`read_param` reads what running it needs from the text ``.param``: the ``Input`` layer's blob (and the
 ``0=w 1=h 2=c`` shape when the converter wrote one) and the outputs, the blobs produced but never consumed.
-:func:`new_net` is the one place the ncnn options of the runtime are set, for both kinds of models.
+:func:`new_net` is the one place the ncnn options of the runtime are set, for both kinds of models; :func:`load_net`
+opens a pair with them and :func:`extract_blobs` runs it (every ncnn model of the project is run through these).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -123,6 +124,36 @@ def new_net(threads: int, fp16: bool = True) -> Any:
     return net
 
 
+def load_net(param: PathLike, weights: PathLike, threads: int = 1, fp16: bool = True, what: str = '') -> Any:
+    """A :func:`new_net` with ``param`` / ``weights`` loaded; ValueError ``[what: ]ncnn cannot load ...`` when ncnn
+    refuses them."""
+    net = new_net(threads, fp16)
+    if net.load_param(os.fspath(param)) != 0 or net.load_model(os.fspath(weights)) != 0:
+        raise ValueError(f'{what + ": " if what else ""}ncnn cannot load {os.fspath(param)!r} / '
+                         f'{os.fspath(weights)!r}')
+    return net
+
+
+def extract_blobs(net: Any, inputs: dict[str, Any], names: Sequence[str], param: PathLike,
+                  keep_intermediate: bool = False) -> list[np.ndarray]:
+    """One forward pass of ``net`` on ``inputs`` (blob name -> ``ncnn.Mat``; the caller keeps the arrays behind them
+    alive) and copies of the blobs ``names`` (no batch axis). ``keep_intermediate`` turns ncnn's light mode off, so
+    that blobs consumed inside the network can be extracted too. RuntimeError naming ``param`` when an extraction
+    fails."""
+    ex = net.create_extractor()
+    if keep_intermediate:
+        ex.set_light_mode(False)
+    for blob, mat in inputs.items():
+        ex.input(blob, mat)
+    outs = []
+    for name in names:
+        ret, out = ex.extract(name)
+        if ret != 0:
+            raise RuntimeError(f'ncnn extract({name!r}) of {os.fspath(param)!r} failed with code {ret}')
+        outs.append(np.array(out, copy=True))
+    return outs
+
+
 class NcnnNet:
     """A ``.param`` / ``.bin`` pair with the blobs of :func:`read_param`, opened with :func:`new_net`'s options.
 
@@ -136,9 +167,7 @@ class NcnnNet:
         if not os.path.isfile(self.bin):
             raise ValueError(f'{what}: the weights {self.bin!r} of {self.param!r} do not exist')
         self.what = what
-        self.net = new_net(threads, fp16)
-        if self.net.load_param(self.param) != 0 or self.net.load_model(self.bin) != 0:
-            raise ValueError(f'{what}: ncnn cannot load {self.param!r} / {self.bin!r}')
+        self.net = load_net(self.param, self.bin, threads, fp16, what)
 
     def check_input_chw(self, chw: tuple[int, int, int], source: str) -> None:
         """ValueError naming ``source`` when the ``.param`` fixes an input dimension other than ``chw``'s."""
@@ -150,12 +179,4 @@ class NcnnNet:
 
     def run(self, mat: Any) -> list[np.ndarray]:
         """One forward pass on an ``ncnn.Mat``; the outputs of :func:`read_param` in order (no batch axis)."""
-        ex = self.net.create_extractor()
-        ex.input(self.info.input_blob, mat)
-        outs = []
-        for name in self.info.output_blobs:
-            ret, out = ex.extract(name)
-            if ret != 0:
-                raise RuntimeError(f'ncnn extract({name!r}) of {self.param!r} failed with code {ret}')
-            outs.append(np.array(out, copy=True))
-        return outs
+        return extract_blobs(self.net, {self.info.input_blob: mat}, self.info.output_blobs, self.param)

@@ -7,7 +7,7 @@ times each layer on its own instead, in the real network's conditions:
    type=1)``: packed by 4 / 8 / 16 channels, fp16 or int8 storage, as the producing layer left it);
 2. each layer becomes a network of its own - one ``Input`` per bottom blob and the layer's ``.param`` line with its
    weights cut from the ``.bin`` (:func:`.ncnn_file.read_ncnn`) - opened with the same options
-   (:func:`.ncnn_param.new_net`), so ncnn converts its inputs' layout exactly as the whole network does;
+   (:func:`.ncnn_param.load_net`), so ncnn converts its inputs' layout exactly as the whole network does;
 3. the layer networks and the whole network - of every model profiled together, e.g. a model and its peer - are
    timed in interleaved rounds (the extraction only: the extractor and its inputs are set up before the clock
    starts). A layer that runs in place gets a copy of an input that is still
@@ -32,7 +32,7 @@ import numpy as np
 
 from .io import PathLike
 from .ncnn_file import NcnnFormatError, NcnnLayer, read_ncnn
-from .ncnn_param import PARAM_MAGIC, new_net, read_param
+from .ncnn_param import PARAM_MAGIC, load_net, read_param
 from .timing import KINDS, conv_floor
 
 #: ncnn layer types per kind (the rest is ``other``: pooling, activations, element-wise ops, ...).
@@ -123,10 +123,7 @@ def _layer_net(layer: NcnnLayer, folder: Path, threads: int, fp16: bool) -> Any:
     param, weights = folder / f'{len(os.listdir(folder))}.param', folder / f'{len(os.listdir(folder))}.bin'
     param.write_text('\n'.join([PARAM_MAGIC, f'{len(inputs) + 1} {blobs}', *inputs, layer.line]) + '\n')
     weights.write_bytes(b''.join(blob.data for blob in layer.blobs))
-    net = new_net(threads, fp16)
-    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
-        raise ValueError(f'ncnn cannot load layer {layer.name!r} ({layer.type}) as a network of its own')
-    return net
+    return load_net(param, weights, threads, fp16, f'layer {layer.name!r} ({layer.type}) as a network of its own')
 
 
 def _inplace(layer_type: str) -> bool:
@@ -149,9 +146,7 @@ class _Prepared:
             model = read_ncnn(param, weights)
         except NcnnFormatError as exc:
             raise ValueError(str(exc)) from None
-        self.net = new_net(threads, fp16)
-        if self.net.load_param(self.param) != 0 or self.net.load_model(str(weights)) != 0:
-            raise ValueError(f'ncnn cannot load {self.param!r} / {str(weights)!r}')
+        self.net = load_net(self.param, weights, threads, fp16)
         self.data = np.random.default_rng(seed).random(self.shape, dtype=np.float32)
         self.mat = ncnn.Mat(self.data)  # does not own ``data``: both stay alive with this object
         self.extractor = self.net.create_extractor()  # holds the blobs below

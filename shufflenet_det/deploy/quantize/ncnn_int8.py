@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...runtime.ncnn_file import TAG_FP16, TAG_FP32, NcnnLayer, NcnnModelFile, WeightBlob
+from ...runtime.ncnn_param import extract_blobs, load_net
 from .config import QuantConfig
 
 #: The layer types quantized, and the ``int8_scale_term`` ncnn2int8 gives each.
@@ -217,23 +218,12 @@ def fp32_blob_runner(param: str | os.PathLike, bin_path: str | os.PathLike, inpu
     """``run_blobs(x, names)`` for :func:`calibrate`: the fp32 ncnn model (fp16 storage and arithmetic off) on one
     ``(1, 3, H, W)`` input, the named blobs extracted."""
     import ncnn
-    net = ncnn.Net()
-    net.opt.num_threads = int(threads)
-    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
-    if net.load_param(str(param)) != 0 or net.load_model(str(bin_path)) != 0:
-        raise ValueError(f'ncnn cannot load {str(param)!r} / {str(bin_path)!r}')
+    net = load_net(param, bin_path, threads, fp16=False)
 
     def run(x: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
         chw = np.ascontiguousarray(x[0], dtype=np.float32)  # ncnn.Mat(chw) reads this memory: keep it alive
-        ex = net.create_extractor()
-        ex.set_light_mode(False)  # keep every intermediate blob: several are extracted
-        ex.input(input_blob, ncnn.Mat(chw))
-        out = []
-        for name in names:
-            ret, mat = ex.extract(name)
-            if ret != 0:
-                raise ValueError(f'ncnn extract({name!r}) of {str(param)!r} failed with code {ret}')
-            out.append(np.array(mat, copy=True))
-        del ex, chw
-        return out
+        try:  # every intermediate blob kept: several are extracted
+            return extract_blobs(net, {input_blob: ncnn.Mat(chw)}, names, param, keep_intermediate=True)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
     return run  # the closure holds the net

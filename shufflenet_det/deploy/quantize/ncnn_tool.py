@@ -7,7 +7,6 @@ through :func:`fail` (exit status 2), a refused model with status 1 and nothing 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,8 @@ def read_ncnn_export(model: str) -> tuple[Path, Path, Path, dict[str, Any]]:
     for path, what in ((param, '.param'), (bin_path, '.bin (weights)'), (side, '.json report')):
         if not path.is_file():
             fail(f'model {model!r}: its {what} {str(path)!r} does not exist (export with tools/deploy/export_ncnn.py)')
-    try:
-        report = json.loads(side.read_text())
-        if not isinstance(report, dict):
-            raise ValueError('not a JSON object')
-    except (OSError, ValueError) as exc:
-        fail(f'report {str(side)!r} of the model is not readable JSON ({exc}); export again with '
-             'tools/deploy/export_ncnn.py')
+    from ..cli import load_report_json
+    report = load_report_json(side, 'tools/deploy/export_ncnn.py')
     if report.get('format') != 'ncnn' or not report.get('input_blob') or not report.get('output_blobs'):
         fail(f'{str(side)!r} is not the report of an ncnn export (format {report.get("format")!r}); export with '
              'tools/deploy/export_ncnn.py')
