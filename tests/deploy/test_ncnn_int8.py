@@ -245,7 +245,6 @@ def test_kl_threshold_cuts_a_long_tail() -> None:
 def det_setup(tmp_path_factory) -> dict:
     """The tiny mini COCO whose validation ground truth is the fp32 ncnn detector's own 5 best boxes per image (high
     fp32 mAP, so a loss shows), its config and the ncnn export."""
-    from shufflenet_det.deploy.images import prepare_image, read_image
     from shufflenet_det.runtime import postprocess
     from shufflenet_det.utils.predict import preprocess_meta
     root = tmp_path_factory.mktemp('ncnn_q')
@@ -256,21 +255,12 @@ def det_setup(tmp_path_factory) -> dict:
     models.mkdir()
     report = export_detector_ncnn(detector, models / 'det', fx.images(detector, SIZE, 1), verbose=False)
     pre = preprocess_meta(detector)
-    ann_file = data / 'annotations' / 'instances_val2017.json'
-    ann = json.loads(ann_file.read_text())
-    anns = []
-    for im in ann['images']:
-        x, scale = prepare_image(read_image(data / 'val2017' / im['file_name']), SIZE, pre)
+
+    def detect(x: torch.Tensor) -> dict:
         outs = run_ncnn(models / 'det.param', models / 'det.bin', {'in0': x.numpy()[0]}, report['output_blobs'],
                         fp16=False)
-        dets = postprocess.decode_outputs(outs, report['postprocess'], SIZE)
-        for box, label in zip(dets['boxes'][:5] / scale, dets['labels'][:5]):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            anns.append(dict(id=len(anns) + 1, image_id=im['id'], category_id=ann['categories'][int(label)]['id'],
-                             iscrowd=0, bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1)))
-    assert len(anns) >= 10
-    ann['annotations'] = anns
-    ann_file.write_text(json.dumps(ann))
+        return postprocess.decode_outputs(outs, report['postprocess'], SIZE)
+    assert fx.label_val_with(data, detect, SIZE, pre) >= 10
     return dict(root=root, data=data, cfg=cfg, models=models, param=models / 'det.param')
 
 

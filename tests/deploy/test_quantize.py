@@ -42,7 +42,6 @@ def setup(tmp_path_factory) -> dict:
     float mAP is high and any accuracy the int8 model loses shows), its config, and the detector exported with NMS.
     """
     from shufflenet_det.deploy.export_common import unpad_detections
-    from shufflenet_det.deploy.images import prepare_image, read_image
     from shufflenet_det.utils.predict import preprocess_meta
     root = tmp_path_factory.mktemp('quant')
     data = make_dataset(root / 'mini')
@@ -53,20 +52,9 @@ def setup(tmp_path_factory) -> dict:
     onnx_path = models / 'det.onnx'
     export_detector_onnx(detector, onnx_path, fx.images(detector, SIZE, 1), verbose=False)
     pre = preprocess_meta(detector)
-    ann_file = data / 'annotations' / 'instances_val2017.json'
-    ann = json.loads(ann_file.read_text())
     sess = ort_session(onnx_path)
-    anns = []
-    for im in ann['images']:
-        x, scale = prepare_image(read_image(data / 'val2017' / im['file_name']), SIZE, pre)
-        dets = unpad_detections(*sess.run(None, {'input': x.numpy()}))[0]
-        for box, label in zip(dets['boxes'][:5] / scale, dets['labels'][:5]):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            anns.append(dict(id=len(anns) + 1, image_id=im['id'], category_id=ann['categories'][int(label)]['id'],
-                             iscrowd=0, bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1)))
-    assert len(anns) >= 10
-    ann['annotations'] = anns
-    ann_file.write_text(json.dumps(ann))
+    assert fx.label_val_with(data, lambda x: unpad_detections(*sess.run(None, {'input': x.numpy()}))[0], SIZE,
+                             pre) >= 10
     return dict(root=root, data=data, cfg=cfg, detector=detector, onnx=onnx_path, preprocess=pre)
 
 
